@@ -1,0 +1,60 @@
+"""Every key name scimpute reads or writes, in one place.
+
+Modules import these constants instead of spelling strings, so that a rename is one edit and
+documentation can point here. The pattern follows squidpy's ``Key`` class.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+class Key:
+    """Names of the fields scimpute writes into AnnData / MuData objects."""
+
+    class obs:
+        """Columns of ``grid.obs``."""
+
+        n_cells: Final = "n_cells"
+        measured: Final = "measured"
+
+        @staticmethod
+        def source(key: str) -> str:
+            """Column naming which estimator produced each row of ``layers[key]``."""
+            return f"{key}_source"
+
+        @staticmethod
+        def diagnostic(key: str, name: str) -> str:
+            """Column holding a per-pair diagnostic of an imputation run."""
+            return f"{key}_{name}"
+
+    class layers:
+        """Layers of the grid."""
+
+        @staticmethod
+        def effect(key: str) -> str:
+            """Layer holding completed profiles minus the context's control profile."""
+            return f"{key}_effect"
+
+    class uns:
+        """Entries of ``.uns``."""
+
+        grid: Final = "perturbation_grid"
+        cross_validation: Final = "cross_validation"
+
+        @staticmethod
+        def imputed(method: str) -> str:
+            """Default ``key_added`` of :func:`scimpute.tl.impute`."""
+            return f"imputed_{method}"
+
+
+#: value of ``obs[Key.obs.source(key)]`` for rows that were measured.
+SOURCE_MEASURED: Final = "measured"
+#: value of ``obs[Key.obs.source(key)]`` for unmeasured control rows.
+SOURCE_CONTROL_FILL: Final = "control_mean"
+#: environment variable naming the directory of the real datasets.
+DATA_DIR_ENV: Final = "SCIMPUTE_DATA_DIR"
+#: separator of combination labels ("A+B"), pertpy's convention.
+COMBINATION_SEP: Final = "+"
+#: separator between a perturbation and its dose in grid labels ("drug@1.5").
+DOSE_SEP: Final = "@"

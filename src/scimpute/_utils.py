@@ -1,0 +1,64 @@
+"""Small helpers shared by the package (random state, array checks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+RandomState = int | np.random.Generator | None
+
+
+def check_random_state(random_state: RandomState) -> np.random.Generator:
+    """Return a :class:`numpy.random.Generator` for an int seed, a generator or ``None``.
+
+    ``None`` means seed 0: scimpute never draws unseeded random numbers.
+    """
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None:
+        return np.random.default_rng(0)
+    if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        f"random_state must be an int or a numpy Generator, got {type(random_state).__name__}."
+    )
+
+
+def seed_from(random_state: RandomState) -> int:
+    """Draw a 32-bit integer seed (for :func:`jax.random.PRNGKey`) from ``random_state``."""
+    if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
+        return int(random_state) % (2**32)
+    return int(check_random_state(random_state).integers(0, 2**32 - 1))
+
+
+def h5ad_safe(value: Any) -> Any:
+    """Convert a value to something ``write_h5ad`` stores in ``.uns`` and reads back.
+
+    ``None`` becomes the string ``"None"``, tuples become arrays, numpy scalars become Python
+    scalars, and mappings are converted recursively. Used for ``.uns[key]["params"]``.
+    """
+    if value is None:
+        return "None"
+    if isinstance(value, Mapping):
+        return {str(k): h5ad_safe(v) for k, v in value.items()}
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, list | tuple):
+        if len(value) == 0:
+            return np.array([], dtype=float)
+        if all(isinstance(v, str) for v in value):
+            return np.array(value, dtype=object)
+        if all(isinstance(v, int | float | np.number | bool) for v in value):
+            return np.asarray(value)
+        return {str(i): h5ad_safe(v) for i, v in enumerate(value)}
+    if isinstance(value, np.random.Generator):
+        return "Generator"
+    if callable(value):
+        return getattr(value, "__name__", repr(value))
+    return value

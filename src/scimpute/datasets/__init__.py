@@ -1,0 +1,27 @@
+"""Datasets: seeded simulators with ground truth, and loaders of the shared real data."""
+
+from ._loaders import (
+    DATASETS,
+    cmap,
+    data_dir,
+    dataset_path,
+    kang,
+    korkut,
+    lincs_doses,
+    pbmc_citeseq,
+    scicar,
+)
+from ._simulate import simulate_grid
+
+__all__ = [
+    "DATASETS",
+    "cmap",
+    "data_dir",
+    "dataset_path",
+    "kang",
+    "korkut",
+    "lincs_doses",
+    "pbmc_citeseq",
+    "scicar",
+    "simulate_grid",
+]

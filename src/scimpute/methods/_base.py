@@ -1,0 +1,184 @@
+"""The array-level contract every imputation method follows.
+
+A method knows nothing about AnnData. It receives a :class:`GridData` (profiles as a
+``(n_contexts, n_perturbations, n_features)`` array plus a measured mask) and the list of
+target pairs, and returns a :class:`MethodResult` with one predicted profile per target.
+:func:`scimpute.tl.impute` and :func:`scimpute.tl.cross_validate` do the AnnData plumbing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GridData:
+    """Arrays of a perturbation grid.
+
+    Attributes
+    ----------
+    Y
+        ``(n_contexts, n_perturbations, n_features)`` profiles. Entries of unmeasured pairs
+        are undefined (NaN in practice) and must not be read.
+    measured
+        ``(n_contexts, n_perturbations)`` bool mask of the pairs a method may learn from.
+    control
+        Index of the control perturbation, or ``None`` when the data are already effects.
+    contexts, perturbations
+        Labels, in grid order.
+    features
+        Feature (gene) names.
+    obs
+        Optional per-pair side information (a :class:`pandas.DataFrame` of the grid's obs,
+        context-major order) for methods that use covariates.
+    """
+
+    Y: np.ndarray
+    measured: np.ndarray
+    control: int | None
+    contexts: np.ndarray
+    perturbations: np.ndarray
+    features: np.ndarray | None = None
+    obs: Any = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.Y.ndim != 3:
+            raise ValueError(f"Y must be 3-dimensional, got shape {self.Y.shape}.")
+        if self.measured.shape != self.Y.shape[:2]:
+            raise ValueError(
+                f"measured has shape {self.measured.shape}, expected {self.Y.shape[:2]}."
+            )
+        if self.control is not None and not 0 <= self.control < self.Y.shape[1]:
+            raise ValueError(f"control index {self.control} is out of range.")
+
+    @property
+    def n_contexts(self) -> int:
+        return self.Y.shape[0]
+
+    @property
+    def n_perturbations(self) -> int:
+        return self.Y.shape[1]
+
+    @property
+    def n_features(self) -> int:
+        return self.Y.shape[2]
+
+    def with_measured(self, measured: np.ndarray) -> GridData:
+        """A copy that shares ``Y`` but uses another measured mask (for hiding pairs)."""
+        return replace(self, measured=np.asarray(measured, dtype=bool))
+
+    def treated_mask(self) -> np.ndarray:
+        """Measured pairs that are not the control."""
+        m = self.measured.copy()
+        if self.control is not None:
+            m[:, self.control] = False
+        return m
+
+
+@dataclass
+class MethodResult:
+    """What a method returns.
+
+    Attributes
+    ----------
+    prediction
+        ``(n_targets, n_features)`` predicted profiles, in the order of the targets.
+    source
+        ``(n_targets,)`` strings naming the estimator that produced each prediction: the
+        method's name, or the fallback used for that pair.
+    per_target
+        Per-target diagnostics, each ``(n_targets,)``; written to ``grid.obs``.
+    info
+        Anything else (h5ad-safe values); written to ``grid.uns[key]``.
+    """
+
+    prediction: np.ndarray
+    source: np.ndarray
+    per_target: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+MethodFn = Callable[..., MethodResult]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered imputation method.
+
+    Attributes
+    ----------
+    name
+        Name used by ``impute(grid, method=name)``.
+    fn
+        ``fn(data: GridData, targets: ndarray[int] (n, 2), *, random_state, **params)``
+        returning a :class:`MethodResult`.
+    description
+        One line for listings.
+    reference
+        Literature reference.
+    needs_control
+        Whether the method requires a control perturbation.
+    """
+
+    name: str
+    fn: MethodFn
+    description: str
+    reference: str = ""
+    needs_control: bool = False
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Keyword parameters of ``fn`` and their defaults (``random_state`` excluded)."""
+        sig = inspect.signature(self.fn)
+        return {
+            k: p.default
+            for k, p in sig.parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "random_state"
+        }
+
+
+def as_targets(targets) -> np.ndarray:
+    """Coerce targets to an ``(n, 2)`` int64 array of (context, perturbation) indices."""
+    t = np.asarray(targets, dtype=np.int64)
+    if t.size == 0:
+        return t.reshape(0, 2)
+    if t.ndim != 2 or t.shape[1] != 2:
+        raise ValueError(f"targets must have shape (n, 2), got {t.shape}.")
+    return t
+
+
+def grid_data(
+    Y: np.ndarray,
+    measured: np.ndarray | None = None,
+    *,
+    control: int | None = None,
+    contexts=None,
+    perturbations=None,
+    features=None,
+) -> GridData:
+    """Build a :class:`GridData` from plain arrays (labels default to ``"c0"``, ``"p0"``, ...).
+
+    ``measured`` defaults to the pairs whose profile has no NaN.
+    """
+    Y = np.asarray(Y)
+    if Y.ndim != 3:
+        raise ValueError(f"Y must have shape (contexts, perturbations, features), got {Y.shape}.")
+    if measured is None:
+        measured = ~np.isnan(Y).any(axis=2)
+    n_c, n_p, n_f = Y.shape
+    return GridData(
+        Y=Y,
+        measured=np.asarray(measured, dtype=bool),
+        control=control,
+        contexts=np.asarray(contexts if contexts is not None else [f"c{i}" for i in range(n_c)]),
+        perturbations=np.asarray(
+            perturbations if perturbations is not None else [f"p{i}" for i in range(n_p)]
+        ),
+        features=None if features is None else np.asarray(features),
+    )

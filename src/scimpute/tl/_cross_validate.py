@@ -1,0 +1,232 @@
+"""Hide measured pairs fold by fold, impute them with each method, score the predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from .._keys import Key
+from .._utils import RandomState, check_random_state, h5ad_safe
+from ..methods import GridData, get_method
+from ..metrics import METRICS, score_pairs
+from ._data import to_grid_data
+from ._run import resolve_method, run_method
+
+HOLDOUTS = ("leave_one_out", "random", "contexts", "perturbations")
+
+
+def make_folds(
+    data: GridData, holdout: str, n_folds: int, random_state: RandomState
+) -> list[np.ndarray]:
+    """Split the measured non-control pairs into folds of ``(n, 2)`` target indices.
+
+    ``leave_one_out``: one pair per fold. ``random``: pairs shuffled into ``n_folds`` folds.
+    ``contexts`` / ``perturbations``: every non-control pair of a group of contexts
+    (perturbations) is hidden together, groups shuffled into ``n_folds`` folds; control
+    profiles stay visible.
+    """
+    if holdout not in HOLDOUTS:
+        raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}.")
+    cand = np.argwhere(data.treated_mask())
+    if cand.shape[0] == 0:
+        raise ValueError("The grid has no measured non-control pairs to hold out.")
+    if holdout == "leave_one_out":
+        return [cand[i : i + 1] for i in range(cand.shape[0])]
+    if not isinstance(n_folds, int | np.integer) or n_folds < 2:
+        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}.")
+    rng = check_random_state(random_state)
+    if holdout == "random":
+        perm = rng.permutation(cand.shape[0])
+        return [cand[np.sort(f)] for f in np.array_split(perm, min(n_folds, cand.shape[0]))]
+    axis = 0 if holdout == "contexts" else 1
+    groups = np.unique(cand[:, axis])
+    groups = groups[rng.permutation(groups.size)]
+    folds = []
+    for g in np.array_split(groups, min(n_folds, groups.size)):
+        folds.append(cand[np.isin(cand[:, axis], g)])
+    return folds
+
+
+def _normalise_methods(methods, method_params: dict[str, Any]) -> dict[str, tuple[str, dict]]:
+    """``methods`` as ``{label: (method name, params)}``."""
+    if isinstance(methods, str):
+        methods = [methods]
+    if isinstance(methods, Mapping):
+        out = {}
+        for label, spec in methods.items():
+            if isinstance(spec, str):
+                out[str(label)] = (spec, {})
+            elif isinstance(spec, Mapping) and "method" in spec:
+                spec = dict(spec)
+                out[str(label)] = (spec.pop("method"), spec)
+            else:
+                raise TypeError(
+                    f"methods[{label!r}] must be a method name or a dict with a 'method' entry "
+                    "and its parameters."
+                )
+    elif isinstance(methods, Sequence):
+        out = {str(m): (str(m), {}) for m in methods}
+    else:
+        raise TypeError("methods must be a name, a list of names or a dict of label -> spec.")
+    if not out:
+        raise ValueError("methods is empty.")
+    shared = {}
+    for k, v in method_params.items():
+        if k in out and isinstance(v, Mapping):
+            out[k] = (out[k][0], {**out[k][1], **v})
+        else:
+            shared[k] = v
+    for k, v in shared.items():
+        takers = [lab for lab, (name, _) in out.items() if k in get_method(name).defaults]
+        if not takers:
+            raise TypeError(
+                f"Parameter {k!r} is not accepted by any of the methods {list(out)}. Pass "
+                "method-specific parameters as a dict named after the method label."
+            )
+        for lab in takers:
+            out[lab] = (out[lab][0], {k: v, **out[lab][1]})
+    return out
+
+
+def cross_validate(
+    grid: AnnData,
+    *,
+    methods: str | Sequence[str] | Mapping[str, Any] = (
+        "context_mean",
+        "perturbation_mean",
+        "two_way_mean",
+        "additive",
+    ),
+    holdout: str = "leave_one_out",
+    n_folds: int = 5,
+    random_state: RandomState = 0,
+    key_added: str | None = Key.uns.cross_validation,
+    progress: bool = True,
+    **method_params: Any,
+) -> pd.DataFrame:
+    """Hide measured pairs fold by fold, impute them with each method, and score them.
+
+    Parameters
+    ----------
+    grid
+        A grid made by :func:`scimpute.pp.perturbation_grid`.
+    methods
+        A method name, a list of names, or a dict ``{label: name}`` /
+        ``{label: {"method": name, **params}}`` to compare variants of one method.
+    holdout
+        ``"leave_one_out"`` (each measured non-control pair in turn), ``"random"`` (pairs in
+        ``n_folds`` random folds), ``"contexts"`` or ``"perturbations"`` (all pairs of a group
+        of contexts / perturbations at once: new cell types, new drugs).
+    n_folds
+        Number of folds for the grouped and random hold-outs.
+    random_state
+        Seed or generator, for the folds and for the methods.
+    key_added
+        ``grid.uns`` key of the stored table; ``None`` writes nothing.
+    progress
+        Show a progress bar over folds.
+    **method_params
+        A parameter passed to every method that accepts it, or ``label={...}`` for one method.
+
+    Returns
+    -------
+    One row per (method, hidden pair) with ``method``, ``context``, ``perturbation``,
+    ``fold``, ``source`` (estimator or fallback used) and the scores ``r2`` (1 - SSE/SST over
+    features), ``r2_effect``, ``pearson_effect``, ``cosine_effect`` (on the profile minus
+    the context's control, on the profile itself when the grid has no control), ``mse`` and
+    ``relative_mse`` (SSE / SSE of ``context_mean`` on the same fold). Also written to
+    ``grid.uns[key_added]`` as ``{"scores": DataFrame, "params": {...}}`` (h5ad-safe).
+    :func:`scimpute.tl.summarize_cross_validation` condenses it.
+    """
+    data, _ = to_grid_data(grid)
+    specs = _normalise_methods(methods, method_params)
+    resolved = {lab: resolve_method(name, params, data) for lab, (name, params) in specs.items()}
+    rng = check_random_state(random_state)
+    folds = make_folds(data, holdout, n_folds, rng)
+    fold_seeds = rng.integers(0, 2**31 - 1, size=len(folds))
+    reference = get_method("context_mean")
+
+    tables = []
+    for f, hidden in enumerate(tqdm(folds, desc="cross-validation", disable=not progress)):
+        mask = data.measured.copy()
+        mask[hidden[:, 0], hidden[:, 1]] = False
+        fold = data.with_measured(mask)
+        truth = np.asarray(data.Y[hidden[:, 0], hidden[:, 1]], dtype=np.float64)
+        if data.control is None:
+            base = None
+        else:
+            has = data.measured[hidden[:, 0], data.control]
+            base = np.where(has[:, None], data.Y[hidden[:, 0], data.control], np.nan)
+        seed = int(fold_seeds[f])
+        ref = run_method(reference, fold, hidden, random_state=seed, params={}).prediction
+        for lab, m in resolved.items():
+            res = run_method(m, fold, hidden, random_state=seed, params=specs[lab][1])
+            scores = score_pairs(truth, res.prediction, baseline=base, reference_pred=ref)
+            tables.append(
+                pd.DataFrame(
+                    {
+                        "method": lab,
+                        "context": data.contexts[hidden[:, 0]].astype(str),
+                        "perturbation": data.perturbations[hidden[:, 1]].astype(str),
+                        "fold": f,
+                        "source": res.source.astype(str),
+                        **{k: scores[k] for k in METRICS},
+                    }
+                )
+            )
+    table = pd.concat(tables, ignore_index=True)
+    if key_added is not None:
+        grid.uns[key_added] = {
+            "scores": table,
+            "params": h5ad_safe(
+                {
+                    "methods": {lab: {"method": n, **p} for lab, (n, p) in specs.items()},
+                    "holdout": holdout,
+                    "n_folds": len(folds),
+                    "random_state": random_state,
+                }
+            ),
+        }
+    return table
+
+
+def summarize_cross_validation(
+    scores: pd.DataFrame | AnnData,
+    *,
+    key: str = Key.uns.cross_validation,
+    metrics: Sequence[str] = METRICS,
+) -> pd.DataFrame:
+    """Median and mean of each metric per method, and the fraction beating ``context_mean``.
+
+    Parameters
+    ----------
+    scores
+        The table returned by :func:`cross_validate`, or a grid holding it in ``.uns[key]``.
+    key
+        ``.uns`` key when ``scores`` is a grid.
+    metrics
+        Metrics to summarise.
+
+    Returns
+    -------
+    One row per method, sorted by median ``r2`` (best first): ``n_pairs``,
+    ``median_<metric>``, ``mean_<metric>`` and ``frac_better_than_context_mean`` (fraction of
+    pairs with ``relative_mse < 1``).
+    """
+    if isinstance(scores, AnnData):
+        if key not in scores.uns:
+            raise KeyError(f"grid.uns[{key!r}] not found; run scimpute.tl.cross_validate first.")
+        scores = scores.uns[key]["scores"]
+    g = scores.groupby("method", sort=False)
+    out = pd.DataFrame({"n_pairs": g.size()})
+    for m in metrics:
+        out[f"median_{m}"] = g[m].median()
+    for m in metrics:
+        out[f"mean_{m}"] = g[m].mean()
+    out["frac_better_than_context_mean"] = g["relative_mse"].apply(lambda s: float((s < 1).mean()))
+    return out.sort_values("median_r2", ascending=False)

@@ -1,0 +1,140 @@
+"""The one entry point that imputes a grid with any registered method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._keys import SOURCE_CONTROL_FILL, SOURCE_MEASURED, Key
+from .._utils import RandomState, h5ad_safe
+from ._data import default_targets, to_grid_data
+from ._run import resolve_method, run_method
+
+
+def _fill_controls(data, completed: np.ndarray, source: np.ndarray) -> int:
+    """Fill unmeasured control rows with the mean measured control profile of other contexts."""
+    if data.control is None:
+        return 0
+    a = data.control
+    has = data.measured[:, a]
+    missing = ~has
+    if not missing.any():
+        return 0
+    if not has.any():
+        source[missing, a] = "unavailable"
+        return 0
+    completed[missing, a] = data.Y[has, a].astype(np.float64).mean(axis=0)
+    source[missing, a] = SOURCE_CONTROL_FILL
+    return int(missing.sum())
+
+
+def effects(data, completed: np.ndarray) -> np.ndarray:
+    """Completed profiles minus the context's measured control profile (NaN without one).
+
+    When the grid has no control, the profiles are the effects.
+    """
+    if data.control is None:
+        return completed.copy()
+    ctrl = np.where(
+        data.measured[:, data.control][:, None],
+        completed[:, data.control],
+        np.nan,
+    )
+    return completed - ctrl[:, None, :]
+
+
+def impute(
+    grid: AnnData,
+    *,
+    method: str,
+    key_added: str | None = None,
+    random_state: RandomState = 0,
+    copy: bool = False,
+    **method_params: Any,
+) -> AnnData | None:
+    """Predict the profile of every unmeasured (context, perturbation) pair of a grid.
+
+    Parameters
+    ----------
+    grid
+        A grid made by :func:`scimpute.pp.perturbation_grid`. Rows with
+        ``obs["measured"] == False`` are imputed; their ``X`` is ignored.
+    method
+        Name of a registered method; :func:`scimpute.methods.available_methods` lists them
+        (``"context_mean"``, ``"perturbation_mean"``, ``"two_way_mean"``, ``"additive"``, ...).
+    key_added
+        Name under which results are stored; defaults to ``f"imputed_{method}"``.
+    random_state
+        Seed (int) or :class:`numpy.random.Generator` for methods with random steps.
+    copy
+        Return a modified copy instead of writing into ``grid``.
+    **method_params
+        Parameters of the method (an unknown one raises a :class:`TypeError` listing the
+        accepted ones).
+
+    Returns
+    -------
+    ``None``, or a copy of ``grid`` if ``copy=True``, with
+
+    - ``layers[key]``: completed grid (measured rows keep their values, unmeasured rows are
+      predicted; unmeasured control rows hold the mean control profile of the other contexts);
+    - ``layers[f"{key}_effect"]``: completed profile minus the context's *measured* control
+      profile (NaN rows where the control is not measured; the profiles themselves when the
+      grid has no control);
+    - ``obs[f"{key}_source"]``: categorical naming what produced each row (``"measured"``, the
+      method, or the fallback used, ``"control_mean"`` for filled control rows);
+    - ``obs[f"{key}_{name}"]``: each per-pair diagnostic of the method (NaN for rows that were
+      not imputed);
+    - ``uns[key]``: ``{"method", "params", "n_imputed", "fallbacks", ...}`` plus the method's
+      diagnostics.
+
+    Nothing is written if an error is raised.
+    """
+    key = Key.uns.imputed(method) if key_added is None else key_added
+    if not isinstance(key, str) or not key:
+        raise ValueError("key_added must be a non-empty string.")
+    data, order = to_grid_data(grid)
+    m = resolve_method(method, method_params, data)
+    targets = default_targets(data)
+    res = run_method(m, data, targets, random_state=random_state, params=method_params)
+
+    n_c, n_a, p = data.Y.shape
+    completed = np.array(data.Y, dtype=np.float32, copy=True)
+    source = np.full((n_c, n_a), SOURCE_MEASURED, dtype=object)
+    if len(targets):
+        completed[targets[:, 0], targets[:, 1]] = res.prediction
+        source[targets[:, 0], targets[:, 1]] = res.source
+    n_ctrl = _fill_controls(data, completed, source)
+    eff = effects(data, completed).astype(np.float32)
+
+    inv = np.empty_like(order)
+    inv[order] = np.arange(order.size)  # grid row -> flat index
+    flat_t = targets[:, 0] * n_a + targets[:, 1]
+    diag_cols = {}
+    for name, values in res.per_target.items():
+        col = np.full(n_c * n_a, np.nan)
+        col[flat_t] = np.asarray(values, dtype=float)
+        diag_cols[Key.obs.diagnostic(key, name)] = col[inv]
+    src_flat = source.reshape(-1)[inv]
+    imputed_sources = source[targets[:, 0], targets[:, 1]] if len(targets) else np.array([])
+    fallbacks = pd.Series(imputed_sources, dtype=object).value_counts().to_dict()
+    record = {
+        "method": method,
+        "params": h5ad_safe({**m.defaults, **method_params, "random_state": random_state}),
+        "n_imputed": len(targets),
+        "n_control_filled": n_ctrl,
+        "fallbacks": {str(k): int(v) for k, v in fallbacks.items()},
+        **h5ad_safe(res.info),
+    }
+
+    out = grid.copy() if copy else grid
+    out.layers[key] = completed.reshape(n_c * n_a, p)[inv]
+    out.layers[Key.layers.effect(key)] = eff.reshape(n_c * n_a, p)[inv]
+    out.obs[Key.obs.source(key)] = pd.Categorical(src_flat.astype(str))
+    for col, values in diag_cols.items():
+        out.obs[col] = values
+    out.uns[key] = record
+    return out if copy else None
