@@ -1,0 +1,58 @@
+"""Sphinx configuration for scimpute."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+project = "scimpute"
+author = "scimpute developers"
+copyright = f"{date.today().year}, {author}"
+release = "0.1.0"
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.mathjax",
+    "sphinx_autodoc_typehints",
+]
+
+autosummary_generate = True
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": False}
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_rtype = True
+napoleon_use_param = True
+typehints_defaults = "braces"
+always_document_param_types = False
+nb_execution_mode = "off"
+myst_enable_extensions = ["colon_fence", "dollarmath"]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+templates_path = ["_templates"]
+
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3", None),
+    "numpy": ("https://numpy.org/doc/stable/", None),
+    "pandas": ("https://pandas.pydata.org/pandas-docs/stable/", None),
+    "anndata": ("https://anndata.readthedocs.io/en/stable/", None),
+    "mudata": ("https://mudata.readthedocs.io/en/latest/", None),
+    "scanpy": ("https://scanpy.readthedocs.io/en/stable/", None),
+    "matplotlib": ("https://matplotlib.org/stable/", None),
+}
+# The docs build must not depend on the network (CI builds them with -W).
+intersphinx_disabled_reftypes = ["*"]
+intersphinx_timeout = 1
+nitpicky = False
+
+html_theme = "sphinx_book_theme"
+html_title = "scimpute"
+html_theme_options = {"repository_url": "https://github.com/scverse/scimpute", "use_repository_button": True}
