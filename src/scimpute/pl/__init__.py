@@ -1,1 +1,7 @@
-"""Plots."""
+"""Plots: pictures of the fields that ``pp`` and ``tl`` write."""
+
+from ._cross_validation import cross_validation
+from ._grid import grid
+from ._prediction import prediction
+
+__all__ = ["cross_validation", "grid", "prediction"]

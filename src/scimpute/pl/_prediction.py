@@ -1,0 +1,93 @@
+"""Predicted vs measured effect of one pair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+from matplotlib.axes import Axes
+
+from .._keys import Key
+from .._validate import check_grid
+from ..metrics import pearson
+from ._utils import finish, get_ax
+
+
+def _row(grid: AnnData, info: dict, context: str, perturbation: str) -> int:
+    c = grid.obs[info["context_key"]].astype(str).to_numpy()
+    p = grid.obs[info["perturbation_key"]].astype(str).to_numpy()
+    hit = np.flatnonzero((c == str(context)) & (p == str(perturbation)))
+    if hit.size == 0:
+        raise KeyError(f"The grid has no pair ({context!r}, {perturbation!r}).")
+    return int(hit[0])
+
+
+def prediction(
+    grid: AnnData,
+    context: str,
+    perturbation: str,
+    *,
+    key: str,
+    truth_layer: str | None = None,
+    annotate: int = 5,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+) -> Axes | None:
+    """Scatter of the predicted against the measured effect of one (context, perturbation).
+
+    The pair must have a measured profile that the imputation did not see: a pair hidden by
+    setting ``obs["measured"]`` to False (its ``X`` still holds the measurement), or any pair
+    when ``truth_layer`` holds the truth (simulations). Effects are profiles minus the
+    context's measured control profile (the profiles themselves without control).
+
+    Parameters
+    ----------
+    grid
+        An imputed grid.
+    context, perturbation
+        Labels of the pair.
+    key
+        ``key_added`` of the :func:`scimpute.tl.impute` run.
+    truth_layer
+        Layer with true profiles; default ``X``.
+    annotate
+        Label this many features with the largest measured effects.
+    ax, show, save
+        Axes to draw into; show the figure; save it to this path.
+
+    Returns
+    -------
+    The Axes, unless ``show=True``.
+    """
+    info = check_grid(grid)
+    if key not in grid.layers:
+        raise KeyError(f"grid.layers[{key!r}] not found: run scimpute.tl.impute(key_added=...).")
+    i = _row(grid, info, context, perturbation)
+    truth = np.asarray(grid.X if truth_layer is None else grid.layers[truth_layer])[i]
+    if not np.isfinite(truth).all():
+        raise ValueError(
+            f"({context!r}, {perturbation!r}) has no measured profile to compare with. Hide a "
+            "measured pair (obs['measured'] = False) before imputing, or pass truth_layer=."
+        )
+    pred = np.asarray(grid.layers[key])[i]
+    if info.get("has_control", False):
+        j = _row(grid, info, context, info["control"])
+        base = np.asarray(grid.X if truth_layer is None else grid.layers[truth_layer])[j]
+        if not np.isfinite(base).all():
+            raise ValueError(f"The control of context {context!r} is not measured.")
+        te, pe = truth - base, pred - base
+    else:
+        te, pe = truth, pred
+    ax = get_ax(ax, (4.5, 4.5))
+    ax.scatter(te, pe, s=6, alpha=0.6, linewidths=0)
+    lo, hi = float(min(te.min(), pe.min())), float(max(te.max(), pe.max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    r = float(pearson(te, pe)[0])
+    ax.set_title(f"{context} | {perturbation}  (r = {r:.2f})")
+    ax.set_xlabel("measured effect")
+    ax.set_ylabel(f"predicted effect ({key})")
+    for g in np.argsort(-np.abs(te))[:annotate]:
+        ax.annotate(str(grid.var_names[g]), (te[g], pe[g]), fontsize=7)
+    return finish(ax, show, save)
