@@ -36,6 +36,7 @@ class GridData:
     obs
         Optional per-pair side information (a :class:`pandas.DataFrame` of the grid's obs,
         context-major order) for methods that use covariates.
+
     """
 
     Y: np.ndarray
@@ -96,6 +97,7 @@ class MethodResult:
         Per-target diagnostics, each ``(n_targets,)``; written to ``grid.obs``.
     info
         Anything else (h5ad-safe values); written to ``grid.uns[key]``.
+
     """
 
     prediction: np.ndarray
@@ -124,6 +126,7 @@ class Method:
         Literature reference.
     needs_control
         Whether the method requires a control perturbation.
+
     """
 
     name: str
@@ -171,7 +174,7 @@ def grid_data(
         raise ValueError(f"Y must have shape (contexts, perturbations, features), got {Y.shape}.")
     if measured is None:
         measured = ~np.isnan(Y).any(axis=2)
-    n_c, n_p, n_f = Y.shape
+    n_c, n_p, _ = Y.shape
     return GridData(
         Y=Y,
         measured=np.asarray(measured, dtype=bool),

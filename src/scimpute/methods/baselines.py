@@ -45,11 +45,13 @@ class GroupMeans:
     global_mean: np.ndarray  # (p,)
 
     def context_mean(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Means and counts of the contexts ``c`` (NaN rows where the count is 0)."""
         n = self.ctx_n[c]
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.ctx_sum[c] / n[:, None], n
 
     def perturbation_mean(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Means and counts of the perturbations ``a`` (NaN rows where the count is 0)."""
         n = self.pert_n[a]
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.pert_sum[a] / n[:, None], n
@@ -122,9 +124,7 @@ def _chain(
         new = ~ok & (n > 0) if name != "global_mean" else ~ok
         support[new] = n[new]
         ok = _fill(pred, source, ok, vals, name)
-    return MethodResult(
-        prediction=pred, source=source, per_target={"n_averaged": support}
-    )
+    return MethodResult(prediction=pred, source=source, per_target={"n_averaged": support})
 
 
 @register(
@@ -147,6 +147,7 @@ def context_mean(data: GridData, targets, *, random_state=0) -> MethodResult:
     Returns
     -------
     :class:`~scimpute.methods.MethodResult` with ``per_target["n_averaged"]``.
+
     """
     return _chain(data, targets, ["context_mean", "perturbation_mean", "global_mean"])
 

@@ -47,6 +47,7 @@ def cross_validation(
     -------
     The Axes, unless ``show=True``. Best method (highest median, lowest for ``mse`` and
     ``relative_mse``) at the top.
+
     """
     if isinstance(scores, AnnData):
         if key not in scores.uns:
@@ -64,10 +65,19 @@ def cross_validation(
         data = [np.clip(d, *clip) for d in data]
     ax = get_ax(ax, (6.0, 0.5 * len(order) + 1.5))
     if kind == "box":
-        ax.boxplot(data, orientation="horizontal", widths=0.6, showfliers=True, flierprops={"markersize": 2})
+        ax.boxplot(
+            data,
+            orientation="horizontal",
+            widths=0.6,
+            showfliers=True,
+            flierprops={"markersize": 2},
+        )
     else:
-        parts = ax.violinplot([d if d.size else np.array([np.nan]) for d in data], orientation="horizontal",
-                              showmedians=True)
+        parts = ax.violinplot(
+            [d if d.size else np.array([np.nan]) for d in data],
+            orientation="horizontal",
+            showmedians=True,
+        )
         del parts
     ax.set_yticks(range(1, len(order) + 1))
     ax.set_yticklabels(order)

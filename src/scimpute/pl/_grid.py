@@ -43,7 +43,11 @@ def _pair_scores(grid: AnnData, score: str, method: str | None, cv_key: str) -> 
     info = grid.uns[Key.uns.grid]
     lookup = dict(
         zip(
-            zip(grid.obs[info["context_key"]].astype(str), grid.obs[info["perturbation_key"]].astype(str), strict=True),
+            zip(
+                grid.obs[info["context_key"]].astype(str),
+                grid.obs[info["perturbation_key"]].astype(str),
+                strict=True,
+            ),
             grid.obs_names,
             strict=True,
         )
@@ -95,6 +99,7 @@ def grid(
 
     States: *measured* (``obs["measured"]``), *hidden* (has cells but ``measured`` is False),
     *imputed* (predicted by ``key``), *unmeasured* (neither).
+
     """
     info = check_grid(grid)
     ci, ai, contexts, perts = grid_positions(grid, info)
@@ -112,8 +117,14 @@ def grid(
         state[(~measured) & (n_cells > 0)] = 3
         state[measured] = 2
         mat[ci, ai] = state
-        ax.imshow(mat, cmap=ListedColormap(_COLOURS), vmin=-0.5, vmax=3.5, aspect="auto",
-                  interpolation="nearest")
+        ax.imshow(
+            mat,
+            cmap=ListedColormap(_COLOURS),
+            vmin=-0.5,
+            vmax=3.5,
+            aspect="auto",
+            interpolation="nearest",
+        )
         handles = [Patch(color=c, label=s) for s, c in zip(_STATES, _COLOURS, strict=True)]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     else:

@@ -8,7 +8,6 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
 
-from .._keys import Key
 from .._validate import check_grid
 from ..metrics import pearson
 from ._utils import finish, get_ax
@@ -60,6 +59,7 @@ def prediction(
     Returns
     -------
     The Axes, unless ``show=True``.
+
     """
     info = check_grid(grid)
     if key not in grid.layers:

@@ -38,6 +38,7 @@ def parse_perturbation(
     --------
     >>> parse_perturbation("A@1.5+B@6")
     [('A', 1.5), ('B', 6.0)]
+
     """
     out: list[tuple[str, float | None]] = []
     for part in str(label).split(sep):
@@ -75,5 +76,7 @@ def combine_with_dose(
                 f"Perturbation {p!r} has {len(comps)} component(s) but dose {d!r} has {len(ds)}; "
                 f"write doses of a combination in the same order, separated by {sep!r}."
             )
-        labels[i] = sep.join(f"{c}{DOSE_SEP}{format_dose(x)}" for c, x in zip(comps, ds, strict=True))
+        labels[i] = sep.join(
+            f"{c}{DOSE_SEP}{format_dose(x)}" for c, x in zip(comps, ds, strict=True)
+        )
     return labels
