@@ -39,22 +39,40 @@ def check_obs_key(adata: AnnData, key: str, *, what: str = "column") -> pd.Serie
     return adata.obs[key]
 
 
+def factorize_labels(values: pd.Series, key: str) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and string labels of a label column, checked for missing/empty labels.
+
+    Work happens on the distinct values, so a million cells cost one pass of factorisation.
+    Values that become the same string (``1`` and ``"1"``) share a code.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy().astype(np.int64)
+        uniques = [str(c) for c in values.cat.categories]
+    else:
+        codes, uniq = pd.factorize(values.to_numpy(), use_na_sentinel=True)
+        codes = codes.astype(np.int64)
+        uniques = [str(u) for u in uniq]
+    missing = codes < 0
+    if missing.any():
+        raise ValueError(
+            f"adata.obs[{key!r}] has {int(missing.sum())} missing label(s). Fill or drop those "
+            f"rows first, e.g. adata = adata[adata.obs[{key!r}].notna()].copy()."
+        )
+    empty = [u for u in uniques if not u.strip()]
+    if empty and np.isin(codes, [uniques.index(e) for e in empty]).any():
+        n = int(np.isin(codes, [uniques.index(e) for e in empty]).sum())
+        raise ValueError(
+            f"adata.obs[{key!r}] has {n} empty label(s). Give every row a non-empty label or "
+            "drop those rows."
+        )
+    merged, labels = pd.factorize(np.asarray(uniques, dtype=object))
+    return merged.astype(np.int64)[codes], [str(x) for x in labels]
+
+
 def check_labels(values: pd.Series, key: str) -> pd.Series:
     """Check that a label column has no missing or empty labels; return it as strings."""
-    if values.isna().any():
-        n = int(values.isna().sum())
-        raise ValueError(
-            f"adata.obs[{key!r}] has {n} missing label(s). Fill or drop those rows first, "
-            f"e.g. adata = adata[adata.obs[{key!r}].notna()].copy()."
-        )
-    as_str = values.astype(str)
-    empty = (as_str.str.strip() == "").to_numpy()
-    if empty.any():
-        raise ValueError(
-            f"adata.obs[{key!r}] has {int(empty.sum())} empty label(s). Give every row a "
-            "non-empty label or drop those rows."
-        )
-    return as_str
+    codes, labels = factorize_labels(values, key)
+    return pd.Series(np.asarray(labels, dtype=object)[codes], index=values.index)
 
 
 def check_layer(adata: AnnData, layer: str | None):

@@ -8,20 +8,25 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._keys import COMBINATION_SEP, Key
-from .._validate import check_finite, check_labels, check_layer, check_obs_key
+from .._validate import _suggest, check_finite, check_layer, check_obs_key, factorize_labels
 from ._labels import combine_with_dose
 
 _CHUNK = 100_000
 
 
-def _ordered_levels(values: pd.Series, as_str: pd.Series) -> list[str]:
-    """Categories in their declared order (if categorical) else sorted; only those present."""
-    present = set(as_str.unique())
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        levels = [str(c) for c in values.cat.categories if str(c) in present]
-    else:
-        levels = sorted(present)
-    return levels
+def _ordered_levels(raw: pd.Series | None, codes: np.ndarray, labels: list[str]) -> list[str]:
+    """Labels present, in the declared category order if categorical, else sorted."""
+    present = set(np.asarray(labels, dtype=object)[np.unique(codes)])
+    if raw is not None and isinstance(raw.dtype, pd.CategoricalDtype):
+        return [str(c) for c in raw.cat.categories if str(c) in present]
+    return sorted(present)
+
+
+def _recode(codes: np.ndarray, labels: list[str], order: list[str]) -> np.ndarray:
+    """Map codes into positions of ``order``."""
+    pos = {lab: i for i, lab in enumerate(order)}
+    lut = np.array([pos.get(lab, -1) for lab in labels], dtype=np.int64)
+    return lut[codes]
 
 
 def _check_duplicates(levels: list[str], key: str, sep: str | None) -> None:
@@ -147,40 +152,42 @@ def perturbation_grid(
         )
     ctx_raw = check_obs_key(adata, context_key, what="context key")
     pert_raw = check_obs_key(adata, perturbation_key, what="perturbation key")
-    ctx = check_labels(ctx_raw, context_key)
-    pert = check_labels(pert_raw, perturbation_key)
-    if control is not None and not (pert == control).any():
-        levels = sorted(pert.unique())
-        from .._validate import _suggest
-
+    ctx_codes, ctx_labels = factorize_labels(ctx_raw, context_key)
+    pert_codes, pert_labels = factorize_labels(pert_raw, perturbation_key)
+    present = set(np.asarray(pert_labels, dtype=object)[np.unique(pert_codes)])
+    if control is not None and control not in present:
         raise ValueError(
             f"Control label {control!r} does not occur in obs[{perturbation_key!r}]."
-            + _suggest(control, levels)
+            + _suggest(control, sorted(present))
             + " Pass control=<label>, or control=None if the data are already effects."
         )
     if dose_key is not None:
-        dose = check_labels(check_obs_key(adata, dose_key, what="dose key"), dose_key)
-        pairs = pd.DataFrame({"p": pert.to_numpy(), "d": dose.to_numpy()})
-        codes, uniq = pd.factorize(pd.MultiIndex.from_frame(pairs))
+        dose_codes, dose_labels = factorize_labels(
+            check_obs_key(adata, dose_key, what="dose key"), dose_key
+        )
+        pair = pert_codes * len(dose_labels) + dose_codes
+        pair_codes, pair_uniq = pd.factorize(pair)
         labels = combine_with_dose(
-            uniq.get_level_values(0).to_numpy(),
-            uniq.get_level_values(1).to_numpy(),
+            np.asarray(pert_labels, dtype=object)[pair_uniq // len(dose_labels)],
+            np.asarray(dose_labels, dtype=object)[pair_uniq % len(dose_labels)],
             control=control,
             sep=combination_sep,
         )
-        pert = pd.Series(labels[codes], index=pert.index)
-        pert_raw = pert
+        lab_codes, lab_uniq = pd.factorize(labels)
+        pert_codes = lab_codes.astype(np.int64)[pair_codes]
+        pert_labels = [str(x) for x in lab_uniq]
+        pert_raw = None
     x = check_layer(adata, layer)
 
-    contexts = _ordered_levels(ctx_raw, ctx)
-    perts = _ordered_levels(pert_raw, pert)
+    contexts = _ordered_levels(ctx_raw, ctx_codes, ctx_labels)
+    perts = _ordered_levels(pert_raw, pert_codes, pert_labels)
     if control is not None:
         perts = [control] + [p for p in perts if p != control]
     _check_duplicates(contexts, context_key, None)
     _check_duplicates(perts, perturbation_key, combination_sep)
 
-    c_codes = pd.Categorical(ctx, categories=contexts).codes.astype(np.int64)
-    p_codes = pd.Categorical(pert, categories=perts).codes.astype(np.int64)
+    c_codes = _recode(ctx_codes, ctx_labels, contexts)
+    p_codes = _recode(pert_codes, pert_labels, perts)
     n_c, n_p = len(contexts), len(perts)
     codes = c_codes * n_p + p_codes
     counts = np.bincount(codes, minlength=n_c * n_p)
