@@ -76,6 +76,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .._keys import COMBINATION_SEP
 from ..pp._labels import parse_perturbation
@@ -102,6 +103,8 @@ DEFAULT_WEIGHTS = {
 IDENTITY_WEIGHT_DATA = 0.5
 #: ridges tried by ``reg="auto"`` (multiplied by ``kappa(1) = depth + 1``).
 REG_GRID = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+#: show a progress bar when predictions take at least this many chunks.
+_PROGRESS_MIN_CHUNKS = 50
 #: largest number of (target x training) kernel entries evaluated at once.
 _CHUNK_ENTRIES = 2**24
 
@@ -620,7 +623,9 @@ def kernel_regression(
         preds, wsum, maxcos = [], [], []
         args = (jnp.asarray(F), jnp.asarray(c), jnp.asarray(a), jnp.asarray(i), nO)
         m = jnp.asarray(mask)
-        for start in range(0, n_t, chunk):
+        starts = range(0, n_t, chunk)
+        bar = tqdm(starts, desc="ntk predict", disable=len(starts) < _PROGRESS_MIN_CHUNKS)
+        for start in bar:
             stop = min(start + chunk, n_t)
             tcols = targets(start, stop) if callable(targets) else targets.take(slice(start, stop))
             FT, cT, aT, iT, _ = tcols.padded(chunk, np_dtype)
