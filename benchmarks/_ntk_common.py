@@ -58,12 +58,12 @@ def wins(df: pd.DataFrame, a: str, b: str, metric: str = "pearson_effect") -> tu
     pa = df[df.method == a].set_index(["context", "perturbation"])[metric]
     pb = df[df.method == b].set_index(["context", "perturbation"])[metric]
     pa, pb = pa.align(pb, join="inner")
-    return int((pa > pb).sum()), int(len(pa))
+    return int((pa > pb).sum()), len(pa)
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join([df.index.name or ""] + cols) + " |"]
+    lines = ["| " + " | ".join([df.index.name or "", *cols]) + " |"]
     lines.append("|" + "---|" * (len(cols) + 1))
     for idx, row in zip(df.index, df.itertuples(index=False), strict=True):
         cells = []
@@ -72,7 +72,7 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
                 cells.append(format(float(v), floatfmt))
             else:
                 cells.append(str(v))
-        lines.append("| " + " | ".join([str(idx)] + cells) + " |")
+        lines.append("| " + " | ".join([str(idx), *cells]) + " |")
     return "\n".join(lines)
 
 

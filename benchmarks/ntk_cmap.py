@@ -95,7 +95,7 @@ def main() -> None:
         "`data_context=2.5` and `identity=0.5` are the defaults (on the tuning third, raw "
         "instead of centred context means lost about 0.05 R2). One-hot priors reduce NTK "
         "to a smoothed two-way model; the identity prior to a scaled global mean. "
-        "`reg=\"auto\"` selects a tiny ridge on this grid and changes little, so the default "
+        '`reg="auto"` selects a tiny ridge on this grid and changes little, so the default '
         "stays the small fixed ridge (1e-6).",
         "",
         f"Runtime of the whole cross-validation ({len(methods)} methods, {df.fold.nunique()} "

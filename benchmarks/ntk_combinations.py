@@ -50,9 +50,7 @@ def main() -> None:
     order = list(methods)
     tab = summary(pairs, order)
     w_add = wins(pairs, "ntk_components", "additive_combination")
-    sources = {
-        m: pairs[pairs.method == m]["source"].value_counts().to_dict() for m in methods
-    }
+    sources = {m: pairs[pairs.method == m]["source"].value_counts().to_dict() for m in methods}
     md = [
         "# NTK on held-out drug pairs (Korkut et al. 2015, SKMEL-133)",
         "",
@@ -83,8 +81,9 @@ def main() -> None:
             "summary": tab,
             "wins_ntk_vs_additive": w_add,
             "sources": sources,
-            "per_pair": pairs[["method", "perturbation", "pearson_effect", "r2_effect"]]
-            .to_dict(orient="records"),
+            "per_pair": pairs[["method", "perturbation", "pearson_effect", "r2_effect"]].to_dict(
+                orient="records"
+            ),
             "methods": {k: v if isinstance(v, str) else dict(v) for k, v in methods.items()},
             "elapsed_s": elapsed,
             "environment": environment(),

@@ -17,6 +17,7 @@ Protocols (score: Pearson correlation of predicted and measured effects over 978
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -109,7 +110,7 @@ def main() -> None:
     neigh = []
     for pts in series.values():
         pts.sort()
-        for (_, k1), (_, k2) in zip(pts[:-1], pts[1:], strict=True):
+        for (_, k1), (_, k2) in itertools.pairwise(pts):
             neigh.append(si.metrics.pearson(eff[k1], eff[k2])[0])
     neigh_median = float(np.median(neigh))
     full = grid.copy()

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _ntk_common import RESULTS, environment  # noqa: E402
+from _ntk_common import RESULTS, environment
 
 
 def _simulate(args):
@@ -58,7 +58,7 @@ def _peak_device_bytes():
 
     try:
         stats = jax.devices()[0].memory_stats() or {}
-    except Exception:  # noqa: BLE001 - CPU devices have no memory stats
+    except Exception:
         stats = {}
     return stats.get("peak_bytes_in_use")
 
@@ -153,7 +153,7 @@ def main() -> None:
         "",
         "| implementation | what | time (s) | peak host RSS (GB) | peak device memory (GB) |",
         "|---|---|---|---|---|",
-        f"| JAX (`impute(method=\"ntk\")`) | all {j['n_imputed']} targets, first call "
+        f'| JAX (`impute(method="ntk")`) | all {j["n_imputed"]} targets, first call '
         f"(with compilation) | {j['t_impute_first_s']:.2f} | {j['peak_host_rss_gb']:.2f} | "
         + (f"{j['peak_device_bytes'] / 2**30:.2f}" if j.get("peak_device_bytes") else "n/a")
         + " |",

@@ -135,6 +135,7 @@ def additive_combination(data: GridData, targets, *, random_state=0) -> MethodRe
     -------
     :class:`~scimpute.methods.MethodResult` with ``per_target["n_components"]`` (number of
     components whose effect was found) and ``source`` naming the step used.
+
     """
     t = as_targets(targets)
     parsed = _parsed_labels(data)
@@ -178,6 +179,7 @@ def dose_interpolation(data: GridData, targets, *, random_state=0) -> MethodResu
     -------
     :class:`~scimpute.methods.MethodResult` with ``per_target["dose_gap"]``: the log-dose
     distance to the nearest measured dose used (0 for an exact interpolation bracket's end).
+
     """
     t = as_targets(targets)
     parsed = _parsed_labels(data)

@@ -142,6 +142,7 @@ def ntk_kernel(x, depth: int = 1):
         Cosines (array-like).
     depth
         Number of hidden layers, ``>= 1`` (static under ``jit``).
+
     """
     depth = _check_depth(depth)
     sigma = jnp.clip(jnp.asarray(x), -1.0, 1.0)
@@ -222,7 +223,7 @@ def _data_prior(data: GridData, w_context: float, w_effect: float):
     """Dense function of the ``"data"`` prior (see the module docstring)."""
     train = data.measured
     gm = group_means(data)
-    ci, ai, ym = measured_rows(data, train)
+    ci, _, ym = measured_rows(data, train)
     C, A, p = data.Y.shape
     ctx_sum = np.asarray(_indicator(ci, C) @ ym)
     ctx_n = np.bincount(ci, minlength=C).astype(float)
@@ -403,7 +404,9 @@ def build_prior(
     """
     blocks = _normalise_prior(prior)
     if dose_transform not in DOSE_TRANSFORMS:
-        raise ValueError(f"dose_transform must be one of {DOSE_TRANSFORMS}, got {dose_transform!r}.")
+        raise ValueError(
+            f"dose_transform must be one of {DOSE_TRANSFORMS}, got {dose_transform!r}."
+        )
     w = _normalise_weights(weights, blocks)
     sep = COMBINATION_SEP
     info = (data.extra or {}).get("grid_info") or {}
@@ -465,7 +468,7 @@ def _bucket(n: int) -> int:
     n = max(int(n), 1)
     if n <= 16:
         return 16
-    step = 2 ** max(int(math.floor(math.log2(n))) - 2, 2)
+    step = 2 ** max(math.floor(math.log2(n)) - 2, 2)
     return int(math.ceil(n / step) * step)
 
 
@@ -619,7 +622,9 @@ def kernel_regression(
                 "`reg` (e.g. 1e-6), use dtype='float64', or add the 'identity' prior."
             )
         n_t = targets.n if callable(targets) else targets.F.shape[0]
-        chunk = int(min(_bucket(max(n_t, 1)), max(16, 2 ** int(math.log2(_CHUNK_ENTRIES // n_pad)))))
+        chunk = int(
+            min(_bucket(max(n_t, 1)), max(16, 2 ** int(math.log2(_CHUNK_ENTRIES // n_pad))))
+        )
         preds, wsum, maxcos = [], [], []
         args = (jnp.asarray(F), jnp.asarray(c), jnp.asarray(a), jnp.asarray(i), nO)
         m = jnp.asarray(mask)
@@ -680,13 +685,16 @@ def ntk_complete(
     ``(completed, patterns)``: the matrix with every unobserved entry predicted (observed
     entries kept) and per-pattern statistics (``n_observed``, ``n_rows``, ``n_padded``,
     ``cond_lower_bound``, ``relative_residual``), one entry per distinct pattern.
+
     """
     depth = _check_depth(depth)
     M = np.asarray(M, dtype=np.float64)
     observed = np.asarray(observed, dtype=bool)
     Z = np.asarray(Z, dtype=np.float64)
     if M.ndim != 2 or observed.shape != M.shape:
-        raise ValueError(f"M and observed must be 2-d of the same shape, got {M.shape}, {observed.shape}.")
+        raise ValueError(
+            f"M and observed must be 2-d of the same shape, got {M.shape}, {observed.shape}."
+        )
     if Z.ndim != 2 or Z.shape[0] != M.shape[1]:
         raise ValueError(f"Z must have shape ({M.shape[1]}, d), got {Z.shape}.")
     if not np.isfinite(M[observed]).all():
@@ -751,7 +759,7 @@ def _check_reg(reg) -> float | str:
 # --------------------------------------------------------------------------------------------
 def _centering(data: GridData, center) -> np.ndarray:
     """``(C, p)`` offset subtracted from every profile of a context before the regression."""
-    C, A, p = data.Y.shape
+    C, _, p = data.Y.shape
     _, _, ym = measured_rows(data, data.measured)
     grand = ym.mean(axis=0)
     if center is None:
@@ -845,6 +853,7 @@ def ntk(
     with the depth, prior, regularisation, weights, and the per-pattern solve statistics
     (``info["patterns"]``: ``n_observed``, ``n_padded``, ``n_rows``, ``n_targets``,
     ``cond_lower_bound``, ``relative_residual``).
+
     """
     t = as_targets(targets)
     depth = _check_depth(depth)
@@ -862,7 +871,9 @@ def ntk(
             "perturbation's effect in "
             "other contexts); this grid has fewer. Use prior='components' or 'onehot'."
         )
-    cp = build_prior(data, blocks, weights=weights, features=features, dose_transform=dose_transform)
+    cp = build_prior(
+        data, blocks, weights=weights, features=features, dose_transform=dose_transform
+    )
     A = data.n_perturbations
     tci, tai = np.nonzero(data.measured)
     offset = _centering(data, center)

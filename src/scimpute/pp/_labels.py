@@ -38,6 +38,7 @@ def parse_perturbation(
     --------
     >>> parse_perturbation("A@1.5+B@6")
     [('A', 1.5), ('B', 6.0)]
+
     """
     out: list[tuple[str, float | None]] = []
     for part in str(label).split(sep):
