@@ -92,8 +92,7 @@ def main() -> None:
         "is the best prior here; the paper's weights (context part 0.75, pair one-hot 1.5; "
         "`ntk_data_paper_weights`, run here with this implementation's centred context means "
         "and raw profiles as in the paper) under-weight the context, which is why "
-        "`data_context=2.5` and `identity=0.5` are the defaults (on the tuning third, raw "
-        "instead of centred context means lost about 0.05 R2). One-hot priors reduce NTK "
+        "`data_context=2.5` and `identity=0.5` are the defaults. One-hot priors reduce NTK "
         "to a smoothed two-way model; the identity prior to a scaled global mean. "
         '`reg="auto"` selects a tiny ridge on this grid and changes little, so the default '
         "stays the small fixed ridge (1e-6).",
