@@ -6,7 +6,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from scimpute.datasets import data_dir as _find_data_dir
+from scimpute.datasets import data_dir as _find_data_dir  # noqa: E402
 
 DATA_DIR = _find_data_dir()
 

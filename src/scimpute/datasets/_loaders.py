@@ -117,7 +117,6 @@ def cmap(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     data_dir
         Directory holding the file; defaults to ``$SCIMPUTE_DATA_DIR``, then
         ``../shared/data``.
-
     """
     return _read("cmap", data_dir)
 

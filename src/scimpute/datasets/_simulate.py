@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._keys import COMBINATION_SEP, DOSE_SEP
+from .._keys import COMBINATION_SEP, DOSE_SEP, Key
 from .._utils import RandomState, check_random_state
 from ..pp import perturbation_grid
 from ..pp._labels import format_dose
@@ -82,7 +82,6 @@ def simulate_grid(
     A grid as made by :func:`scimpute.pp.perturbation_grid` (unmeasured rows NaN) with
     ``layers["truth"]`` (noise-free profiles of every pair), optionally ``layers["noisy"]``, and ``uns["simulation"]`` (parameters and the
     factors ``U``, ``V``, ``W``, ``G``, ``H``, ``mu``).
-
     """
     rng = check_random_state(random_state)
     if not 0 < fraction_measured <= 1:

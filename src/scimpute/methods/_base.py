@@ -36,7 +36,6 @@ class GridData:
     obs
         Optional per-pair side information (a :class:`pandas.DataFrame` of the grid's obs,
         context-major order) for methods that use covariates.
-
     """
 
     Y: np.ndarray
@@ -97,7 +96,6 @@ class MethodResult:
         Per-target diagnostics, each ``(n_targets,)``; written to ``grid.obs``.
     info
         Anything else (h5ad-safe values); written to ``grid.uns[key]``.
-
     """
 
     prediction: np.ndarray
@@ -126,7 +124,6 @@ class Method:
         Literature reference.
     needs_control
         Whether the method requires a control perturbation.
-
     """
 
     name: str

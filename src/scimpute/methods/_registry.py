@@ -23,7 +23,6 @@ def register(
     >>> @register("zeros", description="predicts zeros")  # doctest: +SKIP
     ... def zeros(data, targets, *, random_state=0):
     ...     ...
-
     """
 
     def deco(fn: MethodFn) -> MethodFn:

@@ -147,7 +147,6 @@ def context_mean(data: GridData, targets, *, random_state=0) -> MethodResult:
     Returns
     -------
     :class:`~scimpute.methods.MethodResult` with ``per_target["n_averaged"]``.
-
     """
     return _chain(data, targets, ["context_mean", "perturbation_mean", "global_mean"])
 

@@ -131,7 +131,6 @@ def perturbation_grid(
     >>> import scimpute as si
     >>> adata = si.datasets.cmap()  # doctest: +SKIP
     >>> grid = si.pp.perturbation_grid(adata, "cell_id", "pert_id", control="DMSO")  # doctest: +SKIP
-
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")

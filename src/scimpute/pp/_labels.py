@@ -38,7 +38,6 @@ def parse_perturbation(
     --------
     >>> parse_perturbation("A@1.5+B@6")
     [('A', 1.5), ('B', 6.0)]
-
     """
     out: list[tuple[str, float | None]] = []
     for part in str(label).split(sep):

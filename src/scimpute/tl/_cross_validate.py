@@ -142,7 +142,6 @@ def cross_validate(
     ``relative_mse`` (SSE / SSE of ``context_mean`` on the same fold). Also written to
     ``grid.uns[key_added]`` as ``{"scores": DataFrame, "params": {...}}`` (h5ad-safe).
     :func:`scimpute.tl.summarize_cross_validation` condenses it.
-
     """
     data, _ = to_grid_data(grid)
     specs = _normalise_methods(methods, method_params)
@@ -218,7 +217,6 @@ def summarize_cross_validation(
     One row per method, sorted by median ``r2`` (best first): ``n_pairs``,
     ``median_<metric>``, ``mean_<metric>`` and ``frac_better_than_context_mean`` (fraction of
     pairs with ``relative_mse < 1``).
-
     """
     if isinstance(scores, AnnData):
         if key not in scores.uns:

@@ -45,7 +45,6 @@ def to_grid_data(grid: AnnData, *, layer: str | None = None) -> tuple[GridData, 
     -------
     ``(data, order)`` where ``order[i]`` is the grid row of flat pair ``i`` (context-major).
     Measured rows must be finite; raises a :class:`ValueError` naming the rows otherwise.
-
     """
     info = check_grid(grid)
     ci, ai, contexts, perts = grid_positions(grid, info)

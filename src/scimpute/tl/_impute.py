@@ -92,7 +92,6 @@ def impute(
       diagnostics.
 
     Nothing is written if an error is raised.
-
     """
     key = Key.uns.imputed(method) if key_added is None else key_added
     if not isinstance(key, str) or not key:
