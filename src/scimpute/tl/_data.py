@@ -92,7 +92,12 @@ def to_grid_data(grid: AnnData, *, layer: str | None = None) -> tuple[GridData, 
         perturbations=np.asarray(perts, dtype=object),
         features=np.asarray(grid.var_names, dtype=object),
         obs=grid.obs.iloc[order].reset_index(drop=True),
-        extra={"grid_info": info},
+        extra={
+            "grid_info": info,
+            # per-pair side information for methods that take user features
+            "obsm": {k: np.asarray(v)[order] for k, v in grid.obsm.items() if not sp.issparse(v)},
+            "uns": grid.uns,
+        },
     )
     return data, order
 

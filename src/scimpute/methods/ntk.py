@@ -1,0 +1,916 @@
+"""NTK matrix completion: kernel regression with the neural tangent kernel of a ReLU network.
+
+Radhakrishnan, Stefanakis, Belkin & Uhler (PNAS 2022). The grid is a matrix whose rows are
+features (genes) and whose columns are (context, perturbation) pairs. Every column ``j`` has
+a feature-prior vector ``z_j`` (unit norm). Each feature row is an independent kernel
+regression over its observed columns with the kernel ``kappa_d(z_j . z_j')`` of an infinitely
+wide fully connected ReLU network of depth ``d``::
+
+    prediction[i, t] = sum_{j, j' observed in row i} kappa(z_t . z_j) [(K_O + reg I)^{-1}]_{j j'} M[i, j']
+
+All feature rows that share an observation pattern share one kernel matrix and one Cholesky
+factorisation; a grid in which whole pairs are missing (the usual case) has one pattern.
+
+Numerics: kernel construction, Cholesky factorisation, solves and predictions are
+jit-compiled JAX functions, batched over all feature rows at once (no Python loop over
+features). They run in **float64** by default inside a local ``jax.enable_x64(True)`` context
+(the global JAX configuration is never changed), because the NTK Gram matrix of many similar
+columns is ill conditioned; ``dtype="float32"`` halves memory for very large grids. Shapes are
+padded to a few bucket sizes (the training set to ``_bucket(n)``, targets to fixed chunks), so
+repeated calls, e.g. leave-one-out cross-validation, compile once.
+
+Feature priors (``prior=``, one name or a list whose blocks are concatenated)
+-------------------------------------------------------------------------------------------
+``"identity"``
+    A one-hot vector of the pair itself. Alone, it reduces the prediction of any unmeasured
+    pair to a scaled mean of the row's observed entries,
+    ``c * mean`` with ``c = n kappa(0) / (kappa(1) - kappa(0) + reg + n kappa(0))``.
+``"onehot"``
+    Context one-hot (weight ``weights["context"]``) + perturbation one-hot (weight
+    ``weights["perturbation"]``); every distinct perturbation label is its own category.
+``"components"``
+    Context one-hot + the sum of the perturbation's components' vectors: ``"A@dA+B@dB"`` has
+    ``s_A(dA) e_A + s_B(dB) e_B`` with ``e_A`` a one-hot over component names and the
+    monotone dose map ``s_A(d) = log2(1 + d / d_A)`` (``dose_transform="log"``; ``d_A`` is the
+    median dose of component ``A`` among the grid's labels, so a typical dose has weight 1 and
+    dose 0 (the control) has weight 0). ``"linear"`` uses ``d / d_A``, ``"none"`` ignores doses.
+    Labels without a dose have weight 1. The control has the zero vector, so low doses sit
+    between the control and high doses. Unseen combinations and unseen doses of seen
+    components get sensible vectors.
+``"data"``
+    Built from the measured training columns only (the published CMap prior, generalised):
+    ``[w_c ||e|| m_c / ||m_c||, w_e e]`` where ``m_c`` is context c's mean training profile
+    minus the mean over contexts, and ``e`` is the perturbation's mean effect (profile minus
+    the context's control profile, or minus the context mean without a control) in the *other*
+    training contexts (for a training column its own context is left out, so training and
+    target columns are built alike), divided by the median norm of those effects, plus a
+    one-hot of the pair (``weights["identity"]``). The paper used ``w_c = 0.75``, ``w_e = 1``,
+    identity 1.5 and the uncentred context mean; here the defaults are ``w_c = 2.5``,
+    ``w_e = 1``, identity 0.5 with the centred context mean, chosen by leave-one-out on a
+    third of the CMap pairs (``benchmarks/ntk_cmap.py``; the paper's weights are
+    ``weights={"data_context": 0.75, "identity": 1.5}``). Perturbations measured in no other
+    context get ``e = 0``.
+
+User features (``features=``) are concatenated: a name (an ``.obsm`` key of the grid, a
+``.uns`` key, or numeric ``.obs`` column(s)), an array or a :class:`pandas.DataFrame` at the
+level of pairs (``n_contexts * n_perturbations`` rows, grid order), perturbations (indexed by
+perturbation label, or ``n_perturbations`` rows) or contexts. Each column is standardised and
+the block divided by the square root of its width (weight ``weights["features"]``).
+
+``center``: ``"control"`` (default) regresses the effects (profiles minus the context's control
+profile, the mean control where it is missing, the context mean on grids without control) and
+adds it back; ``"context"`` subtracts the context's mean treated training profile; ``"mean"``
+the per-feature mean of the training columns; ``None`` regresses the raw profiles, as the
+paper. With ``"identity"`` alone the scaled-mean identity holds for ``center=None``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .._keys import COMBINATION_SEP
+from ..pp._labels import parse_perturbation
+from ._base import GridData, MethodResult, as_targets
+from ._registry import register
+from .baselines import _baseline_profiles, _indicator, group_means, measured_rows
+
+_REF = (
+    "Radhakrishnan, Stefanakis, Belkin & Uhler, PNAS 2022 (simple, fast and flexible matrix "
+    "completion with infinite width neural networks)"
+)
+PRIORS = ("identity", "onehot", "components", "data")
+CENTERS = ("context", "control", "mean", None)
+DOSE_TRANSFORMS = ("log", "linear", "none")
+DEFAULT_WEIGHTS = {
+    "context": 1.0,
+    "perturbation": 1.0,
+    "components": 1.0,
+    "data_context": 2.5,
+    "data_effect": 1.0,
+    "features": 1.0,
+}
+#: default ``weights["identity"]`` with the data prior (1.0 with the "identity" prior, else 0).
+IDENTITY_WEIGHT_DATA = 0.5
+#: ridges tried by ``reg="auto"`` (multiplied by ``kappa(1) = depth + 1``).
+REG_GRID = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+#: show a progress bar when predictions take at least this many chunks.
+_PROGRESS_MIN_CHUNKS = 50
+#: largest number of (target x training) kernel entries evaluated at once.
+_CHUNK_ENTRIES = 2**24
+
+
+# --------------------------------------------------------------------------------------------
+# the kernel
+# --------------------------------------------------------------------------------------------
+def relu_dual(x):
+    """Dual activation of the ReLU normalised so that ``phi(1) = 1`` (arc-cosine kernel).
+
+    ``phi(x) = (sqrt(1 - x^2) + (pi - arccos x) x) / pi``; inputs are clipped to [-1, 1].
+    """
+    x = jnp.clip(x, -1.0, 1.0)
+    return (jnp.sqrt(jnp.clip(1.0 - x * x, 0.0, None)) + (jnp.pi - jnp.arccos(x)) * x) / jnp.pi
+
+
+def relu_dual_derivative(x):
+    """Derivative of :func:`relu_dual`: ``phi'(x) = (pi - arccos x) / pi`` (clipped input)."""
+    x = jnp.clip(x, -1.0, 1.0)
+    return (jnp.pi - jnp.arccos(x)) / jnp.pi
+
+
+def ntk_kernel(x, depth: int = 1):
+    """Neural tangent kernel ``kappa_d(x)`` of a fully connected ReLU network of depth ``d``.
+
+    A pure JAX function of the cosine ``x`` between two unit-norm inputs (any shape; clipped
+    to [-1, 1]). Recursion: ``Sigma_0 = K_0 = x``, ``Sigma_l = phi(Sigma_{l-1})``,
+    ``K_l = Sigma_l + K_{l-1} phi'(Sigma_{l-1})``; returns ``K_depth``.
+    ``kappa_d(1) = d + 1``, ``kappa_1(0) = 1 / pi``, ``kappa_2(0) = 0.6857``,
+    ``kappa_3(0) = 1.0604``.
+
+    Parameters
+    ----------
+    x
+        Cosines (array-like).
+    depth
+        Number of hidden layers, ``>= 1`` (static under ``jit``).
+
+    """
+    depth = _check_depth(depth)
+    sigma = jnp.clip(jnp.asarray(x), -1.0, 1.0)
+    k = sigma
+    for _ in range(depth):
+        k = relu_dual(sigma) + k * relu_dual_derivative(sigma)
+        sigma = relu_dual(sigma)
+    return k
+
+
+def _check_depth(depth) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}.")
+    return int(depth)
+
+
+# --------------------------------------------------------------------------------------------
+# columns and their prior vectors
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ColumnPrior:
+    """Feature-prior vectors of matrix columns, in a form that never materialises one-hots.
+
+    The (unnormalised) inner product of columns ``j`` and ``j'`` is::
+
+        dense(j) . dense(j') + w_context [ctx_j == ctx_j'] + w_perturbation [pert_j == pert_j']
+        + w_identity [id_j == id_j']
+
+    where the ``w`` are squared block weights. ``dense(cols, train)`` returns the dense part
+    for columns given by context and perturbation indices (``train`` marks training columns,
+    for priors that leave a column's own measurement out).
+    """
+
+    dense: Any  # callable (ci, ai, train) -> (n, d) float64
+    dim: int
+    w_context: float = 0.0
+    w_perturbation: float = 0.0
+    w_identity: float = 0.0
+    blocks: dict[str, int] = field(default_factory=dict)
+
+
+def _component_matrix(
+    labels: Sequence[str], control: int | None, sep: str, dose_transform: str
+) -> tuple[np.ndarray, list[str]]:
+    """``(n_perturbations, n_components)`` dose-weighted component vectors of the labels."""
+    parsed = [parse_perturbation(str(lab), sep=sep) for lab in labels]
+    names: list[str] = []
+    doses: dict[str, list[float]] = {}
+    for k, comps in enumerate(parsed):
+        if control is not None and k == control:
+            continue
+        for name, dose in comps:
+            if name not in doses:
+                names.append(name)
+                doses[name] = []
+            if dose is not None and dose > 0:
+                doses[name].append(dose)
+    ref = {n: (float(np.median(v)) if v else 1.0) for n, v in doses.items()}
+    col = {n: i for i, n in enumerate(names)}
+    P = np.zeros((len(parsed), len(names)))
+    for k, comps in enumerate(parsed):
+        if control is not None and k == control:
+            continue
+        for name, dose in comps:
+            if dose is None or dose_transform == "none":
+                s = 1.0
+            elif dose < 0:
+                raise ValueError(f"Perturbation {labels[k]!r} has a negative dose.")
+            elif dose_transform == "log":
+                s = math.log2(1.0 + dose / ref[name])
+            else:
+                s = dose / ref[name]
+            P[k, col[name]] += s
+    return P, names
+
+
+def _data_prior(data: GridData, w_context: float, w_effect: float):
+    """Dense function of the ``"data"`` prior (see the module docstring)."""
+    train = data.measured
+    gm = group_means(data)
+    ci, _, ym = measured_rows(data, train)
+    C, A, p = data.Y.shape
+    ctx_sum = np.asarray(_indicator(ci, C) @ ym)
+    ctx_n = np.bincount(ci, minlength=C).astype(float)
+    has_ctx = ctx_n > 0
+    mu = np.zeros((C, p))
+    mu[has_ctx] = ctx_sum[has_ctx] / ctx_n[has_ctx, None]
+    if has_ctx.sum() > 1:
+        mu[has_ctx] -= mu[has_ctx].mean(axis=0)
+    mu_norm = np.linalg.norm(mu, axis=1)
+    mu_unit = np.divide(mu, mu_norm[:, None], out=np.zeros_like(mu), where=mu_norm[:, None] > 0)
+
+    b, has_b = _baseline_profiles(data, gm)
+    tci, tai, tym = measured_rows(data)  # treated measured
+    keep = has_b[tci]
+    tci, tai, tym = tci[keep], tai[keep], tym[keep]
+    eff = tym - b[tci]
+    e_sum = np.asarray(_indicator(tai, A) @ eff)
+    e_n = np.bincount(tai, minlength=A).astype(float)
+    own = np.full((C, A), -1, dtype=np.int64)  # row of eff for each measured treated pair
+    own[tci, tai] = np.arange(tci.size)
+    pos = e_n > 0
+    scale = 1.0
+    if pos.any():
+        norms = np.linalg.norm(e_sum[pos] / e_n[pos, None], axis=1)
+        med = float(np.median(norms))
+        scale = med if med > 0 else 1.0
+
+    def dense(cidx: np.ndarray, aidx: np.ndarray, is_train: np.ndarray) -> np.ndarray:
+        s = e_sum[aidx].copy()
+        n = e_n[aidx].copy()
+        k = own[cidx, aidx]
+        leave = is_train & (k >= 0)
+        s[leave] -= eff[k[leave]]
+        n[leave] -= 1
+        e = np.divide(s, n[:, None], out=np.zeros_like(s), where=n[:, None] > 0) / scale
+        if data.control is not None:
+            e[aidx == data.control] = 0.0
+        enorm = np.linalg.norm(e, axis=1, keepdims=True)
+        return np.hstack([w_context * enorm * mu_unit[cidx], w_effect * e])
+
+    return dense, 2 * p
+
+
+def _resolve_user_features(data: GridData, features) -> tuple[np.ndarray, str] | None:
+    """User features as ``(array, level)`` with level in {"pair", "perturbation", "context"}."""
+    if features is None:
+        return None
+    C, A = data.n_contexts, data.n_perturbations
+    extra = data.extra or {}
+    value = features
+    if isinstance(features, str) or (
+        isinstance(features, Sequence)
+        and not isinstance(features, str)
+        and len(features) > 0
+        and all(isinstance(f, str) for f in features)
+    ):
+        names = [features] if isinstance(features, str) else list(features)
+        obsm = extra.get("obsm", {}) or {}
+        uns = extra.get("uns", {}) or {}
+        obs = data.obs
+        if len(names) == 1 and names[0] in obsm:
+            value = obsm[names[0]]
+        elif len(names) == 1 and names[0] in uns:
+            value = uns[names[0]]
+        elif obs is not None and all(n in obs.columns for n in names):
+            cols = []
+            for n in names:
+                col = obs[n]
+                if not pd.api.types.is_numeric_dtype(col):
+                    raise ValueError(
+                        f"features: obs column {n!r} is not numeric; encode it first (e.g. "
+                        "one-hot with pandas.get_dummies) and pass the columns or an array."
+                    )
+                cols.append(col.to_numpy(dtype=float))
+            value = np.column_stack(cols)
+        else:
+            avail = sorted(list(obsm) + list(uns) + ([] if obs is None else list(obs.columns)))
+            raise KeyError(
+                f"features={features!r} is neither an .obsm key, a .uns key nor numeric .obs "
+                f"column(s) of the grid. Available: {avail[:20]}. Or pass an array."
+            )
+    if isinstance(value, pd.DataFrame):
+        idx = value.index.astype(str)
+        perts = pd.Index(np.asarray(data.perturbations, dtype=str))
+        ctxs = pd.Index(np.asarray(data.contexts, dtype=str))
+        if set(perts) <= set(idx):
+            return _as_feature_array(value.loc[perts].to_numpy(), A), "perturbation"
+        if set(ctxs) <= set(idx):
+            return _as_feature_array(value.loc[ctxs].to_numpy(), C), "context"
+        if len(value) == C * A:
+            return _as_feature_array(value.to_numpy(), C * A), "pair"
+        raise ValueError(
+            "features: a DataFrame must be indexed by all perturbation labels or all context "
+            f"labels of the grid, or have one row per pair ({C * A})."
+        )
+    arr = np.asarray(value)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    n = arr.shape[0]
+    levels = [lvl for lvl, m in (("pair", C * A), ("perturbation", A), ("context", C)) if n == m]
+    if not levels:
+        raise ValueError(
+            f"features has {n} rows; expected {C * A} (pairs, grid order), {A} (perturbations) "
+            f"or {C} (contexts)."
+        )
+    if len(levels) > 1:
+        raise ValueError(
+            f"features has {n} rows, which matches several levels ({levels}); pass a DataFrame "
+            "indexed by perturbation or context labels instead."
+        )
+    return _as_feature_array(arr, n), levels[0]
+
+
+def _as_feature_array(arr: np.ndarray, n: int) -> np.ndarray:
+    try:
+        arr = np.asarray(arr, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ValueError("features must be numeric.") from err
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.shape[0] != n or arr.ndim != 2:
+        raise ValueError(f"features must have shape ({n}, d), got {arr.shape}.")
+    if not np.isfinite(arr).all():
+        raise ValueError("features contain NaN or infinite values; impute or drop them.")
+    sd = arr.std(axis=0)
+    keep = sd > 0
+    if not keep.any():
+        raise ValueError("features are constant: they carry no information.")
+    arr = (arr[:, keep] - arr[:, keep].mean(axis=0)) / sd[keep]
+    return arr / np.sqrt(arr.shape[1])
+
+
+def _normalise_prior(prior) -> list[str]:
+    names = [prior] if isinstance(prior, str) or prior is None else list(prior)
+    if not names:
+        raise ValueError(f"prior must name at least one of {PRIORS}.")
+    for n in names:
+        if n not in PRIORS:
+            from .._validate import _suggest
+
+            raise ValueError(
+                f"Unknown prior {n!r}." + _suggest(str(n), PRIORS) + " Combine several as a list."
+            )
+    return list(dict.fromkeys(names))
+
+
+def _normalise_weights(weights, blocks: list[str]) -> dict[str, float]:
+    w = dict(DEFAULT_WEIGHTS)
+    w["identity"] = (
+        1.0 if "identity" in blocks else IDENTITY_WEIGHT_DATA if "data" in blocks else 0.0
+    )
+    if weights is not None:
+        if not isinstance(weights, Mapping):
+            raise TypeError("weights must be a dict such as {'context': 1.0, 'identity': 0.5}.")
+        unknown = sorted(set(weights) - set(w))
+        if unknown:
+            raise ValueError(f"Unknown weight(s) {unknown}; accepted: {sorted(w)}.")
+        for k, v in weights.items():
+            v = float(v)
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"weights[{k!r}] must be a finite number >= 0, got {v!r}.")
+            w[k] = v
+    return w
+
+
+def build_prior(
+    data: GridData,
+    prior: str | Sequence[str] = "data",
+    *,
+    weights: Mapping[str, float] | None = None,
+    features=None,
+    dose_transform: str = "log",
+) -> ColumnPrior:
+    """The feature prior of every (context, perturbation) column of a grid.
+
+    Everything data-driven is computed from ``data.measured`` only (the training columns).
+    See the module docstring for the blocks and :func:`ntk` for the parameters.
+    """
+    blocks = _normalise_prior(prior)
+    if dose_transform not in DOSE_TRANSFORMS:
+        raise ValueError(
+            f"dose_transform must be one of {DOSE_TRANSFORMS}, got {dose_transform!r}."
+        )
+    w = _normalise_weights(weights, blocks)
+    sep = COMBINATION_SEP
+    info = (data.extra or {}).get("grid_info") or {}
+    sep = info.get("combination_sep", sep)
+
+    w_ctx = w_pert = 0.0
+    if "onehot" in blocks or "components" in blocks:
+        w_ctx = w["context"] ** 2
+    if "onehot" in blocks:
+        w_pert = w["perturbation"] ** 2
+    w_id = w["identity"] ** 2
+
+    parts = []  # (name, dim, fn(ci, ai, train) -> array)
+    if "components" in blocks:
+        P, _ = _component_matrix(list(data.perturbations), data.control, sep, dose_transform)
+        P = w["components"] * P
+        parts.append(("components", P.shape[1], lambda ci, ai, tr, P=P: P[ai]))
+    if "data" in blocks:
+        fn, d = _data_prior(data, w["data_context"], w["data_effect"])
+        parts.append(("data", d, fn))
+    user = _resolve_user_features(data, features)
+    if user is not None:
+        arr, level = user
+        arr = w["features"] * arr
+        A = data.n_perturbations
+        if level == "pair":
+            fn = lambda ci, ai, tr, arr=arr: arr[ci * A + ai]  # noqa: E731
+        elif level == "perturbation":
+            fn = lambda ci, ai, tr, arr=arr: arr[ai]  # noqa: E731
+        else:
+            fn = lambda ci, ai, tr, arr=arr: arr[ci]  # noqa: E731
+        parts.append((f"features:{level}", arr.shape[1], fn))
+
+    dim = int(sum(d for _, d, _ in parts))
+
+    def dense(ci: np.ndarray, ai: np.ndarray, train: np.ndarray) -> np.ndarray:
+        ci = np.asarray(ci, dtype=np.int64)
+        ai = np.asarray(ai, dtype=np.int64)
+        train = np.asarray(train, dtype=bool)
+        if not parts:
+            return np.zeros((ci.size, 1))
+        return np.hstack([np.asarray(fn(ci, ai, train), dtype=np.float64) for _, _, fn in parts])
+
+    return ColumnPrior(
+        dense=dense,
+        dim=max(dim, 1),
+        w_context=w_ctx,
+        w_perturbation=w_pert,
+        w_identity=w_id,
+        blocks={name: int(d) for name, d, _ in parts},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# jit-compiled kernel regression
+# --------------------------------------------------------------------------------------------
+def _bucket(n: int) -> int:
+    """Padded size: at most 25% above ``n``, a few sizes per octave, at least 16."""
+    n = max(int(n), 1)
+    if n <= 16:
+        return 16
+    step = 2 ** max(math.floor(math.log2(n)) - 2, 2)
+    return int(math.ceil(n / step) * step)
+
+
+def _cosines(FL, cL, aL, iL, nL, FR, cR, aR, iR, nR, w):
+    G = FL @ FR.T
+    G = G + w[0] * (cL[:, None] == cR[None, :]) + w[1] * (aL[:, None] == aR[None, :])
+    G = G + w[2] * (iL[:, None] == iR[None, :])
+    return G / (nL[:, None] * nR[None, :])
+
+
+def _norms(F, w):
+    n2 = jnp.sum(F * F, axis=1) + w[0] + w[1] + w[2]
+    return jnp.sqrt(jnp.where(n2 > 0, n2, 1.0))
+
+
+@partial(jax.jit, static_argnames=("depth",))
+def _train_kernel(F, c, a, i, mask, w, depth):
+    """Kernel matrix of the (padded) training columns; padded rows/columns are the identity."""
+    n = _norms(F, w)
+    cos = _cosines(F, c, a, i, n, F, c, a, i, n, w)
+    eye = jnp.eye(F.shape[0], dtype=bool)
+    cos = jnp.where(eye, 1.0, cos)
+    m2 = mask[:, None] & mask[None, :]
+    K = jnp.where(m2, ntk_kernel(cos, depth), 0.0)
+    return K + jnp.diag(jnp.where(mask, 0.0, 1.0).astype(K.dtype)), n
+
+
+@jax.jit
+def _loo_errors(K, mask, Y, regs):
+    """Exact leave-one-column-out squared error of kernel ridge for each ridge in ``regs``.
+
+    With ``A = (K + reg I)^{-1}`` and ``alpha = A Y``, the leave-one-out residual of column
+    ``j`` is ``alpha_j / A_jj`` (summed over all feature rows). One eigendecomposition serves
+    every ``reg``.
+    """
+    s, U = jnp.linalg.eigh(K)
+    UtY = U.T @ Y
+    U2 = U * U
+
+    def one(r):
+        dinv = 1.0 / (s + r)
+        alpha = U @ (dinv[:, None] * UtY)
+        diag = U2 @ dinv
+        res = alpha / diag[:, None]
+        return jnp.sum(jnp.where(mask[:, None], res * res, 0.0))
+
+    return jax.lax.map(one, regs)
+
+
+@jax.jit
+def _fit(K, mask, Y, reg):
+    """Factorise ``K + reg I`` (Cholesky) and solve for ``[Y, 1]``.
+
+    Returns ``alpha`` (n, q + 1) (last column: the weights of a constant 1, for weight sums)
+    and solve statistics.
+    """
+    K = K + jnp.diag(jnp.where(mask, reg, 0.0).astype(K.dtype))
+    L = jnp.linalg.cholesky(K)
+    rhs = jnp.concatenate([Y, mask[:, None].astype(Y.dtype)], axis=1)
+    alpha = jax.scipy.linalg.cho_solve((L, True), rhs)
+    resid = jnp.linalg.norm(K @ alpha - rhs) / jnp.maximum(jnp.linalg.norm(rhs), 1e-300)
+    d = jnp.where(mask, jnp.abs(jnp.diagonal(L)), jnp.nan)
+    stats = {
+        "cond_lower_bound": (jnp.nanmax(d) / jnp.nanmin(d)) ** 2,
+        "relative_residual": resid,
+        "finite": jnp.all(jnp.isfinite(alpha)),
+    }
+    return alpha, stats
+
+
+@partial(jax.jit, static_argnames=("depth",))
+def _predict(FT, cT, aT, iT, F, c, a, i, nO, mask, alpha, w, depth):
+    nT = _norms(FT, w)
+    cos = _cosines(FT, cT, aT, iT, nT, F, c, a, i, nO, w)
+    K = jnp.where(mask[None, :], ntk_kernel(cos, depth), 0.0)
+    out = K @ alpha
+    return out, jnp.max(jnp.where(mask[None, :], cos, -jnp.inf), axis=1)
+
+
+@dataclass
+class _Columns:
+    F: np.ndarray
+    c: np.ndarray
+    a: np.ndarray
+    i: np.ndarray
+
+    def take(self, idx):
+        return _Columns(self.F[idx], self.c[idx], self.a[idx], self.i[idx])
+
+    def padded(self, size: int, dtype) -> tuple:
+        n = self.F.shape[0]
+        pad = size - n
+        F = np.zeros((size, self.F.shape[1]), dtype=dtype)
+        F[:n] = self.F
+        neg = -1 - np.arange(pad)  # distinct codes that match nothing real
+        c = np.concatenate([self.c, neg]).astype(np.int64)
+        a = np.concatenate([self.a, neg]).astype(np.int64)
+        i = np.concatenate([self.i, neg]).astype(np.int64)
+        mask = np.arange(size) < n
+        return F, c, a, i, mask
+
+
+def kernel_regression(
+    train: _Columns,
+    Y: np.ndarray,
+    targets: _Columns | Any,
+    *,
+    weights: tuple[float, float, float],
+    depth: int,
+    reg: float,
+    dtype: str = "float64",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """One observation pattern: predictions of ``Y``'s columns at the target columns.
+
+    ``Y`` is ``(n_train, q)`` (training columns x feature rows sharing the pattern);
+    ``targets`` is a :class:`_Columns` or a callable ``(start, stop) -> _Columns`` with a
+    ``len`` attribute ``n`` (to build target priors chunk by chunk). Returns
+    ``(prediction (n_targets, q), weight_sum (n_targets,), max_cosine (n_targets,), stats)``.
+    """
+    x64 = dtype == "float64"
+    np_dtype = np.float64 if x64 else np.float32
+    n = train.F.shape[0]
+    q = Y.shape[1]
+    n_pad = _bucket(n)
+    with jax.enable_x64(x64):
+        F, c, a, i, mask = train.padded(n_pad, np_dtype)
+        Yp = np.zeros((n_pad, q), dtype=np_dtype)
+        Yp[:n] = Y
+        w = jnp.asarray(weights, dtype=np_dtype)
+        K, nO = _train_kernel(
+            jnp.asarray(F), jnp.asarray(c), jnp.asarray(a), jnp.asarray(i), jnp.asarray(mask),
+            w, depth,
+        )  # fmt: skip
+        Yj = jnp.asarray(Yp)
+        loo = None
+        if isinstance(reg, str):  # "auto": exact leave-one-out over a grid of ridges
+            grid = np.asarray(REG_GRID, dtype=np_dtype) * (depth + 1)
+            loo = np.asarray(_loo_errors(K, jnp.asarray(mask), Yj, jnp.asarray(grid)))
+            loo = np.where(np.isfinite(loo), loo, np.inf)
+            reg = float(grid[int(np.argmin(loo))])
+        alpha, stats = _fit(K, jnp.asarray(mask), Yj, jnp.asarray(reg, dtype=np_dtype))
+        del K
+        stats = {k: float(v) for k, v in stats.items()}
+        stats["reg"] = float(reg)
+        if loo is not None:
+            stats["loo_errors"] = loo / max(n * q, 1)
+            stats["reg_grid"] = grid
+        if not stats["finite"]:
+            raise np.linalg.LinAlgError(
+                "The NTK Gram matrix is not positive definite in this precision: increase "
+                "`reg` (e.g. 1e-6), use dtype='float64', or add the 'identity' prior."
+            )
+        n_t = targets.n if callable(targets) else targets.F.shape[0]
+        chunk = int(
+            min(_bucket(max(n_t, 1)), max(16, 2 ** int(math.log2(_CHUNK_ENTRIES // n_pad))))
+        )
+        preds, wsum, maxcos = [], [], []
+        args = (jnp.asarray(F), jnp.asarray(c), jnp.asarray(a), jnp.asarray(i), nO)
+        m = jnp.asarray(mask)
+        starts = range(0, n_t, chunk)
+        bar = tqdm(starts, desc="ntk predict", disable=len(starts) < _PROGRESS_MIN_CHUNKS)
+        for start in bar:
+            stop = min(start + chunk, n_t)
+            tcols = targets(start, stop) if callable(targets) else targets.take(slice(start, stop))
+            FT, cT, aT, iT, _ = tcols.padded(chunk, np_dtype)
+            out, mc = _predict(
+                jnp.asarray(FT), jnp.asarray(cT), jnp.asarray(aT), jnp.asarray(iT), *args, m,
+                alpha, w, depth,
+            )  # fmt: skip
+            out = np.asarray(out, dtype=np.float64)[: stop - start]
+            preds.append(out[:, :q])
+            wsum.append(out[:, q])
+            maxcos.append(np.asarray(mc, dtype=np.float64)[: stop - start])
+    stats.update({"n_observed": n, "n_padded": n_pad, "n_rows": q, "n_targets": n_t})
+    if n_t == 0:
+        return np.zeros((0, q)), np.zeros(0), np.zeros(0), stats
+    return np.vstack(preds), np.concatenate(wsum), np.concatenate(maxcos), stats
+
+
+# --------------------------------------------------------------------------------------------
+# the general matrix form (arbitrary observation masks)
+# --------------------------------------------------------------------------------------------
+def ntk_complete(
+    M: np.ndarray,
+    observed: np.ndarray,
+    Z: np.ndarray,
+    *,
+    depth: int = 1,
+    reg: float = 1e-6,
+    dtype: str = "float64",
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Complete a matrix by NTK regression, one factorisation per observation pattern.
+
+    Parameters
+    ----------
+    M
+        ``(n_rows, n_columns)`` matrix (rows: features; columns: samples). Unobserved entries
+        are ignored (may be NaN).
+    observed
+        ``(n_rows, n_columns)`` bool mask of the observed entries; rows may differ.
+    Z
+        ``(n_columns, d)`` feature-prior vectors of the columns (normalised here to unit norm;
+        an all-zero row is orthogonal to every other column).
+    depth
+        Depth of the ReLU network whose NTK is used.
+    reg
+        Ridge added to the diagonal of the kernel matrix (kernel values are of order
+        ``kappa(1) = depth + 1``).
+    dtype
+        ``"float64"`` (local ``jax.enable_x64``) or ``"float32"``.
+
+    Returns
+    -------
+    ``(completed, patterns)``: the matrix with every unobserved entry predicted (observed
+    entries kept) and per-pattern statistics (``n_observed``, ``n_rows``, ``n_padded``,
+    ``cond_lower_bound``, ``relative_residual``), one entry per distinct pattern.
+
+    """
+    depth = _check_depth(depth)
+    M = np.asarray(M, dtype=np.float64)
+    observed = np.asarray(observed, dtype=bool)
+    Z = np.asarray(Z, dtype=np.float64)
+    if M.ndim != 2 or observed.shape != M.shape:
+        raise ValueError(
+            f"M and observed must be 2-d of the same shape, got {M.shape}, {observed.shape}."
+        )
+    if Z.ndim != 2 or Z.shape[0] != M.shape[1]:
+        raise ValueError(f"Z must have shape ({M.shape[1]}, d), got {Z.shape}.")
+    if not np.isfinite(M[observed]).all():
+        raise ValueError("M has NaN or inf among its observed entries.")
+    _check_dtype(dtype)
+    reg = _check_reg(reg)
+    n_cols = M.shape[1]
+    idx = np.arange(n_cols)
+    allc = _Columns(Z, idx, idx, idx)
+    out = M.copy()
+    patterns, inverse = np.unique(observed, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    stats_list = []
+    for k, pat in enumerate(patterns):
+        rows = np.nonzero(inverse == k)[0]
+        obs_cols = np.nonzero(pat)[0]
+        tgt_cols = np.nonzero(~pat)[0]
+        if obs_cols.size == 0:
+            raise ValueError(f"{rows.size} row(s) have no observed entry: nothing to learn from.")
+        pred, _, _, st = kernel_regression(
+            allc.take(obs_cols), M[np.ix_(rows, obs_cols)].T, allc.take(tgt_cols),
+            weights=(0.0, 0.0, 0.0), depth=depth, reg=reg, dtype=dtype,
+        )  # fmt: skip
+        out[np.ix_(rows, tgt_cols)] = pred.T
+        stats_list.append(st)
+    return out, _stack_stats(stats_list)
+
+
+def _stack_stats(stats_list: list[dict]) -> dict[str, np.ndarray]:
+    keys = [
+        "n_observed", "n_padded", "n_rows", "n_targets", "reg", "cond_lower_bound",
+        "relative_residual",
+    ]  # fmt: skip
+    out = {k: np.asarray([s[k] for s in stats_list]) for k in keys}
+    if stats_list and "loo_errors" in stats_list[0]:
+        out["reg_grid"] = np.asarray(stats_list[0]["reg_grid"])
+        out["loo_errors"] = np.vstack([s["loo_errors"] for s in stats_list])
+    return out
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}.")
+
+
+def _check_reg(reg) -> float | str:
+    if isinstance(reg, str):
+        if reg != "auto":
+            raise ValueError(f"reg must be a number >= 0 or 'auto', got {reg!r}.")
+        return reg
+    try:
+        reg = float(reg)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"reg must be a number >= 0, got {reg!r}.") from err
+    if not np.isfinite(reg) or reg < 0:
+        raise ValueError(f"reg must be a finite number >= 0, got {reg!r}.")
+    return reg
+
+
+# --------------------------------------------------------------------------------------------
+# the registered method
+# --------------------------------------------------------------------------------------------
+def _centering(data: GridData, center) -> np.ndarray:
+    """``(C, p)`` offset subtracted from every profile of a context before the regression."""
+    C, _, p = data.Y.shape
+    _, _, ym = measured_rows(data, data.measured)
+    grand = ym.mean(axis=0)
+    if center is None:
+        return np.zeros((C, p))
+    if center == "mean":
+        return np.broadcast_to(grand, (C, p)).copy()
+    gm = group_means(data)
+    if center == "context":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cm = gm.ctx_sum / gm.ctx_n[:, None]
+        has = gm.ctx_n > 0
+        fill = cm[has].mean(axis=0) if has.any() else grand
+        return np.where(has[:, None], cm, fill)
+    # "control": the context's control profile (the mean control where it is missing)
+    base, has = _baseline_profiles(data, gm)
+    if not has.any():
+        return np.broadcast_to(grand, (C, p)).copy()
+    fill = base[has].mean(axis=0)
+    return np.where(has[:, None], np.nan_to_num(base), fill)
+
+
+@register(
+    "ntk",
+    description="NTK matrix completion: infinite-width ReLU kernel regression over pair priors.",
+    reference=_REF,
+)
+def ntk(
+    data: GridData,
+    targets,
+    *,
+    random_state=0,
+    prior: str | Sequence[str] = "auto",
+    depth: int = 1,
+    reg: float | str = 1e-6,
+    weights: Mapping[str, float] | None = None,
+    features=None,
+    dose_transform: str = "log",
+    center: str | None = "control",
+    dtype: str = "float64",
+) -> MethodResult:
+    """Predict each target pair by NTK kernel regression over the measured pairs.
+
+    Every feature (gene) is an independent kernel regression whose samples are the measured
+    (context, perturbation) pairs, with the kernel ``kappa_depth(z . z')`` of the pairs'
+    feature-prior vectors ``z`` (see :mod:`scimpute.methods.ntk`). All features share one
+    kernel matrix, so one Cholesky factorisation serves the whole grid.
+
+    Parameters
+    ----------
+    data
+        The grid's arrays; ``data.measured`` marks the training pairs.
+    targets
+        ``(n, 2)`` (context, perturbation) index pairs to predict.
+    random_state
+        Unused (the estimator is deterministic); accepted for a uniform signature.
+    prior
+        ``"identity"``, ``"onehot"``, ``"components"``, ``"data"`` or a list of them
+        (concatenated). ``"auto"`` (default) is ``"data"`` on grids with measured pairs in at
+        least two contexts (best on CMap, see ``benchmarks/results/ntk_cmap.md``) and
+        ``"components"`` otherwise (one-context combination and dose grids, where the data
+        prior has no other context to learn effects from).
+    depth
+        Number of hidden layers of the ReLU network (1 as published for CMap).
+    reg
+        Ridge added to the kernel matrix's diagonal, whose entries are ``depth + 1``. A small
+        value (default ``1e-6``) only guards the factorisation (near interpolation, as
+        published); larger values smooth noisy data. ``"auto"`` picks the ridge from
+        ``REG_GRID * (depth + 1)`` that minimises the exact leave-one-pair-out error of the
+        training pairs (one eigendecomposition; recorded in ``info``).
+    weights
+        Block weights, keys ``context``, ``perturbation``, ``components``, ``data_context``,
+        ``data_effect``, ``identity``, ``features`` (defaults in ``DEFAULT_WEIGHTS``;
+        ``identity`` is 0.5 with the data prior, 1 with the identity prior, else 0).
+    features
+        User features concatenated to the prior: an ``.obsm``/``.uns`` key, numeric ``.obs``
+        column name(s), an array or a DataFrame (pairs, perturbations or contexts).
+    dose_transform
+        Dose map of the ``"components"`` prior: ``"log"``, ``"linear"`` or ``"none"``.
+    center
+        ``"control"`` (regress effects over the context's control), ``"context"`` (over the
+        context's mean treated profile), ``"mean"`` (subtract the feature means of the
+        training pairs) or ``None`` (raw profiles, as published).
+    dtype
+        ``"float64"`` (default, inside a local ``jax.enable_x64`` context) or ``"float32"``.
+
+    Returns
+    -------
+    :class:`~scimpute.methods.MethodResult` with ``per_target["weight_sum"]`` (the sum of the
+    kernel regression weights, 1 = an average, smaller = shrinkage towards the centre) and
+    ``per_target["max_similarity"]`` (largest prior cosine to a training pair), and ``info``
+    with the depth, prior, regularisation, weights, and the per-pattern solve statistics
+    (``info["patterns"]``: ``n_observed``, ``n_padded``, ``n_rows``, ``n_targets``,
+    ``cond_lower_bound``, ``relative_residual``).
+
+    """
+    t = as_targets(targets)
+    depth = _check_depth(depth)
+    reg = _check_reg(reg)
+    _check_dtype(dtype)
+    if center not in CENTERS:
+        raise ValueError(f"center must be one of {CENTERS}, got {center!r}.")
+    if isinstance(prior, str) and prior == "auto":
+        n_ctx = int(data.treated_mask().any(axis=1).sum())
+        prior = "data" if n_ctx >= 2 else "components"
+    blocks = _normalise_prior(prior)
+    if "data" in blocks and int(data.treated_mask().any(axis=1).sum()) < 2:
+        raise ValueError(
+            "prior='data' needs measured pairs in at least two contexts (it uses the "
+            "perturbation's effect in "
+            "other contexts); this grid has fewer. Use prior='components' or 'onehot'."
+        )
+    cp = build_prior(
+        data, blocks, weights=weights, features=features, dose_transform=dose_transform
+    )
+    A = data.n_perturbations
+    tci, tai = np.nonzero(data.measured)
+    offset = _centering(data, center)
+    Y = np.asarray(data.Y[tci, tai], dtype=np.float64) - offset[tci]
+    train = _Columns(cp.dense(tci, tai, np.ones(tci.size, bool)), tci, tai, tci * A + tai)
+
+    class _Targets:
+        n = t.shape[0]
+
+        def __call__(self, start, stop):
+            c, a = t[start:stop, 0], t[start:stop, 1]
+            return _Columns(cp.dense(c, a, np.zeros(c.size, bool)), c, a, c * A + a)
+
+    pred, wsum, maxcos, st = kernel_regression(
+        train, Y, _Targets(), weights=(cp.w_context, cp.w_perturbation, cp.w_identity),
+        depth=depth, reg=reg, dtype=dtype,
+    )  # fmt: skip
+    pred = pred + offset[t[:, 0]]
+    w = _normalise_weights(weights, blocks)
+    info = {
+        "depth": depth,
+        "prior": blocks,
+        "reg": reg,
+        "reg_selected": float(st["reg"]),
+        "center": "None" if center is None else center,
+        "dtype": dtype,
+        "dose_transform": dose_transform,
+        "weights": w,
+        "prior_dims": cp.blocks,
+        "kernel_at_0": float(ntk_kernel(0.0, depth)),
+        "kernel_at_1": float(depth + 1),
+        "n_patterns": 1,
+        "patterns": _stack_stats([st]),
+    }
+    return MethodResult(
+        prediction=pred,
+        source=np.full(t.shape[0], "ntk", dtype=object),
+        per_target={"weight_sum": wsum, "max_similarity": maxcos},
+        info=info,
+    )
