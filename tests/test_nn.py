@@ -153,15 +153,21 @@ def test_latent_shift_balancing():
     assert not used2[0]
     np.testing.assert_allclose(
         s2,
-        np.mean([Z[treated & (ctx == c)].mean(0) - Z[control & (ctx == c)].mean(0) for c in (1, 2)], 0),
+        np.mean(
+            [Z[treated & (ctx == c)].mean(0) - Z[control & (ctx == c)].mean(0) for c in (1, 2)], 0
+        ),
     )
     pooled, _ = latent_shift(Z, ctx, treated, control, 3, balance="pooled")
     np.testing.assert_allclose(pooled, Z[treated].mean(0) - Z[control].mean(0))
-    r1, _ = latent_shift(Z, ctx, treated, control, 3, balance="resample", rng=np.random.default_rng(1))
-    r2, _ = latent_shift(Z, ctx, treated, control, 3, balance="resample", rng=np.random.default_rng(1))
+    r1, _ = latent_shift(
+        Z, ctx, treated, control, 3, balance="resample", rng=np.random.default_rng(1)
+    )
+    r2, _ = latent_shift(
+        Z, ctx, treated, control, 3, balance="resample", rng=np.random.default_rng(1)
+    )
     np.testing.assert_array_equal(r1, r2)
     assert np.abs(r1 - ref).max() < 0.5
-    shifts, valid, nt, nc = shift_by_context(Z, ctx, treated, control & (ctx != 2), 3)
+    shifts, valid, _nt, _nc = shift_by_context(Z, ctx, treated, control & (ctx != 2), 3)
     assert valid.tolist() == [True, True, False]
     assert np.isnan(shifts[2]).all()
     with pytest.raises(ValueError, match="No context"):

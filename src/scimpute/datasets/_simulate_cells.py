@@ -62,6 +62,7 @@ def simulate_cells(
     ``"p0"``, ...), float32 ``X``, ``obsm["X_latent_true"]`` (the true ``z``),
     ``layers["mean"]`` (``f(z W + b)``, noise-free) and ``uns["simulation"]`` (``W``, ``b``,
     ``centres``, ``shifts`` and the parameters).
+
     """
     rng = check_random_state(random_state)
     k = int(latent_dim)

@@ -132,6 +132,7 @@ def fit_grid_networks(
     -------
     ``(result, rows)``: the :class:`~scimpute.nn.TrainResult` and the ``(n_rows, 2)`` pair
     indices of the training rows (all measured pairs).
+
     """
     masks = np.asarray(train_masks, dtype=bool)
     if masks.ndim == 2:
@@ -148,7 +149,7 @@ def fit_grid_networks(
     if validation_fraction > 0:
         for k in range(W.shape[0]):
             idx = np.flatnonzero(W[k])
-            n_val = int(round(validation_fraction * idx.size))
+            n_val = round(validation_fraction * idx.size)
             if n_val >= 1 and idx.size - n_val >= 2:
                 pick = rng.choice(idx, size=n_val, replace=False)
                 V[k, pick], W[k, pick] = 1.0, 0.0
@@ -213,6 +214,7 @@ def latent_arithmetic(
     -------
     ``(prediction, ok, n_contexts_used)``: ``(n, p)`` predictions on the original scale (NaN
     where ``ok`` is False: no baseline in c, or a measured in no other context).
+
     """
     t = as_targets(targets)
     C, A, p = data.Y.shape
@@ -405,6 +407,7 @@ def autoencoder(
     -------
     :class:`~scimpute.methods.MethodResult` with ``per_target["n_contexts"]`` (contexts whose
     shift was averaged; 0 for fallbacks) and training diagnostics in ``info``.
+
     """
     return _run(
         "autoencoder",
@@ -486,7 +489,7 @@ def vae(
     )
 
 
-def leave_one_out(
+def leave_one_out_predictions(
     data: GridData,
     *,
     method: str = "autoencoder",
@@ -494,8 +497,8 @@ def leave_one_out(
     random_state: RandomState = 0,
     progress: bool = True,
     **params,
-) -> pd.DataFrame:
-    """Leave-one-out over every measured non-control pair with ``n_groups`` trained networks.
+) -> dict:
+    """Leave-one-out predictions of every measured non-control pair with ``n_groups`` networks.
 
     The measured non-control pairs are split (seeded) into ``n_groups`` groups; network k is
     trained on every measured pair except those of group k (all networks at once, vmapped).
@@ -523,9 +526,9 @@ def leave_one_out(
 
     Returns
     -------
-    A table with the columns of :func:`scimpute.tl.cross_validate` (``method``, ``context``,
-    ``perturbation``, ``fold``, ``source`` and the scores), one row per pair; ``fold`` is the
-    group.
+    ``{"targets": (n, 2) pairs, "prediction": (n, p), "source": (n,), "group": (n,),
+    "result": TrainResult}``.
+
     """
     from ._registry import get_method
 
@@ -594,20 +597,65 @@ def leave_one_out(
                 mask = data.measured.copy()
                 mask[c, a] = False
                 fb = _fallback(
-                    data.with_measured(mask), t[j : j + 1], pk[j : j + 1], ok[j : j + 1], n_used, method
+                    data.with_measured(mask),
+                    t[j : j + 1],
+                    pk[j : j + 1],
+                    ok[j : j + 1],
+                    n_used,
+                    method,
                 )
                 pk[j] = fb.prediction[0]
                 source[sel[j]] = fb.source[0]
             else:
                 source[sel[j]] = method
         pred[sel] = pk
+    return {"targets": cand, "prediction": pred, "source": source, "group": group, "result": res}
+
+
+def leave_one_out(
+    data: GridData,
+    *,
+    method: str = "autoencoder",
+    n_groups: int = 20,
+    random_state: RandomState = 0,
+    progress: bool = True,
+    **params,
+) -> pd.DataFrame:
+    """Score :func:`leave_one_out_predictions` like :func:`scimpute.tl.cross_validate`.
+
+    Parameters are those of :func:`leave_one_out_predictions`.
+
+    Returns
+    -------
+    A table with the columns of :func:`scimpute.tl.cross_validate` (``method``, ``context``,
+    ``perturbation``, ``fold``, ``source`` and the scores), one row per pair; ``fold`` is the
+    group. ``relative_mse`` compares with ``context_mean`` computed with the same pair hidden.
+
+    """
+    out = leave_one_out_predictions(
+        data,
+        method=method,
+        n_groups=n_groups,
+        random_state=random_state,
+        progress=progress,
+        **params,
+    )
+    cand, pred, source, group, res = (
+        out["targets"],
+        out["prediction"],
+        out["source"],
+        out["group"],
+        out["result"],
+    )
     truth = np.asarray(data.Y[cand[:, 0], cand[:, 1]], dtype=np.float64)
     ref = np.empty_like(truth)
     for i, (c, a) in enumerate(cand):  # context_mean reference with this pair hidden
         mask = data.measured.copy()
         mask[c, a] = False
         ref[i] = _chain(
-            data.with_measured(mask), cand[i : i + 1], ["context_mean", "perturbation_mean", "global_mean"]
+            data.with_measured(mask),
+            cand[i : i + 1],
+            ["context_mean", "perturbation_mean", "global_mean"],
         ).prediction[0]
     if data.control is None:
         base = None

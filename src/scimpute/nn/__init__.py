@@ -4,8 +4,8 @@ Pure functions on arrays: nothing here knows about AnnData. :mod:`scimpute.tl` w
 """
 
 from ._models import (
-    MODELS,
     MLP,
+    MODELS,
     NetConfig,
     Network,
     build_network,

@@ -46,6 +46,7 @@ class NetConfig:
         Weight of the KL term of the VAE loss (ignored by the autoencoder).
     use_bias
         Whether the linear layers have biases.
+
     """
 
     model: str
@@ -68,7 +69,9 @@ class NetConfig:
         if self.latent_dim is not None and (
             not isinstance(self.latent_dim, int | np.integer) or self.latent_dim < 1
         ):
-            raise ValueError(f"latent_dim must be a positive integer or None, got {self.latent_dim!r}.")
+            raise ValueError(
+                f"latent_dim must be a positive integer or None, got {self.latent_dim!r}."
+            )
         if self.model == "vae" and self.latent_dim is None:
             raise ValueError("The VAE needs an integer latent_dim (scGen uses 10 to 100).")
         if not 0.0 <= float(self.dropout) < 1.0:
@@ -258,8 +261,7 @@ def network_to_arrays(net: Network) -> dict[str, np.ndarray]:
     params = eqx.filter(net, eqx.is_array)
     leaves = jax.tree_util.tree_leaves(params)
     return {
-        n: np.asarray(v, dtype=np.float32)
-        for n, v in zip(_leaf_names(params), leaves, strict=True)
+        n: np.asarray(v, dtype=np.float32) for n, v in zip(_leaf_names(params), leaves, strict=True)
     }
 
 

@@ -38,6 +38,7 @@ def shift_by_context(
     -------
     ``(shifts, valid, n_treated, n_control)``: ``(n_contexts, d)`` shifts (NaN where a context
     lacks either group), the bool mask of contexts that have both, and the row counts.
+
     """
     contexts = np.asarray(contexts, dtype=np.int64)
     mt, nt = _group_means(Z[treated], contexts[treated], n_contexts)
@@ -78,6 +79,7 @@ def latent_shift(
     -------
     ``(shift, used)``: the ``(d,)`` shift and the bool mask of the contexts used.
     Raises a :class:`ValueError` when no context has both groups.
+
     """
     if balance not in BALANCE:
         raise ValueError(f"balance must be one of {BALANCE}, got {balance!r}.")

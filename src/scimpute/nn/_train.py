@@ -43,6 +43,7 @@ class TrainResult:
         Epochs run.
     seconds
         Wall-clock training time (compilation included).
+
     """
 
     networks: Network
@@ -179,6 +180,7 @@ def train_networks(
         Show a tqdm progress bar over epochs.
     desc
         Label of the progress bar.
+
     """
     t0 = time.perf_counter()
     X = jnp.asarray(np.asarray(X, dtype=np.float32))

@@ -58,6 +58,7 @@ def signature_alignment(
     Returns
     -------
     The :class:`~matplotlib.axes.Axes`, unless ``show=True``.
+
     """
     if kind not in ("box", "hist"):
         raise ValueError(f"kind must be 'box' or 'hist', got {kind!r}.")

@@ -1,8 +1,8 @@
 """Tools: impute grids and evaluate methods."""
 
+from ._alignment import signature_alignment
 from ._cross_validate import cross_validate, summarize_cross_validation
 from ._cross_validate_transfer import cross_validate_transfer
-from ._alignment import signature_alignment
 from ._impute import impute
 from ._transfer import fit_transfer, load_network, transfer
 

@@ -24,7 +24,9 @@ def _cosines(S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _context_means(x, codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    ind = sp.csr_matrix((np.ones(codes.size), (codes, np.arange(codes.size))), shape=(n, codes.size))
+    ind = sp.csr_matrix(
+        (np.ones(codes.size), (codes, np.arange(codes.size))), shape=(n, codes.size)
+    )
     counts = np.bincount(codes, minlength=n).astype(float)
     s = ind @ x
     s = s.toarray() if sp.issparse(s) else np.asarray(s)
@@ -69,6 +71,7 @@ def signature_alignment(
     One row per (perturbation, pair of contexts): ``perturbation``, ``context_1``,
     ``context_2``, ``cosine_genes``, ``cosine_latent``, ``n_cells_1``, ``n_cells_2`` (treated
     cells of each context).
+
     """
     ctx, pert = _labels(adata, context_key, perturbation_key, control)
     net, params = load_network(adata, key)
@@ -85,7 +88,7 @@ def signature_alignment(
     contexts = sorted(set(ctx))
     codes = pd.Categorical(ctx, categories=contexts).codes.astype(np.int64)
     is_ctrl = pert == control
-    gc, nc = _context_means(X[is_ctrl], codes[is_ctrl], len(contexts))
+    gc, _nc = _context_means(X[is_ctrl], codes[is_ctrl], len(contexts))
     rows = []
     for a in sorted(set(pert) - {control}):
         treated = pert == a

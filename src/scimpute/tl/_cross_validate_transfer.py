@@ -55,10 +55,16 @@ def cross_validate_transfer(
     ``cosine_effect``, ``mse``, ``relative_mse``); concatenate it with a
     :func:`cross_validate` table of the baselines and pass it to
     :func:`summarize_cross_validation`.
+
     """
     data, _ = to_grid_data(grid)
     table = leave_one_out(
-        data, method=method, n_groups=n_groups, random_state=random_state, progress=progress, **params
+        data,
+        method=method,
+        n_groups=n_groups,
+        random_state=random_state,
+        progress=progress,
+        **params,
     )
     if key_added is not None:
         grid.uns[key_added] = {

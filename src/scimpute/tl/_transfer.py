@@ -29,8 +29,8 @@ from ..nn._shift import BALANCE
 
 #: per-model defaults of fit_transfer (chosen on the Kang benchmark; see benchmarks/).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "autoencoder": {"width": 512, "depth": 1, "latent_dim": None, "dropout": 0.0},
-    "vae": {"width": 800, "depth": 2, "latent_dim": 100, "dropout": 0.2},
+    "autoencoder": {"width": 256, "depth": 2, "latent_dim": 64, "dropout": 0.2},
+    "vae": {"width": 256, "depth": 2, "latent_dim": 32, "dropout": 0.2},
 }
 MIN_CELLS = 10
 OUTPUTS = ("decoded", "residual")
@@ -71,7 +71,7 @@ def fit_transfer(
     layer: str | None = None,
     width: int | None = None,
     depth: int | None = None,
-    latent_dim: int | None | str = "default",
+    latent_dim: int | str | None = "default",
     dropout: float | None = None,
     kl_weight: float = 5e-5,
     standardize: bool = False,
@@ -106,17 +106,20 @@ def fit_transfer(
     control
         Label of the control cells in ``obs[perturbation_key]``.
     model
-        ``"autoencoder"``: a wide (over-parameterised) autoencoder whose latent space is its
-        last hidden layer (Belyaeva et al. 2021); ``"vae"``: scGen's variational
+        ``"autoencoder"``: a deterministic autoencoder (wide and over-parameterised with
+        ``latent_dim=None``, Belyaeva et al. 2021); ``"vae"``: scGen's variational
         autoencoder (Gaussian latent, KL weight ``kl_weight``, dropout).
     key_added
         Where results go (see Returns).
     layer
         Layer to train on instead of ``X``.
     width, depth, latent_dim, dropout
-        Architecture (:class:`scimpute.nn.NetConfig`); defaults per model in
-        ``MODEL_DEFAULTS``: autoencoder 512 units, 1 layer, latent = hidden layer, no dropout;
-        VAE 800 x 2 layers, latent 100, dropout 0.2 (scGen's paper architecture).
+        Architecture (:class:`scimpute.nn.NetConfig`); defaults per model (chosen on the
+        Kang benchmark, ``MODEL_DEFAULTS``): autoencoder 256 units x 2 layers, latent 64,
+        dropout 0.2; VAE 256 x 2, latent 32, dropout 0.2 (a compact scGen: its paper used
+        800 x 2 and latent 100). ``latent_dim=None`` makes the autoencoder's latent space its
+        last hidden layer (``width`` units, Belyaeva et al.'s over-parameterised network with
+        ``depth=1``).
     kl_weight
         KL weight of the VAE (scGen: 5e-5).
     standardize
@@ -145,6 +148,7 @@ def fit_transfer(
       ``.h5ad`` can still :func:`transfer`.
 
     Nothing is written if an error is raised.
+
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
@@ -176,7 +180,7 @@ def fit_transfer(
         raise ValueError("The expression matrix holds NaN or infinite values; remove them first.")
     rng = check_random_state(random_state)
     n = X.shape[0]
-    n_val = int(round(validation_fraction * n))
+    n_val = round(validation_fraction * n)
     perm = rng.permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     mean = np.zeros(X.shape[1], np.float32)
@@ -342,6 +346,7 @@ def transfer(
     ``balance``, ``output`` and ``key``. It concatenates with real cells
     (:func:`anndata.concat`) for pertpy's distances and comparisons. ``adata`` is not modified
     unless a model had to be fitted.
+
     """
     if balance not in BALANCE:
         raise ValueError(f"balance must be one of {BALANCE}, got {balance!r}.")
@@ -383,9 +388,7 @@ def transfer(
     else:
         parts = _components(target_perturbation, combination_sep)
         if len(parts) < 2 or not all(measured_in(p) for p in parts):
-            where = (
-                f"only in {target_context!r}" if target_perturbation in perts else "nowhere"
-            )
+            where = f"only in {target_context!r}" if target_perturbation in perts else "nowhere"
             missing = [p for p in parts if not measured_in(p)]
             raise ValueError(
                 f"Perturbation {target_perturbation!r} is measured {where} among the other "
@@ -425,7 +428,14 @@ def transfer(
     used_all = np.zeros(len(contexts), dtype=bool)
     for part in parts:
         s, used = latent_shift(
-            Z, codes, pert == part, is_ctrl, len(contexts), balance=balance, exclude=exclude, rng=rng
+            Z,
+            codes,
+            pert == part,
+            is_ctrl,
+            len(contexts),
+            balance=balance,
+            exclude=exclude,
+            rng=rng,
         )
         shift += s
         used_all |= used
