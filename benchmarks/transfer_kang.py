@@ -100,6 +100,11 @@ def score(pred_mean, true_mean, idx) -> dict:
     }
 
 
+def _save_partial(rows: list[dict], name: str) -> None:
+    """Write the rows so far (a stopped run keeps its finished cell types)."""
+    (RESULTS / f"{name}.partial.json").write_text(json.dumps(rows, indent=1))
+
+
 def run_scimpute(adata, types, max_epochs: int, seed: int) -> list[dict]:
     import scimpute as si
 
@@ -162,6 +167,7 @@ def run_scimpute(adata, types, max_epochs: int, seed: int) -> list[dict]:
                     }
                 )
             print(rows[-1], flush=True)
+        _save_partial(rows, "transfer_kang")
     return rows
 
 
@@ -199,6 +205,7 @@ def run_scgen(adata, types, max_epochs: int, seed: int) -> list[dict]:
             }
         )
         print(rows[-1], flush=True)
+        _save_partial(rows, "transfer_kang_scgen")
     return rows
 
 
@@ -314,7 +321,12 @@ def main():
                 k: {kk: str(vv) for kk, vv in v.items()} for k, v in MODEL_DEFAULTS.items()
             }
         (RESULTS / out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(report())
+    try:
+        print(report())
+    except ImportError as err:  # pandas' to_markdown needs tabulate
+        print(
+            f"Results saved; rebuild the tables with --report where tabulate is installed ({err})."
+        )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,14 @@ from scimpute.nn import (
     train_networks,
 )
 
+# The shapes and settings below match the grid tests (tests/methods/test_autoencoder.py) and
+# the cell tests, so that the whole suite compiles few training loops (compilation dominates
+# the run time of these tests).
+CFG = NetConfig("autoencoder", 30, width=32, depth=2, latent_dim=8)
+VAE = NetConfig("vae", 30, width=32, depth=2, latent_dim=8)
 
-def _data(n=64, p=12, seed=0):
+
+def _data(n=32, p=30, seed=0):
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, 3))
     return (z @ rng.normal(size=(3, p)) + 0.05 * rng.normal(size=(n, p))).astype(np.float32)
@@ -37,18 +43,11 @@ def test_config_errors(kwargs, match):
         NetConfig(**{**base, **kwargs})
 
 
-@pytest.mark.parametrize(
-    "cfg",
-    [
-        NetConfig("autoencoder", 12, width=16, depth=1),
-        NetConfig("autoencoder", 12, width=16, depth=2, latent_dim=4, use_bias=False),
-        NetConfig("vae", 12, width=16, depth=2, latent_dim=3, dropout=0.2),
-    ],
-)
+@pytest.mark.parametrize("cfg", [CFG, VAE])
 def test_arrays_round_trip_and_config_dict(cfg):
     import jax
 
-    net = build_network(cfg, jax.random.PRNGKey(3), mean=np.arange(12.0), scale=np.full(12, 2.0))
+    net = build_network(cfg, jax.random.PRNGKey(3), mean=np.arange(30.0), scale=np.full(30, 2.0))
     arrays = network_to_arrays(net)
     assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in arrays.values())
     assert "input_mean" in arrays
@@ -58,7 +57,7 @@ def test_arrays_round_trip_and_config_dict(cfg):
     X = _data()
     np.testing.assert_array_equal(encode(net, X), encode(net2, X))
     Z = encode(net, X)
-    assert Z.shape == (64, cfg.n_latent)
+    assert Z.shape == (32, cfg.n_latent)
     np.testing.assert_array_equal(decode(net, Z), decode(net2, Z))
     bad = dict(arrays)
     bad.pop(next(iter(bad)))
@@ -69,63 +68,66 @@ def test_arrays_round_trip_and_config_dict(cfg):
 def test_encode_matches_numpy_reference():
     import jax
 
-    cfg = NetConfig("autoencoder", 12, width=8, depth=1, negative_slope=0.1)
-    net = build_network(cfg, jax.random.PRNGKey(0), mean=np.ones(12), scale=np.full(12, 3.0))
+    net = build_network(CFG, jax.random.PRNGKey(0), mean=np.ones(30), scale=np.full(30, 3.0))
     a = network_to_arrays(net)
     X = _data()
-    h = ((X - 1) / 3) @ a["encoder_layers_0_weight"].T + a["encoder_layers_0_bias"]
-    z = np.where(h > 0, h, 0.1 * h)
-    np.testing.assert_allclose(encode(net, X), z, rtol=1e-5, atol=1e-5)
-    xr = (z @ a["decoder_layers_0_weight"].T + a["decoder_layers_0_bias"]) * 3 + 1
+
+    def leaky(h):
+        return np.where(h > 0, h, 0.01 * h)
+
+    def layer(h, name, i):
+        return h @ a[f"{name}_layers_{i}_weight"].T + a[f"{name}_layers_{i}_bias"]
+
+    h = leaky(layer((X - 1) / 3, "encoder", 0))
+    z = layer(leaky(layer(h, "encoder", 1)), "encoder", 2)  # no activation on the code
+    np.testing.assert_allclose(encode(net, X), z, rtol=1e-4, atol=1e-5)
+    h = leaky(layer(leaky(layer(z, "decoder", 0)), "decoder", 1))
+    xr = layer(h, "decoder", 2) * 3 + 1
     np.testing.assert_allclose(decode(net, z), xr, rtol=1e-4, atol=1e-4)
 
 
 def test_training_is_seeded_and_learns():
     X = _data()
-    cfg = NetConfig("autoencoder", 12, width=32, depth=1)
-    kw = {"batch_size": 16, "max_epochs": 30, "progress": False}
-    r1 = train_networks(cfg, X, seed=1, **kw)
-    r2 = train_networks(cfg, X, seed=1, **kw)
-    r3 = train_networks(cfg, X, seed=2, **kw)
+    kw = {"batch_size": 32, "max_epochs": 200, "progress": False}
+    r1 = train_networks(CFG, X, seed=1, **kw)
+    r2 = train_networks(CFG, X, seed=1, **kw)
+    r3 = train_networks(CFG, X, seed=2, **kw)
     a1, a2, a3 = (network_to_arrays(select(r.networks, 0)) for r in (r1, r2, r3))
     for k in a1:
         np.testing.assert_array_equal(a1[k], a2[k])
     assert any(not np.array_equal(a1[k], a3[k]) for k in a1)
     assert r1.train_loss[-1, 0] < 0.5 * r1.train_loss[0, 0]
-    assert r1.train_loss.shape == (30, 1)
+    assert r1.train_loss.shape == (200, 1)
 
 
 def test_early_stopping_keeps_best_epoch():
-    X = _data(n=80)
-    cfg = NetConfig("autoencoder", 12, width=16)
-    res = train_networks(
-        cfg,
-        X[:60],
-        X_val=X[60:],
-        val_weights=np.ones((1, 20)),
-        max_epochs=200,
-        patience=3,
-        learning_rate=3e-2,
-        batch_size=20,
-        progress=False,
-    )
-    best = int(res.best_epoch[0])
-    assert res.n_epochs <= 200
-    assert res.val_loss[best, 0] == np.min(res.val_loss[:, 0])
-    if res.n_epochs < 200:
-        assert res.n_epochs - 1 - best == 3
+    X = _data()
+    train = np.zeros((1, 32), np.float32)
+    train[0, :24] = 1
+    cfg = CFG
+    kw = {"train_weights": train, "val_weights": 1 - train, "batch_size": 32, "progress": False}
+    # no epoch after the first improves by more than min_delta: stop after `patience` more
+    res = train_networks(cfg, X, max_epochs=50, patience=3, min_delta=10.0, **kw)
+    assert res.n_epochs == 4
+    assert res.best_epoch[0] == 0
+    net = select(res.networks, 0)
+    rec = decode(net, encode(net, X[24:]))
+    np.testing.assert_allclose(np.mean((rec - X[24:]) ** 2), res.val_loss[0, 0], rtol=1e-4)
+    assert not np.isclose(res.val_loss[-1, 0], res.val_loss[0, 0])
+    # without min_delta the kept epoch is the one with the lowest validation loss
+    res = train_networks(cfg, X, max_epochs=30, patience=3, **kw)
+    assert res.val_loss[res.best_epoch[0], 0] == np.min(res.val_loss[:, 0])
 
 
 def test_zero_weight_rows_do_not_influence_their_model():
-    X = _data(n=40)
-    W = np.ones((2, 40), np.float32)
+    X = _data()
+    W = np.ones((3, 32), np.float32)
     W[0, 5] = 0.0  # model 0 never learns from row 5
-    cfg = NetConfig("autoencoder", 12, width=8)
-    kw = {"train_weights": W, "max_epochs": 5, "batch_size": 8, "progress": False, "seed": 4}
-    r1 = train_networks(cfg, X, **kw)
+    kw = {"train_weights": W, "max_epochs": 5, "batch_size": 32, "progress": False, "seed": 4}
+    r1 = train_networks(CFG, X, **kw)
     X2 = X.copy()
     X2[5] += 10.0
-    r2 = train_networks(cfg, X2, **kw)
+    r2 = train_networks(CFG, X2, **kw)
     a = network_to_arrays(select(r1.networks, 0))
     b = network_to_arrays(select(r2.networks, 0))
     for k in a:

@@ -13,7 +13,15 @@ import scimpute as si
 
 pt = pytest.importorskip("pertpy", reason="pertpy is an optional extra: pip install pertpy")
 
-FAST = {"width": 32, "depth": 2, "latent_dim": 8, "max_epochs": 60, "batch_size": 64}
+FAST = {
+    "width": 32,
+    "depth": 2,
+    "latent_dim": 8,
+    "max_epochs": 60,
+    "batch_size": 64,
+    "learning_rate": 3e-3,
+    "dropout": 0.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +48,20 @@ def test_pseudobulk_space_output_builds_a_grid(cells):
         grid.obs_names[(grid.obs["cell_type"] == "ct0") & (grid.obs["perturbation"] == "p0")],
         "measured",
     ] = False
-    si.tl.impute(grid, method="autoencoder", width=16, max_epochs=20, validation_fraction=0.0)
+    si.tl.impute(
+        grid,
+        method="autoencoder",
+        max_epochs=20,
+        validation_fraction=0.0,
+        **{k: FAST[k] for k in ("width", "depth", "latent_dim")},
+    )
     assert np.isfinite(grid.layers["imputed_autoencoder"]).all()
 
 
 def test_transfer_output_feeds_pertpy_distances(cells):
     hide = ((cells.obs["cell_type"] == "ct0") & (cells.obs["perturbation"] == "p0")).to_numpy()
     train = cells[~hide].copy()
-    si.tl.fit_transfer(train, progress=False, learning_rate=3e-3, **FAST)
+    si.tl.fit_transfer(train, progress=False, **FAST)
     pred = si.tl.transfer(train, target_context="ct0", target_perturbation="p0")
     real = cells[hide].copy()
     real.obs["predicted"] = False

@@ -6,13 +6,21 @@ import scimpute as si
 from scimpute.methods.autoencoder import latent_arithmetic, leave_one_out_predictions
 from scimpute.tl._data import to_grid_data
 
-FAST = {"width": 16, "max_epochs": 40, "batch_size": 32, "validation_fraction": 0.0}
+# same architecture and batch as tests/test_nn.py: the training loops compile once
+FAST = {
+    "width": 32,
+    "depth": 2,
+    "latent_dim": 8,
+    "max_epochs": 40,
+    "batch_size": 32,
+    "validation_fraction": 0.0,
+}
 
 
 @pytest.fixture(scope="module")
 def grid():
     return si.datasets.simulate_grid(
-        n_contexts=6, n_perturbations=5, n_features=20, fraction_measured=0.7, random_state=1
+        n_contexts=6, n_perturbations=5, n_features=30, fraction_measured=0.7, random_state=1
     )
 
 
@@ -22,19 +30,11 @@ def test_impute_autoencoder_and_vae(grid):
     src = g.obs["imputed_autoencoder_source"]
     assert np.isfinite(g.layers["imputed_autoencoder"]).all()
     assert (src[~g.obs["measured"]] == "autoencoder").any()
-    assert g.uns["imputed_autoencoder"]["params"]["width"] == 16
+    assert g.uns["imputed_autoencoder"]["params"]["width"] == 32
     g2 = grid.copy()
     si.tl.impute(g2, method="autoencoder", **FAST)
     np.testing.assert_array_equal(g.layers["imputed_autoencoder"], g2.layers["imputed_autoencoder"])
-    si.tl.impute(
-        g,
-        method="vae",
-        width=16,
-        depth=1,
-        latent_dim=4,
-        max_epochs=5,
-        **{k: v for k, v in FAST.items() if k not in ("width", "max_epochs")},
-    )
+    si.tl.impute(g, method="vae", **{**FAST, "max_epochs": 5})
     assert np.isfinite(g.layers["imputed_vae"]).all()
 
 
@@ -42,19 +42,16 @@ def test_identity_network_reduces_to_additive_model(grid):
     """With an identity encoder/decoder, latent arithmetic is the gene-space additive model."""
     data, _ = to_grid_data(grid)
 
-    import jax
-
-    from scimpute.nn import NetConfig, build_network
-
-    net = build_network(NetConfig("autoencoder", 20, width=20), jax.random.PRNGKey(0))
-    eye = np.eye(20, dtype=np.float32)
     import equinox as eqx
 
-    net = eqx.tree_at(lambda n: n.encoder.layers[0].weight, net, eye)
-    net = eqx.tree_at(lambda n: n.encoder.layers[0].bias, net, np.zeros(20, np.float32) + 100)
-    net = eqx.tree_at(lambda n: n.decoder.layers[0].weight, net, eye)
-    net = eqx.tree_at(lambda n: n.decoder.layers[0].bias, net, np.zeros(20, np.float32) - 100)
-    # the bias of +100 keeps the leaky ReLU in its linear part
+    class Identity(eqx.Module):
+        def encode(self, x):
+            return x
+
+        def decode(self, z):
+            return z
+
+    net = Identity()
     targets = np.argwhere(~data.measured & (np.arange(data.n_perturbations) != 0))
     pred, ok, _ = latent_arithmetic(net, data, data.measured, targets)
     ref = si.methods.get_method("additive").fn(data, targets).prediction
@@ -64,16 +61,18 @@ def test_identity_network_reduces_to_additive_model(grid):
     Y = np.where(data.measured[..., None], data.Y, np.nan).astype(float)
     treated = data.measured.copy()
     treated[:, 0] = False
-    cm = np.array([np.nanmean(np.where(treated[c][:, None], Y[c], np.nan), 0) for c in range(6)])
+    n_c = data.n_contexts
+    cm = np.array([np.nanmean(np.where(treated[c][:, None], Y[c], np.nan), 0) for c in range(n_c)])
+    assert ok2.all()
     for (c, a), p in zip(targets[ok2], pred2[ok2], strict=True):
-        others = [k for k in range(6) if treated[k, a]]
+        others = [k for k in range(n_c) if treated[k, a]]
         eff = np.mean([Y[k, a] - cm[k] for k in others], 0)
         np.testing.assert_allclose(p, cm[c] + eff, rtol=1e-4, atol=1e-3)
 
 
 def test_leave_one_out_never_sees_the_target(grid):
     data, _ = to_grid_data(grid)
-    kw = {"n_groups": 4, "random_state": 3, "progress": False, **FAST}
+    kw = {"n_groups": 3, "random_state": 3, "progress": False, **FAST}
     out = leave_one_out_predictions(data, **kw)
     t = out["targets"][0]
     Y2 = data.Y.copy()
@@ -107,9 +106,24 @@ def test_grid_bad_params(grid):
     with pytest.raises(ValueError, match="log1p"):
         si.tl.impute(g, method="autoencoder", transform="log1p", **FAST)
     effects = si.datasets.simulate_grid(
-        n_contexts=4, n_perturbations=4, n_features=10, control=None, random_state=0
+        n_contexts=4, n_perturbations=4, n_features=30, control=None, random_state=0
     )
     with pytest.raises(ValueError, match="baseline='control'"):
         si.tl.impute(effects, method="autoencoder", baseline="control", **FAST)
     si.tl.impute(effects, method="autoencoder", **FAST)
     assert np.isfinite(effects.layers["imputed_autoencoder"]).all()
+
+
+def test_fallbacks_are_recorded(grid):
+    g = grid.copy()
+    pert, ctx = g.obs["perturbation"].astype(str), g.obs["context"].astype(str)
+    g.obs.loc[(pert == "p2").to_numpy(), "measured"] = False  # p2 measured nowhere
+    g.obs.loc[((ctx == "c0") & (pert == "control")).to_numpy(), "measured"] = False
+    si.tl.impute(g, method="autoencoder", **FAST)
+    src = g.obs["imputed_autoencoder_source"].astype(str)
+    assert set(src[(pert == "p2") & (ctx != "c0")]) == {"context_mean"}
+    assert set(src[(ctx == "c0") & (pert != "control") & ~g.obs["measured"]]) == {
+        "perturbation_mean"
+    } | ({"context_mean"} if ((ctx == "c0") & (pert == "p2")).any() else set())
+    n_ctx = g.obs["imputed_autoencoder_n_contexts"]
+    assert (n_ctx[src == "autoencoder"] > 0).all()

@@ -39,6 +39,8 @@ _REF = (
 )
 OUTPUTS = ("decoded", "residual")
 BASELINES = ("auto", "control", "context_mean")
+#: training rows of a grid are padded to a multiple of this (one compiled shape per bucket)
+ROW_BUCKET = 32
 TRANSFORMS = ("none", "log1p")
 
 
@@ -162,6 +164,13 @@ def fit_grid_networks(
         means = np.zeros_like(means)
         scales = np.ones_like(means)
     use_val = bool(V.sum() > 0)
+    # pad the rows to a multiple of ROW_BUCKET with zero-weight rows: grids with slightly
+    # different numbers of measured pairs share one compiled training loop
+    n_pad = -X.shape[0] % ROW_BUCKET
+    if n_pad:
+        X = np.concatenate([X, np.zeros((n_pad, X.shape[1]))])
+        W = np.concatenate([W, np.zeros((W.shape[0], n_pad), W.dtype)], axis=1)
+        V = np.concatenate([V, np.zeros((V.shape[0], n_pad), V.dtype)], axis=1)
     res = train_networks(
         cfg,
         X.astype(np.float32),
@@ -354,7 +363,7 @@ def autoencoder(
     targets,
     *,
     random_state: RandomState = 0,
-    width: int = 512,
+    width: int = 256,
     depth: int = 1,
     latent_dim: int | None = None,
     dropout: float = 0.0,
@@ -601,7 +610,7 @@ def leave_one_out_predictions(
                     t[j : j + 1],
                     pk[j : j + 1],
                     ok[j : j + 1],
-                    n_used,
+                    n_used[j : j + 1],
                     method,
                 )
                 pk[j] = fb.prediction[0]

@@ -119,12 +119,33 @@ def _validation_loss(params, static, X, W, kl_weight):
     )
 
 
+@eqx.filter_jit
 def _where_tree(mask, new, old):
     def pick(a, b):
         m = mask.reshape((-1,) + (1,) * (a.ndim - 1))
         return jnp.where(m, a, b)
 
     return jax.tree_util.tree_map(pick, new, old)
+
+
+@eqx.filter_jit
+def _init_one(cfg: NetConfig, key, mean, scale):
+    # one compiled program per architecture, whatever the number of models
+    return build_network(cfg, key, mean=mean, scale=scale)
+
+
+@eqx.filter_jit
+def _opt_init(opt, params):
+    return jax.vmap(opt.init)(params)
+
+
+def _init(cfg: NetConfig, opt, keys, means, scales):
+    """Initial networks (stacked along a leading axis) and their optimiser states."""
+    nets = [_init_one(cfg, keys[k], means[k], scales[k]) for k in range(keys.shape[0])]
+    params = [eqx.filter(n, eqx.is_array) for n in nets]
+    static = eqx.partition(nets[0], eqx.is_array)[1]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *params)
+    return eqx.combine(stacked, static), _opt_init(opt, stacked)
 
 
 def train_networks(
@@ -205,12 +226,9 @@ def train_networks(
     key = jax.random.PRNGKey(int(seed) % (2**32))
     k_init, k_train = jax.random.split(key)
     init_keys = jax.random.split(k_init, n_models)
-    nets = eqx.filter_vmap(lambda k, m, s: build_network(cfg, k, mean=m, scale=s))(
-        init_keys, means, scales
-    )
-    params, static = eqx.partition(nets, eqx.is_array)
     opt = _optimizer(float(learning_rate), float(weight_decay))
-    opt_state = jax.vmap(opt.init)(params)
+    nets, opt_state = _init(cfg, opt, init_keys, means, scales)
+    params, static = eqx.partition(nets, eqx.is_array)
     stochastic = cfg.model == "vae" or cfg.dropout > 0
 
     use_val = val_weights is not None

@@ -72,8 +72,9 @@ def signature_alignment(
     first = next(iter(tables.values()))
     series = {"genes": first["cosine_genes"].to_numpy()}
     series.update({lab: t["cosine_latent"].to_numpy() for lab, t in tables.items()})
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.2 + 1.1 * len(series), 3.2) if kind == "box" else (4, 3))
+    new = ax is None
+    if new:
+        _, ax = plt.subplots(figsize=(1.6 + 1.1 * len(series), 3.4) if kind == "box" else (4, 3))
     colors = ["0.6"] + [plt.cm.tab10(i % 10) for i in range(len(series) - 1)]
     if kind == "box":
         vals = [v[np.isfinite(v)] for v in series.values()]
@@ -91,6 +92,8 @@ def signature_alignment(
         ax.set_ylabel("pairs")
         ax.legend(frameon=False)
     ax.set_title("signature alignment")
+    if new:
+        ax.figure.tight_layout()
     if show:
         plt.show()
         return None
