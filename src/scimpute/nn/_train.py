@@ -129,19 +129,16 @@ def _where_tree(mask, new, old):
 
 
 @eqx.filter_jit
-def _init_one(cfg: NetConfig, key, mean, scale):
-    # one compiled program per architecture, whatever the number of models
-    return build_network(cfg, key, mean=mean, scale=scale)
-
-
-@eqx.filter_jit
 def _opt_init(opt, params):
     return jax.vmap(opt.init)(params)
 
 
 def _init(cfg: NetConfig, opt, keys, means, scales):
     """Initial networks (stacked along a leading axis) and their optimiser states."""
-    nets = [_init_one(cfg, keys[k], means[k], scales[k]) for k in range(keys.shape[0])]
+    # one compiled initialisation per architecture, whatever the number of models
+    nets = [
+        build_network(cfg, keys[k], mean=means[k], scale=scales[k]) for k in range(keys.shape[0])
+    ]
     params = [eqx.filter(n, eqx.is_array) for n in nets]
     static = eqx.partition(nets[0], eqx.is_array)[1]
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *params)
@@ -230,6 +227,8 @@ def train_networks(
     nets, opt_state = _init(cfg, opt, init_keys, means, scales)
     params, static = eqx.partition(nets, eqx.is_array)
     stochastic = cfg.model == "vae" or cfg.dropout > 0
+    # a static argument of the compiled epoch: 0 for the autoencoder, whose loss ignores it
+    kl_weight = float(cfg.kl_weight) if cfg.model == "vae" else 0.0
 
     use_val = val_weights is not None
     if use_val:
@@ -259,13 +258,13 @@ def train_networks(
             epoch_keys[epoch],
             n_batches,
             batch,
-            float(cfg.kl_weight),
+            kl_weight,
             stochastic,
         )
         tl = np.asarray(tl)
         train_hist.append(tl)
         if use_val:
-            vl = np.asarray(_validation_loss(params, static, Xv, Wv, float(cfg.kl_weight)))
+            vl = np.asarray(_validation_loss(params, static, Xv, Wv, kl_weight))
             val_hist.append(vl)
             improved = vl < best_loss - min_delta
             if improved.any():
