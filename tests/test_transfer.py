@@ -234,3 +234,11 @@ def test_signature_alignment_against_numpy(train):
     assert ax.get_title() == "signature alignment"
     ax = si.pl.signature_alignment({"a": tab, "b": tab}, kind="hist")
     assert ax is not None
+
+
+def test_pertpy_missing_gives_install_hint(train, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pertpy", None)  # makes `import pertpy` fail
+    with pytest.raises(ImportError, match=r"pip install 'pertpy==1\.0\.3'"):
+        si.tl.compare_transfer(train, train)

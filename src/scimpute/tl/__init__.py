@@ -4,9 +4,10 @@ from ._alignment import signature_alignment
 from ._cross_validate import cross_validate, summarize_cross_validation
 from ._cross_validate_transfer import cross_validate_transfer
 from ._impute import impute
-from ._transfer import fit_transfer, load_network, transfer
+from ._transfer import compare_transfer, fit_transfer, load_network, transfer
 
 __all__ = [
+    "compare_transfer",
     "cross_validate",
     "cross_validate_transfer",
     "fit_transfer",
