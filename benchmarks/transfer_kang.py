@@ -299,11 +299,11 @@ def main():
         )
         t0 = time.perf_counter()
         if args.scgen:
-            epochs = args.max_epochs or 100
+            epochs = args.max_epochs or 60
             rows = run_scgen(adata, types, epochs, args.seed)
             out = "transfer_kang_scgen.json"
         else:
-            epochs = args.max_epochs or 100
+            epochs = args.max_epochs or 60
             rows = run_scimpute(adata, types, epochs, args.seed)
             out = "transfer_kang.json"
         import jax
