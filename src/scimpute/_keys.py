@@ -58,3 +58,11 @@ DATA_DIR_ENV: Final = "SCIMPUTE_DATA_DIR"
 COMBINATION_SEP: Final = "+"
 #: separator between a perturbation and its dose in grid labels ("drug@1.5").
 DOSE_SEP: Final = "@"
+#: default ``key_added`` of :func:`scimpute.tl.fit_transfer` (``obsm["X_transfer"]``, ``uns["transfer"]``).
+TRANSFER_KEY: Final = "transfer"
+#: obs column of :func:`scimpute.tl.transfer` output marking cells as predicted.
+PREDICTED_COL: Final = "predicted"
+#: obs column of :func:`scimpute.tl.transfer` output naming the control cell each was moved from.
+SOURCE_CELL_COL: Final = "source_cell"
+#: default ``key_added`` of :func:`scimpute.tl.signature_alignment`.
+ALIGNMENT_KEY: Final = "signature_alignment"

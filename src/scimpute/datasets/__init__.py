@@ -12,6 +12,7 @@ from ._loaders import (
     scicar,
 )
 from ._simulate import simulate_grid
+from ._simulate_cells import simulate_cells
 
 __all__ = [
     "DATASETS",
@@ -23,5 +24,6 @@ __all__ = [
     "lincs_doses",
     "pbmc_citeseq",
     "scicar",
+    "simulate_cells",
     "simulate_grid",
 ]

@@ -1,0 +1,178 @@
+import numpy as np
+import pytest
+
+from scimpute.nn import (
+    NetConfig,
+    build_network,
+    decode,
+    encode,
+    latent_shift,
+    network_from_arrays,
+    network_to_arrays,
+    select,
+    shift_by_context,
+    train_networks,
+)
+
+# The shapes and settings below match the grid tests (tests/methods/test_autoencoder.py) and
+# the cell tests, so that the whole suite compiles few training loops (compilation dominates
+# the run time of these tests).
+CFG = NetConfig("autoencoder", 30, width=32, depth=2, latent_dim=8)
+VAE = NetConfig("vae", 30, width=32, depth=2, latent_dim=8)
+
+
+def _data(n=32, p=30, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 3))
+    return (z @ rng.normal(size=(3, p)) + 0.05 * rng.normal(size=(n, p))).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"model": "gan"}, "model must be"),
+        ({"model": "vae", "latent_dim": None}, "latent_dim"),
+        ({"width": 0}, "width"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"latent_dim": 0}, "latent_dim"),
+    ],
+)
+def test_config_errors(kwargs, match):
+    base = {"model": "autoencoder", "n_features": 5}
+    with pytest.raises(ValueError, match=match):
+        NetConfig(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize("cfg", [CFG, VAE])
+def test_arrays_round_trip_and_config_dict(cfg):
+    import jax
+
+    net = build_network(cfg, jax.random.PRNGKey(3), mean=np.arange(30.0), scale=np.full(30, 2.0))
+    arrays = network_to_arrays(net)
+    assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in arrays.values())
+    assert "input_mean" in arrays
+    cfg2 = NetConfig.from_dict(cfg.to_dict())
+    assert cfg2 == cfg
+    net2 = network_from_arrays(cfg2, arrays)
+    X = _data()
+    np.testing.assert_array_equal(encode(net, X), encode(net2, X))
+    Z = encode(net, X)
+    assert Z.shape == (32, cfg.n_latent)
+    np.testing.assert_array_equal(decode(net, Z), decode(net2, Z))
+    bad = dict(arrays)
+    bad.pop(next(iter(bad)))
+    with pytest.raises(ValueError, match="lack"):
+        network_from_arrays(cfg, bad)
+
+
+def test_encode_matches_numpy_reference():
+    import jax
+
+    net = build_network(CFG, jax.random.PRNGKey(0), mean=np.ones(30), scale=np.full(30, 3.0))
+    a = network_to_arrays(net)
+    X = _data()
+
+    def leaky(h):
+        return np.where(h > 0, h, 0.01 * h)
+
+    def layer(h, name, i):
+        return h @ a[f"{name}_layers_{i}_weight"].T + a[f"{name}_layers_{i}_bias"]
+
+    h = leaky(layer((X - 1) / 3, "encoder", 0))
+    z = layer(leaky(layer(h, "encoder", 1)), "encoder", 2)  # no activation on the code
+    np.testing.assert_allclose(encode(net, X), z, rtol=1e-4, atol=1e-5)
+    h = leaky(layer(leaky(layer(z, "decoder", 0)), "decoder", 1))
+    xr = layer(h, "decoder", 2) * 3 + 1
+    np.testing.assert_allclose(decode(net, z), xr, rtol=1e-4, atol=1e-4)
+
+
+def test_training_is_seeded_and_learns():
+    X = _data()
+    kw = {"batch_size": 32, "max_epochs": 200, "progress": False}
+    r1 = train_networks(CFG, X, seed=1, **kw)
+    r2 = train_networks(CFG, X, seed=1, **kw)
+    r3 = train_networks(CFG, X, seed=2, **kw)
+    a1, a2, a3 = (network_to_arrays(select(r.networks, 0)) for r in (r1, r2, r3))
+    for k in a1:
+        np.testing.assert_array_equal(a1[k], a2[k])
+    assert any(not np.array_equal(a1[k], a3[k]) for k in a1)
+    assert r1.train_loss[-1, 0] < 0.5 * r1.train_loss[0, 0]
+    assert r1.train_loss.shape == (200, 1)
+
+
+def test_early_stopping_keeps_best_epoch():
+    X = _data()
+    train = np.zeros((1, 32), np.float32)
+    train[0, :24] = 1
+    cfg = CFG
+    kw = {"train_weights": train, "val_weights": 1 - train, "batch_size": 32, "progress": False}
+    # no epoch after the first improves by more than min_delta: stop after `patience` more
+    res = train_networks(cfg, X, max_epochs=50, patience=3, min_delta=10.0, **kw)
+    assert res.n_epochs == 4
+    assert res.best_epoch[0] == 0
+    net = select(res.networks, 0)
+    rec = decode(net, encode(net, X[24:]))
+    np.testing.assert_allclose(np.mean((rec - X[24:]) ** 2), res.val_loss[0, 0], rtol=1e-4)
+    assert not np.isclose(res.val_loss[-1, 0], res.val_loss[0, 0])
+    # without min_delta the kept epoch is the one with the lowest validation loss
+    res = train_networks(cfg, X, max_epochs=30, patience=3, **kw)
+    assert res.val_loss[res.best_epoch[0], 0] == np.min(res.val_loss[:, 0])
+
+
+def test_zero_weight_rows_do_not_influence_their_model():
+    X = _data()
+    W = np.ones((3, 32), np.float32)
+    W[0, 5] = 0.0  # model 0 never learns from row 5
+    kw = {"train_weights": W, "max_epochs": 5, "batch_size": 32, "progress": False, "seed": 4}
+    r1 = train_networks(CFG, X, **kw)
+    X2 = X.copy()
+    X2[5] += 10.0
+    r2 = train_networks(CFG, X2, **kw)
+    a = network_to_arrays(select(r1.networks, 0))
+    b = network_to_arrays(select(r2.networks, 0))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    a1 = network_to_arrays(select(r1.networks, 1))
+    b1 = network_to_arrays(select(r2.networks, 1))
+    assert any(not np.array_equal(a1[k], b1[k]) for k in a1)
+
+
+def test_latent_shift_balancing():
+    rng = np.random.default_rng(0)
+    n = 300
+    ctx = rng.integers(0, 3, size=n)
+    grp = rng.integers(0, 2, size=n)
+    Z = rng.normal(size=(n, 4)) + ctx[:, None] * 10 + grp[:, None]
+    treated, control = grp == 1, grp == 0
+    ref = np.mean(
+        [Z[treated & (ctx == c)].mean(0) - Z[control & (ctx == c)].mean(0) for c in range(3)],
+        axis=0,
+    )
+    s, used = latent_shift(Z, ctx, treated, control, 3)
+    np.testing.assert_allclose(s, ref)
+    assert used.all()
+    s2, used2 = latent_shift(Z, ctx, treated, control, 3, exclude=np.array([True, False, False]))
+    assert not used2[0]
+    np.testing.assert_allclose(
+        s2,
+        np.mean(
+            [Z[treated & (ctx == c)].mean(0) - Z[control & (ctx == c)].mean(0) for c in (1, 2)], 0
+        ),
+    )
+    pooled, _ = latent_shift(Z, ctx, treated, control, 3, balance="pooled")
+    np.testing.assert_allclose(pooled, Z[treated].mean(0) - Z[control].mean(0))
+    r1, _ = latent_shift(
+        Z, ctx, treated, control, 3, balance="resample", rng=np.random.default_rng(1)
+    )
+    r2, _ = latent_shift(
+        Z, ctx, treated, control, 3, balance="resample", rng=np.random.default_rng(1)
+    )
+    np.testing.assert_array_equal(r1, r2)
+    assert np.abs(r1 - ref).max() < 0.5
+    shifts, valid, _nt, _nc = shift_by_context(Z, ctx, treated, control & (ctx != 2), 3)
+    assert valid.tolist() == [True, True, False]
+    assert np.isnan(shifts[2]).all()
+    with pytest.raises(ValueError, match="No context"):
+        latent_shift(Z, ctx, treated & (ctx == 2), control & (ctx != 2), 3)
+    with pytest.raises(ValueError, match="balance"):
+        latent_shift(Z, ctx, treated, control, 3, balance="magic")

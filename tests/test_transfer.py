@@ -1,0 +1,244 @@
+import anndata as ad
+import numpy as np
+import pytest
+
+import scimpute as si
+
+# one architecture, batch size and learning rate everywhere: one compiled training loop
+FAST = {
+    "width": 32,
+    "depth": 2,
+    "latent_dim": 8,
+    "max_epochs": 60,
+    "batch_size": 64,
+    "learning_rate": 3e-3,
+    "dropout": 0.0,
+}
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return si.datasets.simulate_cells(
+        n_contexts=4, n_perturbations=2, n_genes=30, n_cells=60, random_state=0
+    )
+
+
+@pytest.fixture(scope="module")
+def train(cells):
+    hide = (cells.obs["cell_type"] == "ct0") & (cells.obs["perturbation"] == "p0")
+    tr = cells[~hide.to_numpy()].copy()
+    si.tl.fit_transfer(tr, progress=False, **FAST)
+    return tr
+
+
+def _r2(a, b):
+    return 1 - np.sum((a - b) ** 2) / np.sum((b - b.mean()) ** 2)
+
+
+def test_fit_writes_latent_and_record(train):
+    rec = train.uns["transfer"]
+    assert train.obsm["X_transfer"].shape == (train.n_obs, 8)
+    assert train.obsm["X_transfer"].dtype == np.float32
+    assert rec["params"]["model"] == "autoencoder"
+    assert rec["params"]["width"] == 32
+    assert set(rec["history"]) == {"train_loss", "val_loss"}
+    assert rec["training"]["n_train"] + rec["training"]["n_val"] == train.n_obs
+    assert all(isinstance(v, np.ndarray) for v in rec["weights"].values())
+    hist = rec["history"]["val_loss"]
+    assert hist[rec["training"]["best_epoch"]] == np.nanmin(hist)
+
+
+def test_recovers_known_latent_shift(cells, train):
+    pred = si.tl.transfer(train, target_context="ct0", target_perturbation="p0")
+    truth = cells[
+        ((cells.obs["cell_type"] == "ct0") & (cells.obs["perturbation"] == "p0")).to_numpy()
+    ]
+    ctrl = train[
+        ((train.obs["cell_type"] == "ct0") & (train.obs["perturbation"] == "control")).to_numpy()
+    ]
+    t = truth.layers["mean"].mean(0)
+    r2_pred = _r2(pred.X.mean(0), t)
+    r2_none = _r2(ctrl.X.mean(0), t)
+    assert r2_pred > 0.9
+    assert r2_pred > r2_none + 0.2
+    # obs and var contract
+    assert pred.n_obs == ctrl.n_obs
+    assert (pred.var_names == train.var_names).all()
+    assert set(pred.obs["cell_type"]) == {"ct0"}
+    assert set(pred.obs["perturbation"]) == {"p0"}
+    assert pred.obs["predicted"].all()
+    assert (pred.obs["source_cell"].to_numpy() == ctrl.obs_names.to_numpy()).all()
+    assert "ct0" not in set(pred.uns["transfer"]["contexts_used"])
+    assert pred.uns["transfer"]["how"] == "measured"
+
+
+def test_latent_shift_matches_manual_balanced_mean(train):
+    pred = si.tl.transfer(train, target_context="ct0", target_perturbation="p0")
+    Z = train.obsm["X_transfer"].astype(np.float64)
+    ct, pt = train.obs["cell_type"].to_numpy(), train.obs["perturbation"].to_numpy()
+    ref = np.mean(
+        [
+            Z[(ct == c) & (pt == "p0")].mean(0) - Z[(ct == c) & (pt == "control")].mean(0)
+            for c in ("ct1", "ct2", "ct3")
+        ],
+        axis=0,
+    )
+    np.testing.assert_allclose(pred.uns["transfer"]["shift"], ref, rtol=1e-5, atol=1e-6)
+    z0 = Z[(ct == "ct0") & (pt == "control")]
+    np.testing.assert_allclose(pred.obsm["X_transfer"], z0 + ref, rtol=1e-5, atol=1e-5)
+    res = si.tl.transfer(train, target_context="ct0", target_perturbation="p0", output="residual")
+    X0 = train.X[(ct == "ct0") & (pt == "control")]
+    net, _ = si.tl.load_network(train)
+    change = si.nn.decode(net, (z0 + ref).astype(np.float32)) - si.nn.decode(
+        net, z0.astype(np.float32)
+    )
+    np.testing.assert_allclose(res.X, X0 + change, rtol=1e-4, atol=1e-4)
+
+
+def test_seeded_determinism(train):
+    a = train.copy()
+    c = train.copy()
+    del a.uns["transfer"], c.uns["transfer"]
+    si.tl.fit_transfer(a, progress=False, **FAST)  # same seed as the fixture
+    np.testing.assert_array_equal(a.obsm["X_transfer"], train.obsm["X_transfer"])
+    for k, v in train.uns["transfer"]["weights"].items():
+        np.testing.assert_array_equal(a.uns["transfer"]["weights"][k], v)
+    si.tl.fit_transfer(c, progress=False, random_state=8, **{**FAST, "max_epochs": 2})
+    assert not np.array_equal(a.obsm["X_transfer"], c.obsm["X_transfer"])
+    pa = si.tl.transfer(a, target_context="ct0", target_perturbation="p0", balance="resample")
+    pb = si.tl.transfer(train, target_context="ct0", target_perturbation="p0", balance="resample")
+    np.testing.assert_array_equal(pa.X, pb.X)
+    pc = si.tl.transfer(
+        train, target_context="ct0", target_perturbation="p0", balance="resample", random_state=5
+    )
+    assert not np.array_equal(pa.uns["transfer"]["shift"], pc.uns["transfer"]["shift"])
+
+
+def test_h5ad_round_trip_predicts_identically(train, tmp_path):
+    before = si.tl.transfer(train, target_context="ct0", target_perturbation="p0")
+    path = tmp_path / "fitted.h5ad"
+    train.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    after = si.tl.transfer(back, target_context="ct0", target_perturbation="p0")
+    np.testing.assert_array_equal(before.X, after.X)
+    np.testing.assert_array_equal(back.obsm["X_transfer"], train.obsm["X_transfer"])
+    pred_path = tmp_path / "pred.h5ad"
+    after.write_h5ad(pred_path)
+    assert ad.read_h5ad(pred_path).obs["predicted"].all()
+
+
+def test_combination_by_latent_additivity(train):
+    pred = si.tl.transfer(train, target_context="ct0", target_perturbation="p0+p1")
+    s0 = si.tl.transfer(train, target_context="ct0", target_perturbation="p0").uns["transfer"]
+    s1 = si.tl.transfer(train, target_context="ct0", target_perturbation="p1").uns["transfer"]
+    assert pred.uns["transfer"]["how"] == "sum_of_components"
+    np.testing.assert_allclose(
+        pred.uns["transfer"]["shift"], s0["shift"] + s1["shift"], rtol=1e-5, atol=1e-6
+    )
+    assert set(pred.obs["perturbation"]) == {"p0+p1"}
+
+
+def test_fits_when_no_model_and_pertpy_default_columns(train):
+    sub = train.copy()
+    del sub.uns["transfer"], sub.obsm["X_transfer"]
+    out = si.tl.transfer(
+        sub, target_context="ct0", target_perturbation="p1", key="m", progress=False, **FAST
+    )
+    assert "m" in sub.uns
+    assert "X_m" in sub.obsm
+    assert out.n_obs == int(
+        ((sub.obs["cell_type"] == "ct0") & (sub.obs["perturbation"] == "control")).sum()
+    )
+    with pytest.warns(UserWarning, match="ignoring"):
+        si.tl.transfer(sub, target_context="ct0", target_perturbation="p1", key="m", width=3)
+    assert "transfer" not in sub.uns
+
+
+def test_bad_inputs(train, cells):
+    no_ctrl = train[
+        ~((train.obs["cell_type"] == "ct1") & (train.obs["perturbation"] == "control")).to_numpy()
+    ].copy()
+    with pytest.raises(ValueError, match="no control cells"):
+        si.tl.transfer(no_ctrl, target_context="ct1", target_perturbation="p0")
+    with pytest.raises(ValueError, match="measured nowhere"):
+        si.tl.transfer(train, target_context="ct0", target_perturbation="p7")
+    only_here = train[
+        ~((train.obs["perturbation"] == "p1") & (train.obs["cell_type"] != "ct0")).to_numpy()
+    ].copy()
+    with pytest.raises(ValueError, match="measured only in 'ct0'"):
+        si.tl.transfer(only_here, target_context="ct0", target_perturbation="p1")
+    with pytest.raises(ValueError, match="measured nowhere"):
+        si.tl.transfer(train, target_context="ct0", target_perturbation="p0+p9")
+    with pytest.raises(KeyError, match="ct9"):
+        si.tl.transfer(train, target_context="ct9", target_perturbation="p0")
+    with pytest.raises(ValueError, match="is the control"):
+        si.tl.transfer(train, target_context="ct0", target_perturbation="control")
+    with pytest.raises(ValueError, match="balance"):
+        si.tl.transfer(train, target_context="ct0", target_perturbation="p0", balance="x")
+    tiny = cells[:5].copy()
+    with pytest.raises(ValueError, match="at least 10 cells"):
+        si.tl.fit_transfer(tiny, progress=False)
+    assert "transfer" not in tiny.uns
+    assert "X_transfer" not in tiny.obsm
+    with pytest.raises(ValueError, match="Control label"):
+        si.tl.fit_transfer(cells, control="ctrl", progress=False)
+    with pytest.raises(KeyError, match="Did you mean"):
+        si.tl.fit_transfer(cells, "cell_typ", progress=False)
+    with pytest.raises(ValueError, match="model must be"):
+        si.tl.fit_transfer(cells, model="gan", progress=False)
+    with pytest.raises(KeyError, match="no fitted model"):
+        si.tl.load_network(cells, "nothing")
+    other_genes = train[:, ::-1].copy()
+    with pytest.raises(ValueError, match="var_names differ"):
+        si.tl.transfer(other_genes, target_context="ct0", target_perturbation="p0")
+
+
+def test_vae_fits_and_predicts(train):
+    # 36 cells -> 32 training rows in one batch of 32: the VAE training loop compiled by the
+    # grid tests (tests/methods/test_autoencoder.py) is reused
+    ct = train.obs["cell_type"].to_numpy()
+    sub = train[np.flatnonzero(ct != "ct3")[::11][:36]].copy()
+    si.tl.fit_transfer(
+        sub,
+        model="vae",
+        progress=False,
+        **{**FAST, "max_epochs": 5, "batch_size": 32, "learning_rate": 1e-3, "dropout": 0.2},
+    )
+    assert sub.uns["transfer"]["training"]["n_train"] == 32
+    assert sub.uns["transfer"]["params"]["model"] == "vae"
+    assert sub.uns["transfer"]["params"]["kl_weight"] == 5e-5
+    assert sub.obsm["X_transfer"].shape[1] == 8
+    out = si.tl.transfer(sub, target_context="ct0", target_perturbation="p1")
+    assert np.isfinite(out.X).all()
+
+
+def test_signature_alignment_against_numpy(train):
+    tab = si.tl.signature_alignment(train)
+    assert set(tab.columns) >= {"perturbation", "context_1", "context_2", "cosine_genes"}
+    # p0 in 3 contexts (ct0 hidden) -> 3 pairs, p1 in 4 -> 6 pairs
+    assert tab.groupby("perturbation").size().to_dict() == {"p0": 3, "p1": 6}
+    X = np.asarray(train.X, dtype=np.float64)
+    Z = train.obsm["X_transfer"].astype(np.float64)
+    ct, pt = train.obs["cell_type"].to_numpy(), train.obs["perturbation"].to_numpy()
+
+    def sig(M, c):
+        return M[(ct == c) & (pt == "p1")].mean(0) - M[(ct == c) & (pt == "control")].mean(0)
+
+    row = tab[(tab.perturbation == "p1") & (tab.context_1 == "ct1") & (tab.context_2 == "ct3")]
+    for M, col in ((X, "cosine_genes"), (Z, "cosine_latent")):
+        a, b = sig(M, "ct1"), sig(M, "ct3")
+        ref = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+        np.testing.assert_allclose(row[col].iloc[0], ref, rtol=1e-5)
+    assert "signature_alignment" in train.uns
+    ax = si.pl.signature_alignment(train)
+    assert ax.get_title() == "signature alignment"
+    ax = si.pl.signature_alignment({"a": tab, "b": tab}, kind="hist")
+    assert ax is not None
+
+
+def test_pertpy_missing_gives_install_hint(train, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pertpy", None)  # makes `import pertpy` fail
+    with pytest.raises(ImportError, match=r"pip install 'pertpy==1\.0\.3'"):
+        si.tl.compare_transfer(train, train)
