@@ -58,3 +58,15 @@ DATA_DIR_ENV: Final = "SCIMPUTE_DATA_DIR"
 COMBINATION_SEP: Final = "+"
 #: separator between a perturbation and its dose in grid labels ("drug@1.5").
 DOSE_SEP: Final = "@"
+#: default ``key_added`` of :func:`scimpute.mm.integrate` (``.obsm`` and ``.uns`` key).
+MM_KEY: Final = "X_scimpute"
+#: default ``key_added`` of :func:`scimpute.mm.invariant_features`.
+MM_INVARIANCE_KEY: Final = "invariance"
+#: default layer written by :func:`scimpute.mm.normalize`.
+MM_NORM_LAYER: Final = "scimpute_norm"
+#: default boolean ``.var`` column written by :func:`scimpute.mm.normalize`.
+MM_FEATURES: Final = "scimpute_features"
+#: suffix of the ``mdata.obs`` column naming each cell's role in training.
+MM_SPLIT_SUFFIX: Final = "_split"
+#: suffix of the per-modality ``.obsm`` entry holding the private latent.
+MM_PRIVATE_SUFFIX: Final = "_private"

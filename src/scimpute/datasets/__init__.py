@@ -12,6 +12,7 @@ from ._loaders import (
     scicar,
 )
 from ._simulate import simulate_grid
+from ._simulate_mm import simulate_multimodal
 
 __all__ = [
     "DATASETS",
@@ -24,4 +25,5 @@ __all__ = [
     "pbmc_citeseq",
     "scicar",
     "simulate_grid",
+    "simulate_multimodal",
 ]
