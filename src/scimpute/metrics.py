@@ -85,7 +85,6 @@ def score_pairs(
     -------
     Dict with ``r2``, ``r2_effect``, ``pearson_effect``, ``cosine_effect``, ``mse`` and
     ``relative_mse`` (``SSE(y_pred) / SSE(reference_pred)``), one value per row.
-
     """
     t, p = _rows(y_true, y_pred)
     if baseline is None:
