@@ -1,1 +1,5 @@
 """Plots."""
+
+from ._mm import invariance, latent
+
+__all__ = ["invariance", "latent"]
