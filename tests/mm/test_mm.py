@@ -197,6 +197,11 @@ def test_seeded():
         fits.append(m.obsm[KEY])
     np.testing.assert_array_equal(fits[0], fits[1])
     assert not np.allclose(fits[0], fits[2])
+    # copy=True returns a new object and leaves the input alone
+    m = si.datasets.simulate_multimodal(**SIM, random_state=0)
+    out = si.mm.integrate(m, **dict(FIT, n_epochs=3), copy=True)
+    np.testing.assert_array_equal(out.obsm[KEY], fits[0])
+    assert KEY not in m.obsm
 
 
 def test_unpaired_adversarial_partial_overlap():

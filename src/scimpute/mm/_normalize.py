@@ -50,7 +50,7 @@ def normalize(
 
     - ``"log1p"`` (RNA, ATAC): ``log(1 + target_sum * c_if / sum_f c_if)``;
     - ``"clr"`` (antibody-derived tags): centred log-ratio over the features of the cell,
-      ``log(1 + c_if) - mean_f log(1 + c_if)`` (muon's ``prot.pp.clr`` across features);
+      ``log(1 + c_if) - mean_f log(1 + c_if)``;
     - ``"none"``: the values as they are (already normalised data).
 
     ``"auto"`` uses ``"clr"`` for modalities named ``prot``/``protein``/``adt``/``cite`` and
