@@ -59,7 +59,7 @@ def integrate(
     alignment: Literal["adversarial", "mmd", "none"] = "mmd",
     layer: str | Mapping[str, str | None] | None = None,
     use_var: str | Mapping[str, str | None] | None = None,
-    n_pcs: int | None = 50,
+    n_pcs: int | Literal["auto"] | None = "auto",
     n_hidden: int = 64,
     n_layers: int = 1,
     n_epochs: int = 200,
@@ -135,8 +135,9 @@ def integrate(
         The encoder of a modality with more than ``n_pcs`` features reads the top ``n_pcs``
         principal components of its standardised features (computed on the training cells)
         instead of the features: fewer weights, less noise, far less memorisation of the
-        anchors on small data sets. The decoders always output every feature. ``None``: the
-        encoders read the features.
+        anchors on small data sets. The decoders always output every feature. ``"auto"``:
+        one component per 10 training cells, between 10 and 50; ``None``: the encoders read
+        the features.
     n_hidden, n_layers
         Width and number of hidden layers of every encoder and decoder.
     n_epochs, batch_size, learning_rate, weight_decay, dropout
@@ -258,7 +259,13 @@ def integrate(
         sd = np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
         mean[m], scale[m] = mu.astype(np.float32), sd
         xs = ((raw[m] - mu) / sd).astype(np.float32)
-        k = 0 if n_pcs is None else min(int(n_pcs), tr.size - 1)
+        if n_pcs is None:
+            k = 0
+        elif n_pcs == "auto":
+            k = min(50, max(10, tr.size // 10))
+        else:
+            k = int(n_pcs)
+        k = min(k, tr.size - 1)
         if 0 < k < xs.shape[1]:
             _, _, vt = randomized_svd(xs[tr], k, random_state=int(rng.integers(0, 2**31 - 1)))
             projection[m] = vt.T.astype(np.float32)
@@ -395,7 +402,7 @@ def integrate(
         "n_latent": int(n_latent),
         "n_private": int(n_private),
         "alignment": alignment,
-        "n_pcs": "None" if n_pcs is None else int(n_pcs),
+        "n_pcs": "None" if n_pcs is None else n_pcs if n_pcs == "auto" else int(n_pcs),
         "n_hidden": int(n_hidden),
         "n_layers": int(n_layers),
         "n_epochs": int(n_epochs),
@@ -413,6 +420,7 @@ def integrate(
         "n_anchors": int(anchors.size),
         "n_validation": int((role == ROLES.index("validation")).sum()),
         "n_steps_per_epoch": int(n_steps),
+        "n_encoder_inputs": {m: int(data[m][0].shape[1]) for m in mods},
         "early_stopping": bool(early_stopping),
         "patience": int(patience),
         "standardize": standardize,
