@@ -6,11 +6,11 @@ ones that were, and integrate the modalities of cells measured in several.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, methods, metrics, nn, pl, pp, tl
+from . import datasets, methods, metrics, mm, nn, pl, pp, tl
 
 try:
     __version__ = version("scimpute")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["datasets", "methods", "metrics", "nn", "pl", "pp", "tl"]
+__all__ = ["datasets", "methods", "metrics", "mm", "nn", "pl", "pp", "tl"]

@@ -66,3 +66,15 @@ PREDICTED_COL: Final = "predicted"
 SOURCE_CELL_COL: Final = "source_cell"
 #: default ``key_added`` of :func:`scimpute.tl.signature_alignment`.
 ALIGNMENT_KEY: Final = "signature_alignment"
+#: default ``key_added`` of :func:`scimpute.mm.integrate` (``.obsm`` and ``.uns`` key).
+MM_KEY: Final = "X_scimpute"
+#: default ``key_added`` of :func:`scimpute.mm.invariant_features`.
+MM_INVARIANCE_KEY: Final = "invariance"
+#: default layer written by :func:`scimpute.mm.normalize`.
+MM_NORM_LAYER: Final = "scimpute_norm"
+#: default boolean ``.var`` column written by :func:`scimpute.mm.normalize`.
+MM_FEATURES: Final = "scimpute_features"
+#: suffix of the ``mdata.obs`` column naming each cell's role in training.
+MM_SPLIT_SUFFIX: Final = "_split"
+#: suffix of the per-modality ``.obsm`` entry holding the private latent.
+MM_PRIVATE_SUFFIX: Final = "_private"

@@ -13,6 +13,7 @@ from ._loaders import (
 )
 from ._simulate import simulate_grid
 from ._simulate_cells import simulate_cells
+from ._simulate_mm import simulate_multimodal
 
 __all__ = [
     "DATASETS",
@@ -26,4 +27,5 @@ __all__ = [
     "scicar",
     "simulate_cells",
     "simulate_grid",
+    "simulate_multimodal",
 ]

@@ -1,0 +1,273 @@
+"""Plots of multi-modal integration: the shared latent space and invariance scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .._keys import MM_INVARIANCE_KEY, MM_KEY
+from .._validate import _suggest
+
+
+def _finish(fig: Figure, out, show: bool | None, save: str | Path | None):
+    if save is not None:
+        fig.savefig(save, bbox_inches="tight", dpi=150)
+    if show:
+        plt.show()
+        return None
+    return out
+
+
+def _panels(n: int, ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+    if ax is not None:
+        if n != 1:
+            raise ValueError(
+                f"ax= can hold one panel, but {n} were requested; pass ax=None or ask for one "
+                "panel (a single color / modality)."
+            )
+        return ax.figure, [ax]
+    fig, axes = plt.subplots(1, n, figsize=(size[0] * n, size[1]), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _obs_values(mdata, m: str, names: pd.Index, col: str) -> np.ndarray:
+    if col in mdata[m].obs.columns:
+        return mdata[m].obs[col].reindex(names).to_numpy()
+    if col in mdata.obs.columns:
+        return mdata.obs[col].reindex(names).to_numpy()
+    options = list(mdata.obs.columns) + list(mdata[m].obs.columns)
+    raise KeyError(
+        f"color={col!r} is neither a column of mdata[{m!r}].obs nor of mdata.obs, and not "
+        "'modality'." + _suggest(col, options)
+    )
+
+
+def _scatter(ax: Axes, xy: np.ndarray, values: np.ndarray, title: str, size: float) -> None:
+    vals = pd.Series(values)
+    numeric = pd.api.types.is_numeric_dtype(vals) and vals.nunique() > 12
+    if numeric:
+        sc = ax.scatter(
+            xy[:, 0], xy[:, 1], c=vals.to_numpy(float), s=size, cmap="viridis", linewidths=0
+        )
+        ax.figure.colorbar(sc, ax=ax, fraction=0.046, label=title)
+    else:
+        cats = pd.Categorical(vals.astype(str))
+        cmap = plt.get_cmap("tab10" if len(cats.categories) <= 10 else "tab20")
+        for i, c in enumerate(cats.categories):
+            sel = np.asarray(cats == c)
+            ax.scatter(
+                xy[sel, 0],
+                xy[sel, 1],
+                s=size,
+                color=cmap(i % cmap.N),
+                label=c,
+                linewidths=0,
+                alpha=0.8,
+            )
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+            frameon=False,
+            fontsize=8,
+            markerscale=2,
+            title=title,
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def latent(
+    mdata,
+    *,
+    key: str = MM_KEY,
+    color: str | Sequence[str] = "modality",
+    modalities: Sequence[str] | None = None,
+    basis: str = "pca",
+    connect: int = 0,
+    size: float | None = None,
+    random_state: int = 0,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+) -> Axes | Figure | None:
+    """Scatter plot of every modality's cells in the shared latent space.
+
+    The per-modality embeddings ``mdata[m].obsm[key]`` written by
+    :func:`scimpute.mm.integrate` are stacked (a cell measured in two modalities appears
+    twice) and shown on their first two principal components (``basis="pca"``, computed on
+    the stacked embeddings) or on latent dimensions 0 and 1 (``basis="latent"``). Well
+    integrated modalities overlap, and a label separates the same way in all of them.
+
+    Parameters
+    ----------
+    mdata
+        :class:`~mudata.MuData` after :func:`~scimpute.mm.integrate`.
+    key
+        ``key_added`` of the integration.
+    color
+        ``"modality"`` and/or columns of ``mdata[m].obs`` or ``mdata.obs``; one panel each.
+    modalities
+        Modalities to show (default all that have ``obsm[key]``).
+    basis
+        ``"pca"`` or ``"latent"``.
+    connect
+        Draw a line between the two embeddings of this many random paired cells (first two
+        modalities).
+    size
+        Marker size (default from the number of points).
+    random_state
+        Seed of the choice of connected cells and of the drawing order.
+    ax, show, save
+        Axes to draw into (one panel only); show the figure; save it to this path.
+
+    Returns
+    -------
+    The Axes for one panel, the Figure for several; ``None`` when ``show=True``.
+
+    """
+    colors = [color] if isinstance(color, str) else list(color)
+    mods = [m for m in (modalities or mdata.mod) if key in mdata[m].obsm]
+    if not mods:
+        raise KeyError(
+            f"No modality has obsm[{key!r}]: run scimpute.mm.integrate(mdata, key_added={key!r}) "
+            "first."
+        )
+    emb = [np.asarray(mdata[m].obsm[key], dtype=float) for m in mods]
+    stacked = np.vstack(emb)
+    if basis == "pca":
+        centred = stacked - stacked.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        xy = centred @ vt[:2].T
+        labels = ("PC1 of latent", "PC2 of latent")
+    elif basis == "latent":
+        xy = stacked[:, :2]
+        labels = ("latent 0", "latent 1")
+    else:
+        raise ValueError(f"basis must be 'pca' or 'latent', got {basis!r}.")
+    if xy.shape[1] < 2:
+        xy = np.hstack([xy, np.zeros((xy.shape[0], 2 - xy.shape[1]))])
+    offsets = np.cumsum([0] + [e.shape[0] for e in emb])
+    rng = np.random.default_rng(random_state)
+    order = rng.permutation(xy.shape[0])
+    size = size if size is not None else float(np.clip(3000 / max(len(xy), 1), 2, 30))
+
+    fig, axes = _panels(len(colors), ax, (4.6, 4.0))
+    for a, col in zip(axes, colors, strict=True):
+        if col == "modality":
+            values = np.concatenate([[m] * e.shape[0] for m, e in zip(mods, emb, strict=True)])
+        else:
+            values = np.concatenate([_obs_values(mdata, m, mdata[m].obs_names, col) for m in mods])
+        if connect and len(mods) >= 2:
+            n0, n1 = mdata[mods[0]].obs_names, mdata[mods[1]].obs_names
+            common = n0.intersection(n1)
+            pick = rng.choice(len(common), size=min(int(connect), len(common)), replace=False)
+            i0 = n0.get_indexer(common[pick]) + offsets[0]
+            i1 = n1.get_indexer(common[pick]) + offsets[1]
+            for p, q in zip(i0, i1, strict=True):
+                a.plot(*zip(xy[p], xy[q], strict=True), color="0.5", lw=0.5, zorder=0)
+        _scatter(a, xy[order], values[order], col, size)
+        a.set_xlabel(labels[0])
+        a.set_ylabel(labels[1])
+    return _finish(fig, axes[0] if len(axes) == 1 else fig, show, save)
+
+
+def invariance(
+    mdata,
+    *,
+    key: str = MM_INVARIANCE_KEY,
+    kind: str = "features",
+    modalities: str | Sequence[str] | None = None,
+    n_top: int = 20,
+    highlight: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+) -> Axes | Figure | None:
+    """Ranked modality-invariance scores written by :func:`scimpute.mm.invariant_features`.
+
+    Parameters
+    ----------
+    mdata
+        :class:`~mudata.MuData` after :func:`~scimpute.mm.invariant_features`.
+    key
+        Its ``key_added``.
+    kind
+        ``"features"``: per modality, the ``n_top`` best features by ``var[key]`` (bars, with
+        ``var[key + "_r2_self"]`` as a tick showing how well their own modality reconstructs
+        them); ``"latent"``: the concordance of every shared latent dimension between each
+        pair of modalities with its bootstrap interval (``uns[key]["latent"]``).
+    modalities
+        Modalities to show for ``kind="features"`` (default all scored ones), one panel each.
+    n_top
+        Number of features per panel.
+    highlight
+        Feature names to draw in a different colour (e.g. known invariant markers).
+    ax, show, save
+        Axes to draw into (one panel only); show the figure; save it to this path.
+
+    Returns
+    -------
+    The Axes for one panel, the Figure for several; ``None`` when ``show=True``.
+
+    """
+    if kind == "latent":
+        if key not in mdata.uns or "latent" not in mdata.uns[key]:
+            raise KeyError(f"mdata.uns[{key!r}]['latent'] not found: run invariant_features.")
+        table = pd.DataFrame(mdata.uns[key]["latent"])
+        fig, axes = _panels(1, ax, (max(4.0, 0.35 * table["dimension"].nunique() + 2), 3.5))
+        a = axes[0]
+        pairs = list(pd.unique(table["modalities"]))
+        width = 0.8 / max(len(pairs), 1)
+        for i, pair in enumerate(pairs):
+            t = table[table["modalities"] == pair]
+            x = t["dimension"].to_numpy(float) + (i - (len(pairs) - 1) / 2) * width
+            y = t["ccc"].to_numpy(float)
+            err = np.vstack([y - t["ci_low"].to_numpy(float), t["ci_high"].to_numpy(float) - y])
+            a.errorbar(x, y, yerr=np.abs(err), fmt="o", ms=4, capsize=2, label=pair)
+        a.axhline(0, color="0.6", lw=0.8)
+        a.set_xlabel("shared latent dimension")
+        a.set_ylabel("concordance between modalities")
+        a.set_ylim(min(-0.1, float(table["ci_low"].min()) - 0.05), 1.05)
+        a.legend(frameon=False, fontsize=8)
+        return _finish(fig, a, show, save)
+    if kind != "features":
+        raise ValueError(f"kind must be 'features' or 'latent', got {kind!r}.")
+    if isinstance(modalities, str):
+        modalities = [modalities]
+    mods = [m for m in (modalities or mdata.mod) if key in mdata[m].var.columns]
+    if not mods:
+        raise KeyError(
+            f"No modality has var[{key!r}]: run scimpute.mm.invariant_features(mdata, "
+            f"key_added={key!r}) first."
+        )
+    highlight = set(highlight or [])
+    fig, axes = _panels(len(mods), ax, (4.2, max(2.5, 0.22 * n_top + 1)))
+    for a, m in zip(axes, mods, strict=True):
+        var = mdata[m].var
+        score = var[key].dropna().sort_values(ascending=False).iloc[: int(n_top)]
+        y = np.arange(len(score))[::-1]
+        colours = ["#d7191c" if f in highlight else "#2b83ba" for f in score.index]
+        a.barh(y, score.to_numpy(), color=colours)
+        self_col = f"{key}_r2_self"
+        if self_col in var.columns:
+            a.plot(
+                var.loc[score.index, self_col].to_numpy(),
+                y,
+                "|",
+                color="k",
+                ms=8,
+                label="own-modality R²",
+            )
+            a.legend(loc="lower right", frameon=False, fontsize=7)
+        a.set_yticks(y)
+        a.set_yticklabels(score.index, fontsize=7)
+        a.set_xlim(0, 1.02)
+        a.set_xlabel("invariance score")
+        a.set_title(m)
+    return _finish(fig, axes[0] if len(axes) == 1 else fig, show, save)
