@@ -228,6 +228,10 @@ class Network(eqx.Module):
 @eqx.filter_jit
 def _build(cfg: NetConfig, key: jax.Array, mean: jax.Array, scale: jax.Array) -> Network:
     net = Network(cfg, key)
+    # float32 weights even when a library (e.g. pertpy) switched JAX to 64-bit by default
+    net = jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, net
+    )
     return eqx.tree_at(lambda n: (n.input_mean, n.input_scale), net, (mean, scale))
 
 
