@@ -58,3 +58,9 @@ DATA_DIR_ENV: Final = "SCIMPUTE_DATA_DIR"
 COMBINATION_SEP: Final = "+"
 #: separator between a perturbation and its dose in grid labels ("drug@1.5").
 DOSE_SEP: Final = "@"
+#: ``.uns[key]`` entry of synthetic interventions: donor weights (imputed pairs x donors).
+SI_DONOR_WEIGHTS: Final = "donor_weights"
+#: ``.uns[key]`` entry of synthetic interventions: training units (imputed pairs x units).
+SI_TRAIN_UNITS: Final = "train_units"
+#: default ``key_added`` of ``impute(..., method="synthetic_interventions")``.
+SI_DEFAULT_KEY: Final = "imputed_synthetic_interventions"

@@ -1,1 +1,5 @@
 """Plots."""
+
+from ._donors import donors
+
+__all__ = ["donors"]
