@@ -432,9 +432,7 @@ def fit_all(
             back = np.argsort(np.concatenate([ix for ix in parts if ix.size]))
             inputs = [np.concatenate(arrs)[back] for arrs in zip(*pieces, strict=True)]
             sst_in, sst_ho = _totals(inputs)
-            if sum_to_one:
-                inputs = _affine(inputs)
-            out = K.fit_keys(*inputs, rank_code, ridge, energy, sub_energy)
+            out = K.fit_keys(*inputs, rank_code, ridge, energy, sub_energy, sum_to_one=sum_to_one)
             out = jax.tree_util.tree_map(np.asarray, out)
             real = np.arange(ks.size)
             fits.subspace[ks] = out["subspace"][real]
@@ -480,37 +478,6 @@ def _totals(inputs):
     nb_safe = np.where(nb > 0, nb, 1.0)[:, None, :]
     sst_ho = np.sum((Gvv - sv**2 / nb_safe) * bm, axis=-1)
     return sst_in, sst_ho
-
-
-def _affine(inputs):
-    """Centre every profile by the mean of the key's donors (weights then sum to one).
-
-    With ``C = I - 1 1^T / |D|`` acting on the donor axis, the design becomes ``X C`` and
-    the target ``y - X 1 / |D|``; every block statistic transforms linearly.
-    """
-    G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv = inputs
-    dm = dmask.astype(float)
-    u = dm / np.maximum(dm.sum(axis=1, keepdims=True), 1)  # (k, D)
-
-    def cvec(x):  # centre the last (donor) axis
-        uu = u.reshape(u.shape[:1] + (1,) * (x.ndim - 2) + u.shape[1:])
-        dd = dm.reshape(uu.shape)
-        return x - np.sum(x * uu, axis=-1, keepdims=True) * dd
-
-    def cmat(A):  # C A C over the last two axes
-        A = cvec(A)
-        return np.swapaxes(cvec(np.swapaxes(A, -1, -2)), -1, -2)
-
-    Gu1 = np.einsum("kbde,ke->kbd", G, u)  # G u, (k, J, D)
-    uGu = np.einsum("kbd,kd->kb", Gu1, u)  # (k, J)
-    Gv_u = np.einsum("knbd,kd->knb", Gv, u)  # (k, N, J)
-    s_u = np.einsum("kbd,kd->kb", s, u)
-    m_u = np.einsum("kbd,kd->kb", m, u)
-    Gvv2 = Gvv - 2 * Gv_u + uGu[:, None, :]
-    Gv2 = cvec(Gv - Gu1[:, None, :, :])
-    sv2 = sv - s_u[:, None, :]
-    mv2 = mv - m_u[:, None, :]
-    return (cmat(G), cvec(s), nb, cvec(m), bmask, dmask, cmat(Gu), Gv2, Gvv2, sv2, mv2)
 
 
 def _gather(store, paths, targets, ks, cand, knd, Dp, Jp, Np, p):

@@ -26,6 +26,8 @@ of any union of blocks follow exactly (see :func:`_centred_moments`), so each fi
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -88,7 +90,48 @@ def _eigh_desc(K):
     return lam[..., ::-1], V[..., ::-1]
 
 
-def _one_key(G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv, rank_code, ridge, energy, sub_energy):
+def _affine(G, s, m, Gu, Gv, Gvv, sv, mv, dm):
+    """Centre every profile by the mean of the key's donors (the weights then sum to one).
+
+    With ``C = I - 1 1^T / |D|`` on the donor axis, the design becomes ``X C`` and the
+    target ``y - X 1 / |D|``; every block statistic transforms linearly.
+    """
+    u = dm / jnp.maximum(jnp.sum(dm), 1.0)
+
+    def cvec(x):  # centre the last (donor) axis over the real donors
+        return x - jnp.sum(x * u, axis=-1, keepdims=True) * dm
+
+    def cmat(A):
+        return jnp.swapaxes(cvec(jnp.swapaxes(cvec(A), -1, -2)), -1, -2)
+
+    Gu1 = G @ u  # (J, D)
+    uGu = Gu1 @ u  # (J,)
+    Gv_u = Gv @ u  # (N, J)
+    Gvv = Gvv - 2 * Gv_u + uGu[None, :]
+    Gv = cvec(Gv - Gu1[None, :, :])
+    sv = sv - (s @ u)[None, :]
+    mv = mv - (m @ u)[None, :]
+    return cmat(G), cvec(s), cvec(m), cmat(Gu), Gv, Gvv, sv, mv
+
+
+def _one_key(
+    G,
+    s,
+    nb,
+    m,
+    bmask,
+    dmask,
+    Gu,
+    Gv,
+    Gvv,
+    sv,
+    mv,
+    rank_code,
+    ridge,
+    energy,
+    sub_energy,
+    sum_to_one=False,
+):
     """Fit every candidate of one key on every training set; see the module docstring.
 
     Shapes: J blocks, D donors, N candidates, R regularisations. Work is arranged as
@@ -101,6 +144,8 @@ def _one_key(G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv, rank_code, ridge, e
     n_d = jnp.sum(dmask)
     bm = bmask.astype(G.dtype)
     dm = dmask.astype(G.dtype)
+    if sum_to_one:
+        G, s, m, Gu, Gv, Gvv, sv, mv = _affine(G, s, m, Gu, Gv, Gvv, sv, mv, dm)
     # training sets: row j < J leaves block j out, row J uses every block
     Wm = jnp.concatenate([bm[None, :] * (1.0 - jnp.eye(J, dtype=G.dtype)), bm[None, :]], axis=0)
     nr = Wm @ nb  # (J+1,)
@@ -116,7 +161,13 @@ def _one_key(G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv, rank_code, ridge, e
         + jnp.einsum("rbd,rbe->rde", wd * nb[None, :, None], delta)
     )
     Kc = Kc * dm[None, :, None] * dm[None, None, :]
-    lam, V = _eigh_desc(Kc)  # (J+1, D), (J+1, D, D)
+    # one batched eigendecomposition for the J + 1 training sets and the target unit's own
+    # donor Gram (subspace statistic): a single LAPACK call per program, since two
+    # concurrent batched LAPACK calls can wedge XLA's CPU thread pool
+    Gu = Gu * dm[:, None] * dm[None, :]
+    lam_all, V_all = _eigh_desc(jnp.concatenate([Kc, Gu[None]], axis=0))
+    lam, V = lam_all[: J + 1], V_all[: J + 1]  # (J+1, D), (J+1, D, D)
+    lam_u, V_u = lam_all[J + 1], V_all[J + 1]
 
     ybar = (sv + nb[None, :] * mv) @ Wm.T / nr_safe[None, :]  # (N, J+1)
     eps = mv[:, None, :] - ybar[:, :, None]  # (N, J+1, J)
@@ -157,7 +208,6 @@ def _one_key(G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv, rank_code, ridge, e
     sse_in = jnp.sum(sse_b * bm[:, None], axis=0)
 
     # subspace inclusion: target unit's donor rows versus the training design's rows
-    lam_u, V_u = _eigh_desc(Gu * dm[:, None] * dm[None, :])
     k1 = _energy_keep(lam[J], sub_energy)
     k2 = _energy_keep(lam_u, sub_energy)
     A = (V_u.T @ V[J]) * k2[:, None] * k1[None, :]
@@ -175,10 +225,29 @@ def _one_key(G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv, rank_code, ridge, e
     }
 
 
-@jax.jit
-def fit_keys(G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv, rank_code, ridge, energy, sub_energy):
+@partial(jax.jit, static_argnames=("sum_to_one",))
+def fit_keys(
+    G,
+    s,
+    nb,
+    m,
+    bmask,
+    dmask,
+    Gu,
+    Gv,
+    Gvv,
+    sv,
+    mv,
+    rank_code,
+    ridge,
+    energy,
+    sub_energy,
+    *,
+    sum_to_one=False,
+):
     """:func:`_one_key` vmapped over a chunk of keys (leading axis of the first 11 inputs)."""
-    return jax.vmap(_one_key, in_axes=(0,) * 11 + (None,) * 4)(
+    fn = partial(_one_key, sum_to_one=sum_to_one)
+    return jax.vmap(fn, in_axes=(0,) * 11 + (None,) * 4)(
         G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv, rank_code, ridge, energy, sub_energy
     )
 

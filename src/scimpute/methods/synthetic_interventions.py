@@ -197,24 +197,29 @@ def _check_data(data: GridData, t: np.ndarray) -> None:
         )
 
 
-def _context_mean_errors(data: GridData, pairs_c: np.ndarray, pairs_a: np.ndarray) -> np.ndarray:
-    """``||y[c, a] - context_mean(c without a)||^2`` for measured pairs (inf if undefined)."""
+def _context_mean_errors(data: GridData) -> np.ndarray:
+    """``||y[c, a] - context_mean(c without a)||^2`` of every measured pair, (C, A).
+
+    Inf where the context has no other measured non-control profile, NaN where unmeasured.
+    """
     gm = group_means(data)
     S, n = gm.ctx_sum, gm.ctx_n
-    y = np.asarray(data.Y[pairs_c, pairs_a], dtype=np.float64)
-    yy = np.einsum("ij,ij->i", y, y)
-    Sc = S[pairs_c]
-    yS = np.einsum("ij,ij->i", y, Sc)
-    SS = np.einsum("ij,ij->i", Sc, Sc)
-    treated = np.ones(pairs_a.size, dtype=bool)
-    if data.control is not None:
-        treated = pairs_a != data.control
-    n2 = n[pairs_c] - treated
-    yS2 = np.where(treated, yS - yy, yS)
-    SS2 = np.where(treated, SS - 2 * yS + yy, SS)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        err = yy - 2 * yS2 / n2 + SS2 / n2**2
-    return np.where(n2 > 0, np.maximum(err, 0.0), np.inf)
+    ci, ai = np.nonzero(data.measured)
+    out = np.full(data.measured.shape, np.nan)
+    SS_all = np.einsum("ij,ij->i", S, S)
+    for lo in range(0, ci.size, 8192):  # chunks bound the memory of the gathers
+        c, a = ci[lo : lo + 8192], ai[lo : lo + 8192]
+        y = np.asarray(data.Y[c, a], dtype=np.float64)
+        yy = np.einsum("ij,ij->i", y, y)
+        yS = np.einsum("ij,ij->i", y, S[c])
+        treated = np.ones(a.size, dtype=bool) if data.control is None else a != data.control
+        n2 = n[c] - treated
+        yS2 = np.where(treated, yS - yy, yS)
+        SS2 = np.where(treated, SS_all[c] - 2 * yS + yy, SS_all[c])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = yy - 2 * yS2 / n2 + SS2 / n2**2
+        out[c, a] = np.where(n2 > 0, np.maximum(err, 0.0), np.inf)
+    return out
 
 
 @register(
@@ -457,10 +462,8 @@ def _fit_direction(
         else np.zeros(0, dtype=np.int64)
     )
     v = tgt[paths.cand_target[rep], 1] if L else np.zeros(0, dtype=np.int64)
-    if donors == "perturbations":
-        err = _context_mean_errors(data, units, v)
-    else:
-        err = _context_mean_errors(data, v, units)
+    pc, pa = (units, v) if donors == "perturbations" else (v, units)
+    err = _context_mean_errors(data)[pc, pa]
     cm_sse = np.bincount(rep, weights=np.where(np.isfinite(err), err, 0.0), minlength=L)
     cm_bad = np.bincount(rep, weights=~np.isfinite(err), minlength=L) > 0
     with np.errstate(divide="ignore", invalid="ignore"):
