@@ -314,8 +314,8 @@ def synthetic_interventions(
     training perturbations for SI-Context), ``r2_train`` (in-sample R2 over the stacked
     training rows), ``r2_heldout`` (leave-one-training-unit-out R2, NaN with a single
     training unit), ``validation_mse`` and ``context_mean_validation_mse`` (the errors the
-    fallback compares), ``ridge`` (chosen penalty), ``subspace_stat`` (``||V2 - V2 V1^T
-    V1||_F^2 / rank(V2)`` in [0, 1], with ``V1`` / ``V2`` the right singular vectors of the
+    fallback compares), ``ridge`` (chosen penalty), ``subspace_stat``
+    (``||V2 - V2 V1^T V1||_F^2 / rank(V2)`` in [0, 1], with ``V1`` / ``V2`` the right singular vectors of the
     centred training design / of the target unit's centred donor profiles, each truncated
     at ``subspace_energy``; 0 when the target's donor profiles lie in the training row
     space) and ``subspace_pass`` (1.0 if ``subspace_stat <= subspace_threshold``). ``info``
