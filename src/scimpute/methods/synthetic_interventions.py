@@ -500,10 +500,17 @@ def _fit_direction(
     )
 
     # predictions: context_mean chain everywhere, synthetic interventions where chosen
-    base = _chain(data, t, ["context_mean", "perturbation_mean", "global_mean"])
     out_dtype = np.result_type(data.Y.dtype, np.float32)
-    pred = base.prediction.astype(out_dtype)
-    source = base.source.astype(object)
+    pred = np.empty((n_t, p), dtype=out_dtype)
+    source = np.full(n_t, NAME, dtype=object)
+    fb = np.flatnonzero(~use_si)
+    if fb.size:
+        gm = group_means(data)
+        for lo in range(0, fb.size, 16384):  # chunks bound the memory of the fallbacks
+            rows = fb[lo : lo + 16384]
+            base = _chain(data, t[rows], ["context_mean", "perturbation_mean", "global_mean"], gm)
+            pred[rows] = base.prediction
+            source[rows] = base.source
     keys_sel = paths.cand_key[cs]
     nD_sel = paths.n_D[keys_sel]
     w_off_sel = np.concatenate([[0], np.cumsum(nD_sel)]).astype(np.int64)
@@ -529,7 +536,6 @@ def _fit_direction(
             np.flatnonzero(has)[si_rows],
             progress,
         )
-        source[np.flatnonzero(has)[si_rows]] = NAME
 
     # fallback reasons
     reasons = {r: 0 for r in FALLBACK_REASONS}
