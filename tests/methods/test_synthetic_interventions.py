@@ -396,3 +396,30 @@ def test_donors_plot(imputed_grid):
         si.pl.donors(g, "c0", "control")
     with pytest.raises(KeyError, match=r"run scimpute\.tl\.impute"):
         si.pl.donors(g, row["context"], row["perturbation"], key="nope")
+
+
+# --------------------------------------------------------------------------------------
+# real data
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.data
+def test_cmap_leave_one_out_sample_beats_context_mean(data_dir):
+    adata = si.datasets.cmap()
+    grid = si.pp.perturbation_grid(adata, "cell_id", "pert_id", control="DMSO")
+    data, _ = to_grid_data(grid)
+    pairs = np.argwhere(data.treated_mask())
+    pick = pairs[np.random.default_rng(0).choice(len(pairs), size=12, replace=False)]
+    rel = []
+    for c, a in pick:
+        mask = data.measured.copy()
+        mask[c, a] = False
+        fold = data.with_measured(mask)
+        truth = data.Y[c, a][None].astype(float)
+        cm = context_mean(fold, [[c, a]]).prediction
+        res = synthetic_interventions(fold, [[c, a]])
+        sse_cm = float(np.sum((cm - truth) ** 2))
+        rel.append(float(np.sum((res.prediction - truth) ** 2)) / sse_cm)
+        if res.source[0] == SI:  # affine weights sum to one
+            np.testing.assert_allclose(res.info["donor_weights"].sum(), 1.0, rtol=1e-6)
+    assert np.median(rel) < 0.8
