@@ -110,20 +110,6 @@ def build_store(Yd: np.ndarray, Md: np.ndarray, folds: np.ndarray, fold_units: n
 # ---------------------------------------------------------------------------------------
 
 
-def _bits(mask_rows: np.ndarray) -> np.ndarray:
-    """Bool (n, U) -> (n, W) uint64 bit sets."""
-    n, U = mask_rows.shape
-    W = max(1, -(-U // 64))
-    packed = np.packbits(mask_rows, axis=1, bitorder="little")
-    out = np.zeros((n, W * 8), dtype=np.uint8)
-    out[:, : packed.shape[1]] = packed
-    return out.view(np.uint64)
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x).sum(axis=-1, dtype=np.int64)
-
-
 @dataclass
 class Paths:
     """Greedy paths of all targets as candidates (one per level) and the keys they use."""
@@ -161,9 +147,7 @@ def greedy_paths(Md: np.ndarray, targets: np.ndarray, max_donors: int | None) ->
     one unit are processed together with bit sets of training units; identical
     (unit, training units, donors) levels become one key.
     """
-    U = Md.shape[0]
     n_meas = Md.sum(axis=0)
-    donor_bits = _bits(Md.T)  # (A, W)
     cap = np.iinfo(np.int64).max if max_donors is None else int(max_donors)
     c_t, c_s, c_k = [], [], []
     k_u, k_T, k_D = [], [], []
@@ -178,62 +162,66 @@ def greedy_paths(Md: np.ndarray, targets: np.ndarray, max_donors: int | None) ->
         vs = targets[grp, 1]
         P = np.flatnonzero(Md[u])
         P = P[np.lexsort((P, -n_meas[P]))]  # more measured units first, then index
-        S_mask = Md[:, vs].T.copy()
-        S_mask[:, u] = False
-        S = _bits(S_mask)
-        nS = _popcount(S)
-        n_start[grp] = nS
+        S = Md[:, vs].T.astype(np.float32)  # (n, U) current training units
+        S[:, u] = 0
+        nS = S.sum(axis=1)
+        n_start[grp] = nS.astype(np.int64)
         if P.size == 0:
             continue
-        Pb = donor_bits[P]  # (nP, W)
+        MP = Md[:, P].astype(np.float32)  # (U, nP)
         n = grp.size
-        D_in = np.zeros((n, P.size), dtype=bool)
-        removed = np.zeros((n, P.size), dtype=bool)
+        used = np.zeros((n, P.size), dtype=bool)  # added as donor, or skipped by the cap
+        D_in = used if max_donors is None else np.zeros((n, P.size), dtype=bool)
+        n_don = np.zeros(n, dtype=np.int64)
         active = nS > 0
         step = np.zeros(n, dtype=np.int64)
         r_t, r_s, r_T, r_D = [], [], [], []
         while active.any():
             act = np.flatnonzero(active)
             Sa = S[act]
-            cnt = _popcount(Sa[:, None, :] & Pb[None, :, :])  # (na, nP)
-            remaining = ~D_in[act] & ~removed[act]
-            full = (cnt == nS[act, None]) & remaining
-            room = cap - D_in[act].sum(axis=1)
-            add = full & (np.cumsum(full, axis=1) <= room[:, None])
-            Dn = D_in[act] | add
-            D_in[act] = Dn
-            rem = remaining & ~full
-            removed[act] |= full & ~add
-            ndon = Dn.sum(axis=1)
-            cnt_r = np.where(rem, cnt, -1)
+            cnt = Sa @ MP  # (na, nP): training units each candidate is measured in (exact)
+            ua = used[act]
+            full = (cnt == nS[act, None]) & ~ua
+            if max_donors is None:
+                add = full
+            else:
+                room = cap - n_don[act]
+                add = full & (np.cumsum(full, axis=1) <= room[:, None])
+            ua |= full  # full candidates beyond the cap are dropped as well
+            used[act] = ua
+            if max_donors is not None:
+                D_in[act] |= add
+            n_don[act] += add.sum(axis=1)
+            cnt_r = np.where(ua, -1.0, cnt)
             best = cnt_r.max(axis=1)
-            stop = (ndon >= cap) | ~rem.any(axis=1) | (best <= 0)
-            rec = ndon > 0
-            r_t.append(act[rec])
-            r_s.append(step[act[rec]])
-            r_T.append(Sa[rec])
-            r_D.append(Dn[rec])
-            step[act[rec]] += 1
+            stop = (n_don[act] >= cap) | (best <= 0)
+            rec = n_don[act] > 0
+            if rec.any():
+                donors_now = ua[rec] if max_donors is None else D_in[act[rec]]
+                r_t.append(act[rec])
+                r_s.append(step[act[rec]])
+                r_T.append(Sa[rec] > 0)
+                r_D.append(donors_now)
+                step[act[rec]] += 1
             go = ~stop
             if go.any():
                 j = np.argmax(cnt_r[go] == best[go, None], axis=1)
-                S[act[go]] = Sa[go] & Pb[j]
-                nS[act[go]] = _popcount(S[act[go]])
+                S[act[go]] = Sa[go] * MP[:, j].T
+                nS[act[go]] = S[act[go]].sum(axis=1)
             active[act[stop]] = False
         if not r_t:
             continue
         lt = np.concatenate(r_t)
-        Tb = np.concatenate(r_T)
+        Tm = np.concatenate(r_T)
         Db = np.concatenate(r_D)
-        raw = np.concatenate([Tb.view(np.uint8), np.packbits(Db, axis=1)], axis=1)
+        raw = np.concatenate([np.packbits(Tm, axis=1), np.packbits(Db, axis=1)], axis=1)
         raw = np.ascontiguousarray(raw)
         void = raw.view(np.dtype((np.void, raw.shape[1]))).ravel()
         _, first, inv = np.unique(void, return_index=True, return_inverse=True)
         c_t.append(grp[lt])
         c_s.append(np.concatenate(r_s))
         c_k.append(n_keys + inv.ravel())
-        T_bool = np.unpackbits(Tb[first].view(np.uint8), axis=1, bitorder="little")[:, :U]
-        k_T.append(_ragged(T_bool.astype(bool)))
+        k_T.append(_ragged(Tm[first]))
         k_D.append(_ragged(Db[first], P))
         k_u.append(np.full(first.size, u, dtype=np.int64))
         n_keys += first.size
@@ -288,22 +276,12 @@ class Fits:
     b: np.ndarray  # (L,) intercepts of the best full fits
     val_blocks: np.ndarray  # (sum of |T| over candidates,) held-out SSE per training unit
     subspace: np.ndarray  # (nK,) subspace statistic of each key
+    rank90: np.ndarray  # (nK,) components holding 90% of the full design's energy
 
 
 def _chunks(n: int, size: int):
     for i in range(0, n, size):
         yield i, min(i + size, n)
-
-
-_LADDER = np.array(
-    sorted({2, 3, 5} | {2**k for k in range(2, 16)} | {3 * 2**k for k in range(1, 15)})
-)
-
-
-def _ladder(x: np.ndarray | int, lo: int = 2) -> np.ndarray:
-    """Round up to 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, ... (padding waste below 50%)."""
-    x = np.maximum(np.asarray(x), lo)
-    return _LADDER[np.searchsorted(_LADDER, x)]
 
 
 def _pow8(x: int) -> int:
@@ -317,42 +295,41 @@ _SMALL_WORK = 2e8
 def _bucket_plan(keys, D, J, N, order, cstart, R, per_key_floats):
     """Pad keys into a few shapes so that the kernels compile once per shape.
 
-    Keys are grouped by padded donor count ``Dp`` (powers of two; a single group when the
-    whole problem is small); within a group the training-set count is padded to the
-    group's largest ``Jp`` and the candidates to ``Np`` (a key with more candidates is
-    split into several rows). Chunks hold a power of 8 keys, at most what the memory
-    budget allows. Yields ``((Dp, Jp, Np, chunk), key ids, candidate ids (n, Np))``.
+    Keys are grouped by padded donor count and number of training sets (powers of two; a
+    single coarse group when the whole problem is small); within a group the candidates
+    are padded to ``Np`` (a key with more candidates is split into several rows). Chunks
+    hold a power of 8 keys, at most what the memory budget allows. Yields
+    ``((Dp, Jp, Np, chunk), key ids, candidate ids (n, Np))``.
     """
     if keys.size == 0:
         return []
-    Dp = _ladder(D, 8)
-    Jp_all = _ladder(J, 2)
-    if (Jp_all.max() + 1) * float(Dp.max()) ** 3 * keys.size < _SMALL_WORK:
+    Dp = _pow2(D, 2)
+    Jp = _pow2(J, 2)
+    small = (Jp.max() + 1) * float(Dp.max()) ** 3 * keys.size < _SMALL_WORK
+    if small:
         # small problem: one coarse shape, so that repeated calls (cross-validation folds)
         # reuse a handful of compilations
         Dp = np.full_like(Dp, _pow2(int(D.max()), 16))
-        Jp_all = np.full_like(Jp_all, _pow2(int(J.max()), 8))
-        small = True
-    else:
-        small = False
+        Jp = np.full_like(Jp, _pow2(int(J.max()), 8))
     plan = []
-    for d in np.unique(Dp):
-        sel = keys[Dp == d]
-        Jp = int(Jp_all[Dp == d].max())
-        n = N[Dp == d]
+    shapes, inv = np.unique(np.stack([Dp, Jp], axis=1), axis=0, return_inverse=True)
+    inv = inv.ravel()
+    for g, (d, jp) in enumerate(shapes):
+        in_g = inv == g
+        sel = keys[in_g]
+        n = N[in_g]
         Np = 8 if small else int(min(_pow2(int(np.percentile(n, 75))), 64))
         n_rows = -(-n // Np)
         vk = np.repeat(sel, n_rows)
         slot = np.arange(vk.size) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
         pos = slot[:, None] * Np + np.arange(Np)[None, :]
         ok = pos < np.repeat(n, n_rows)[:, None]
-        cand = np.where(
-            ok, order[np.minimum(np.repeat(cstart[sel], n_rows)[:, None] + pos, order.size - 1)], -1
-        )
-        per_key = per_key_floats(int(d), Jp, Np, R)
+        start = np.repeat(cstart[sel], n_rows)[:, None] + pos
+        cand = np.where(ok, order[np.minimum(start, order.size - 1)], -1)
+        per_key = per_key_floats(int(d), int(jp), Np, R)
         cap = int(8 ** np.floor(np.log(max(1, _CHUNK_BUDGET // per_key)) / np.log(8)))
         chunk = min(cap, 64) if small else int(min(cap, _pow8(vk.size)))
-        plan.append(((int(d), Jp, Np, chunk), vk, cand))
+        plan.append(((int(d), int(jp), Np, chunk), vk, cand))
     return plan
 
 
@@ -391,6 +368,7 @@ def fit_all(
         b=np.full(L, np.nan),
         val_blocks=np.full(int(np.sum(paths.n_T[paths.cand_key])), np.nan),
         subspace=np.full(nK, np.nan),
+        rank90=np.zeros(nK, dtype=np.int64),
     )
     if L == 0:
         return fits
@@ -436,6 +414,7 @@ def fit_all(
             out = jax.tree_util.tree_map(np.asarray, out)
             real = np.arange(ks.size)
             fits.subspace[ks] = out["subspace"][real]
+            fits.rank90[ks] = out["rank90"][real]
             kk, nn = np.nonzero(cand[real] >= 0)
             ci = cand[kk, nn]
             fits.val_sse[ci] = out["val_sse"][kk, nn, :R]

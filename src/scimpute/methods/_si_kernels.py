@@ -222,6 +222,7 @@ def _one_key(
         "w": w_full.T,  # (N, D)
         "b": b_full,
         "subspace": sub,
+        "rank90": jnp.sum(_energy_keep(lam[J], 0.9)),
     }
 
 

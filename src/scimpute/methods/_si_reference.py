@@ -146,6 +146,7 @@ def reference_si(
     fallback_margin: float = 0.1,
     min_train_units: int = 2,
     min_win_fraction: float = 0.0,
+    single_unit_redundancy: float = 2.0,
     sum_to_one: bool = True,
     max_donors: int | None = None,
     n_feature_folds: int = 5,
@@ -256,6 +257,13 @@ def reference_si(
                     else:
                         cm_sse = np.sum((_f(Y[ctx, pert]) - base) ** 2)
                     sst = np.nan
+                    # trust a single unit only if the donors over-span its design
+                    Xs = _f(Yd[t][D]).T
+                    if sum_to_one:
+                        Xs = Xs - Xs.mean(axis=1, keepdims=True)
+                    rank90 = _top_right(Xs - Xs.mean(axis=0), 0.9).shape[0]
+                    if D.size < single_unit_redundancy * rank90:
+                        sse = np.inf
                 cands.append(
                     {
                         "T": T,

@@ -122,9 +122,7 @@ def _chain(
         new = ~ok & (n > 0) if name != "global_mean" else ~ok
         support[new] = n[new]
         ok = _fill(pred, source, ok, vals, name)
-    return MethodResult(
-        prediction=pred, source=source, per_target={"n_averaged": support}
-    )
+    return MethodResult(prediction=pred, source=source, per_target={"n_averaged": support})
 
 
 @register(

@@ -122,6 +122,7 @@ def _check_params(
     fallback_margin,
     min_train_units,
     min_win_fraction,
+    single_unit_redundancy=2.0,
 ) -> tuple:
     if donors not in ("perturbations", "contexts", "both"):
         raise ValueError(f"donors must be 'perturbations', 'contexts' or 'both', got {donors!r}.")
@@ -163,6 +164,10 @@ def _check_params(
         raise ValueError(f"fallback_margin must be in [0, 1), got {fallback_margin!r}.")
     if not (isinstance(min_win_fraction, int | float) and 0 <= min_win_fraction <= 1):
         raise ValueError(f"min_win_fraction must be in [0, 1], got {min_win_fraction!r}.")
+    if not (isinstance(single_unit_redundancy, int | float) and single_unit_redundancy >= 0):
+        raise ValueError(
+            f"single_unit_redundancy must be a number >= 0, got {single_unit_redundancy!r}."
+        )
     if not (isinstance(min_train_units, int | np.integer) and min_train_units >= 1):
         raise ValueError(f"min_train_units must be an int >= 1, got {min_train_units!r}.")
     return tuple(product(ranks, ridges))
@@ -244,6 +249,7 @@ def synthetic_interventions(
     fallback_margin: float = 0.1,
     min_train_units: int = 2,
     min_win_fraction: float = 0.0,
+    single_unit_redundancy: float = 2.0,
     sum_to_one: bool = True,
     max_donors: int | None = None,
     n_feature_folds: int = 5,
@@ -293,6 +299,12 @@ def synthetic_interventions(
     min_win_fraction
         The fit is kept only if it beats ``context_mean`` on at least this fraction of the
         held-out training units (leave-one-unit-out levels).
+    single_unit_redundancy
+        A level with a single training unit (validated on held-out features, which cannot
+        show that the weights transfer to another unit) is used only if its donors number
+        at least this many times the principal components that carry 90% of its design's
+        energy: the donors then over-span the design's dominant subspace, the condition
+        under which weights learned in one unit carry over.
     sum_to_one
         Centre every profile by the mean of the donors' profiles in its unit before the
         regression, so that the donor weights sum to one (an affine combination; a
@@ -341,6 +353,7 @@ def synthetic_interventions(
         fallback_margin,
         min_train_units,
         min_win_fraction,
+        single_unit_redundancy,
     )
     _check_data(data, t)
     n_t, p = t.shape[0], data.n_features
@@ -355,6 +368,7 @@ def synthetic_interventions(
         "fallback_margin": float(fallback_margin),
         "min_train_units": int(min_train_units),
         "min_win_fraction": float(min_win_fraction),
+        "single_unit_redundancy": float(single_unit_redundancy),
         "sum_to_one": bool(sum_to_one),
         "max_donors": max_donors,
         "subspace_energy": float(subspace_energy),
@@ -405,6 +419,7 @@ def _fit_direction(
     fallback_margin: float,
     min_train_units: int,
     min_win_fraction: float,
+    single_unit_redundancy: float,
     sum_to_one: bool,
     max_donors: int | None,
     subspace_energy: float,
@@ -470,6 +485,11 @@ def _fit_direction(
         val = fits.val_sse / fits.val_n[:, None]
         cm_mse = np.where(cm_bad, np.inf, cm_sse / fits.val_n)
     val = np.where(np.isfinite(val), val, np.inf)
+    # a single training unit cannot show that the weights transfer to other units; trust
+    # it only when its donors over-span the design's dominant components
+    single = nT == 1
+    redundant = paths.n_D[paths.cand_key] >= single_unit_redundancy * fits.rank90[paths.cand_key]
+    val[single & ~redundant] = np.inf
     best_r = fits.best
     best_val = val[np.arange(L), best_r]
 
@@ -525,17 +545,18 @@ def _fit_direction(
         sub_src = np.repeat(w_off_sel[si_rows], nD_sel[si_rows]) + (
             np.arange(int(sub_off[-1])) - np.repeat(sub_off[:-1], nD_sel[si_rows])
         )
-        E.predict_selected(
-            Yd,
-            paths,
-            cs[si_rows],
-            w_sel[sub_src],
-            sub_off,
-            b_sel[si_rows],
-            pred,
-            np.flatnonzero(has)[si_rows],
-            progress,
-        )
+        with jax.enable_x64(True):
+            E.predict_selected(
+                Yd,
+                paths,
+                cs[si_rows],
+                w_sel[sub_src],
+                sub_off,
+                b_sel[si_rows],
+                pred,
+                np.flatnonzero(has)[si_rows],
+                progress,
+            )
 
     # fallback reasons
     reasons = {r: 0 for r in FALLBACK_REASONS}
