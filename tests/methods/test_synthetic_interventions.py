@@ -11,7 +11,7 @@ from scimpute.methods import grid_data
 from scimpute.methods._si_engine import greedy_paths
 from scimpute.methods._si_reference import reference_levels, reference_si
 from scimpute.methods.baselines import context_mean
-from scimpute.methods.synthetic_interventions import synthetic_interventions
+from scimpute.methods.synthetic_interventions import _resolve_preset, synthetic_interventions
 from scimpute.tl._data import default_targets, to_grid_data
 
 SI = "synthetic_interventions"
@@ -47,8 +47,10 @@ def _truth(grid, data, order):
     [
         {},
         PLAIN,
+        {"preset": "validated"},
         {"donors": "contexts", "min_train_units": 1, "min_win_fraction": 0.5},
         {
+            "preset": "validated",
             "rank": ["gavish_donoho", 2],
             "ridge": [0.0, 0.1],
             "energy": 0.9,
@@ -56,14 +58,26 @@ def _truth(grid, data, order):
             "fallback_margin": 0.1,
         },
     ],
-    ids=["default", "plain", "contexts", "ranks"],
+    ids=["default", "plain", "validated", "contexts", "ranks"],
 )
 def test_batched_matches_reference(small, params):
     data, t = small
     res = synthetic_interventions(data, t, random_state=3, **params)
     folds = np.random.default_rng(3).permutation(np.arange(data.n_features) % 5)
+    ref_params = {k: v for k, v in params.items() if k != "preset"}
+    ref_params.update(
+        _resolve_preset(
+            params.get("preset"),
+            params.get("donors", "perturbations"),
+            **{
+                k: params.get(k)
+                for k in ("ridge", "select", "fallback", "min_train_units", "sum_to_one")
+            },
+        )
+    )
+    ref_params.pop("preset")
     ref = reference_si(
-        data.Y, data.measured, t, control=data.control, feature_folds=folds, **params
+        data.Y, data.measured, t, control=data.control, feature_folds=folds, **ref_params
     )
     np.testing.assert_allclose(res.prediction, ref["prediction"], rtol=1e-5, atol=1e-5)
     assert list(res.source) == list(ref["source"])
@@ -164,10 +178,10 @@ def test_recovery_improves_as_noise_falls():
     assert med[2] > 0.95
 
 
-def test_default_matches_or_beats_context_mean_with_strong_context_component():
+def test_validated_matches_or_beats_context_mean_with_strong_context_component():
     # strong per-context common component, noisy profiles, each perturbation measured in few
-    # contexts: the published estimator (max donors, min-norm least squares) loses to
-    # context_mean here; the validated default must not.
+    # contexts: the published estimator (max donors, min-norm least squares, the SI-Action
+    # default) loses to context_mean here; preset="validated" must not.
     g = si.datasets.simulate_grid(
         20, 40, 100, rank=5, noise=2.0, context_strength=5.0, fraction_measured=0.2, random_state=0
     )
@@ -180,7 +194,11 @@ def test_default_matches_or_beats_context_mean_with_strong_context_component():
 
     cm = mse(context_mean(data, t).prediction)
     plain = mse(synthetic_interventions(data, t, **PLAIN).prediction)
-    default = synthetic_interventions(data, t)
+    np.testing.assert_array_equal(
+        synthetic_interventions(data, t).prediction[:5],
+        synthetic_interventions(data, t, **PLAIN).prediction[:5],
+    )
+    default = synthetic_interventions(data, t, preset="validated")
     assert plain > 1.2 * cm  # the trap is real
     assert mse(default.prediction) <= 1.01 * cm
     assert default.info["fallback_reasons"]["validation"] > 0
@@ -205,7 +223,7 @@ def _violating_grid(seed=0, C=12, A=20, p=80, r=3, noise=0.05, frac=0.6):
 def test_subspace_diagnostic_separates_violating_pairs():
     data, truth = _violating_grid()
     t = np.argwhere(~data.measured)
-    res = synthetic_interventions(data, t, fallback=False)
+    res = synthetic_interventions(data, t, preset="validated", fallback=False)
     stat = res.per_target["subspace_stat"]
     ok = res.per_target["subspace_pass"]
     bad = t[:, 0] == 0
@@ -220,7 +238,7 @@ def test_subspace_diagnostic_separates_violating_pairs():
 def test_both_directions_combine_by_validation_error(small):
     data, t = small
     both = synthetic_interventions(data, t, donors="both", min_train_units=1)
-    a = synthetic_interventions(data, t, min_train_units=1)
+    a = synthetic_interventions(data, t, preset="validated", min_train_units=1)
     c = synthetic_interventions(data, t, donors="contexts", min_train_units=1)
     share = both.per_target["action_share"]
     ok = ~np.isnan(share)
@@ -260,7 +278,7 @@ def test_fallbacks_are_documented_and_counted():
     M[4] = False  # context 4 measures nothing: no donors, and no context mean either
     data = grid_data(np.where(M[..., None], Y, np.nan), M, control=0)
     t = np.array([[1, 5], [4, 2]])
-    res = synthetic_interventions(data, t)
+    res = synthetic_interventions(data, t, preset="validated")
     base = context_mean(data, t)
     np.testing.assert_allclose(res.prediction, base.prediction, rtol=1e-6)
     assert list(res.source) == ["context_mean", "perturbation_mean"]
@@ -268,7 +286,7 @@ def test_fallbacks_are_documented_and_counted():
     assert reasons["few_training_units"] == 1
     assert reasons["no_donors"] == 1
     # allowing single-context levels, the first pair gets a fit validated on held-out features
-    res1 = synthetic_interventions(data, t, min_train_units=1, fallback=False)
+    res1 = synthetic_interventions(data, t, preset="validated", min_train_units=1, fallback=False)
     assert res1.source[0] == SI
     assert res1.per_target["n_train"][0] == 1
     assert np.isnan(res1.per_target["r2_heldout"][0])
@@ -351,7 +369,8 @@ def test_impute_writes_diagnostics_and_roundtrips(imputed_grid, tmp_path):
     W = rec["donor_weights"]
     assert sp.issparse(W)
     assert W.shape == (imputed.sum(), g.obs["perturbation"].nunique())
-    assert rec["params"]["select"] == "validation"
+    assert rec["settings"]["preset"] == "published"
+    assert rec["settings"]["select"] == "max_donors"
     path = tmp_path / "g.h5ad"
     g.write_h5ad(path)
     back = ad.read_h5ad(path)
@@ -417,7 +436,7 @@ def test_cmap_leave_one_out_sample_beats_context_mean(data_dir):
         fold = data.with_measured(mask)
         truth = data.Y[c, a][None].astype(float)
         cm = context_mean(fold, [[c, a]]).prediction
-        res = synthetic_interventions(fold, [[c, a]])
+        res = synthetic_interventions(fold, [[c, a]], preset="validated")
         sse_cm = float(np.sum((cm - truth) ** 2))
         rel.append(float(np.sum((res.prediction - truth) ** 2)) / sse_cm)
         if res.source[0] == SI:  # affine weights sum to one
