@@ -72,7 +72,11 @@ def main() -> None:
     rng = np.random.default_rng(1)
     pick = rng.choice(grid.n_obs, size=args.reference_groups, replace=False)
     groups = list(
-        zip(grid.obs["cell_type"].astype(str).iloc[pick], grid.obs["perturbation"].astype(str).iloc[pick], strict=True)
+        zip(
+            grid.obs["cell_type"].astype(str).iloc[pick],
+            grid.obs["perturbation"].astype(str).iloc[pick],
+            strict=True,
+        )
     )
     t0 = time.perf_counter()
     ref = loop_reference(adata, groups)

@@ -16,7 +16,9 @@ import scimpute as si
 if os.environ.get("SCIMPUTE_REQUIRE_PERTPY") == "1":  # CI installs the extra: never skip there
     import pertpy as pt
 else:
-    pt = pytest.importorskip("pertpy", reason='pertpy is an optional extra: pip install -e ".[interop]"')
+    pt = pytest.importorskip(
+        "pertpy", reason='pertpy is an optional extra: pip install -e ".[interop]"'
+    )
 
 FAST = {
     "width": 32,

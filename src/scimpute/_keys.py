@@ -78,3 +78,9 @@ MM_FEATURES: Final = "scimpute_features"
 MM_SPLIT_SUFFIX: Final = "_split"
 #: suffix of the per-modality ``.obsm`` entry holding the private latent.
 MM_PRIVATE_SUFFIX: Final = "_private"
+#: ``.uns[key]`` entry of synthetic interventions: donor weights (imputed pairs x donors).
+SI_DONOR_WEIGHTS: Final = "donor_weights"
+#: ``.uns[key]`` entry of synthetic interventions: training units (imputed pairs x units).
+SI_TRAIN_UNITS: Final = "train_units"
+#: default ``key_added`` of ``impute(..., method="synthetic_interventions")``.
+SI_DEFAULT_KEY: Final = "imputed_synthetic_interventions"

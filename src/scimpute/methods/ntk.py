@@ -593,7 +593,8 @@ def kernel_regression(
     n = train.F.shape[0]
     q = Y.shape[1]
     n_pad = _bucket(n)
-    with jax.enable_x64(x64):
+    # full-precision matmuls: GPUs would otherwise use TF32 for float32 kernels
+    with jax.enable_x64(x64), jax.default_matmul_precision("highest"):
         F, c, a, i, mask = train.padded(n_pad, np_dtype)
         Yp = np.zeros((n_pad, q), dtype=np_dtype)
         Yp[:n] = Y

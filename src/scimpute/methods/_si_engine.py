@@ -1,0 +1,602 @@
+"""Host-side orchestration of batched synthetic interventions (greedy paths, keys, buckets).
+
+The estimator is specified in :mod:`scimpute.methods.synthetic_interventions` and, as plain
+per-pair code, in :mod:`scimpute.methods._si_reference`. This module computes the same
+numbers for every target at once:
+
+1. per-unit statistics, once: feature means of every measured profile, and the Gram
+   matrices (per fold of the features) of the per-profile centred profiles;
+2. the greedy donor path of every target, vectorised with bit sets of training units;
+3. every (target unit, training units, donors) combination on a path becomes a *key*;
+   targets share keys, and keys of similar size share a padded *bucket* so that the JAX
+   kernels (:mod:`._si_kernels`) compile once per bucket shape;
+4. per target, the (level, regularisation) with the smallest validation error is kept and
+   compared with ``context_mean`` on the same held-out pairs;
+5. predictions ``W @ Y[u, D] + b`` are computed key by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import _si_kernels as K
+
+#: floats per intermediate array of a kernel call (bounds the memory of one chunk)
+_CHUNK_BUDGET = 2**22
+_SHOW_PROGRESS = 20000  # targets above which progress bars are shown
+
+
+def _pow2(x: np.ndarray | int, lo: int = 1) -> np.ndarray:
+    x = np.maximum(np.asarray(x), lo)
+    return (2 ** np.ceil(np.log2(x))).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------
+# per-unit statistics
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class UnitStore:
+    """Per-unit statistics of the measured profiles (units x donors orientation)."""
+
+    means: np.ndarray  # (U, A) feature means of measured profiles (0 elsewhere)
+    pos: np.ndarray  # (U, A) position of donor a among unit u's measured donors, -1 if not
+    n_meas: np.ndarray  # (U,) measured donors per unit
+    off: np.ndarray  # (U,) offset of unit u's (n_u x n_u) block in the flat stores
+    gram: np.ndarray  # flat per-unit Gram of Z, + one trailing zero (padding target)
+    fold_gram: np.ndarray | None  # (K, total) per-fold Grams, + trailing zero
+    fold_sum: np.ndarray | None  # (K, total_rows) per-fold sums of Z, + trailing zero
+    row_off: np.ndarray  # (U,) offset of unit u's rows in fold_sum
+    fold_n: np.ndarray  # (K,) features per fold
+
+
+def build_store(Yd: np.ndarray, Md: np.ndarray, folds: np.ndarray, fold_units: np.ndarray):
+    """Means and Gram matrices of every unit's measured profiles.
+
+    ``folds`` gives the fold of each feature; fold Grams are kept only for ``fold_units``
+    (units that are the single training unit of some key).
+    """
+    U, A, p = Yd.shape
+    n_folds = int(folds.max()) + 1
+    n_meas = Md.sum(axis=1)
+    pos = np.full((U, A), -1, dtype=np.int64)
+    sizes = n_meas.astype(np.int64) ** 2
+    off = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    row_off = np.concatenate([[0], np.cumsum(n_meas)[:-1]]).astype(np.int64)
+    gram = np.zeros(int(sizes.sum()) + 1)
+    means = np.zeros((U, A))
+    need_fold = np.zeros(U, dtype=bool)
+    need_fold[fold_units] = True
+    fold_gram = np.zeros((n_folds, int(sizes.sum()) + 1)) if need_fold.any() else None
+    fold_sum = np.zeros((n_folds, int(n_meas.sum()) + 1)) if need_fold.any() else None
+    order = np.argsort(folds, kind="stable")
+    fold_n = np.bincount(folds, minlength=n_folds)
+    pk = int(fold_n.max())
+    starts = np.concatenate([[0], np.cumsum(fold_n)[:-1]])
+    # padded feature layout (K, pk): column index into [features..., zero]
+    layout = np.full((n_folds, pk), p, dtype=np.int64)
+    for k in range(n_folds):
+        layout[k, : fold_n[k]] = order[starts[k] : starts[k] + fold_n[k]]
+    for u in range(U):  # one BLAS call per unit (not per pair)
+        idx = np.flatnonzero(Md[u])
+        if idx.size == 0:
+            continue
+        pos[u, idx] = np.arange(idx.size)
+        X = np.asarray(Yd[u, idx], dtype=np.float64)
+        mu = X.mean(axis=1)
+        means[u, idx] = mu
+        Z = X - mu[:, None]
+        n = idx.size
+        if need_fold[u]:
+            Zp = np.concatenate([Z, np.zeros((n, 1))], axis=1)[:, layout]  # (n, K, pk)
+            Zk = Zp.transpose(1, 0, 2)  # (K, n, pk)
+            Gk = Zk @ Zk.transpose(0, 2, 1)
+            Sk = Zk.sum(axis=2)
+            fold_gram[:, off[u] : off[u] + n * n] = Gk.reshape(n_folds, -1)
+            fold_sum[:, row_off[u] : row_off[u] + n] = Sk
+            gram[off[u] : off[u] + n * n] = Gk.sum(axis=0).ravel()
+        else:
+            gram[off[u] : off[u] + n * n] = (Z @ Z.T).ravel()
+    return UnitStore(means, pos, n_meas, off, gram, fold_gram, fold_sum, row_off, fold_n)
+
+
+# ---------------------------------------------------------------------------------------
+# greedy donor paths
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Paths:
+    """Greedy paths of all targets as candidates (one per level) and the keys they use."""
+
+    cand_target: np.ndarray  # (L,) target index of each candidate (level)
+    cand_step: np.ndarray  # (L,) position of the level along the target's path
+    cand_key: np.ndarray  # (L,) key of the level
+    key_unit: np.ndarray  # (nK,) target unit of each key
+    T_flat: np.ndarray  # training units of all keys, concatenated
+    T_off: np.ndarray  # (nK + 1,) offsets into T_flat
+    D_flat: np.ndarray  # donors of all keys, concatenated
+    D_off: np.ndarray  # (nK + 1,) offsets into D_flat
+    n_start: np.ndarray  # (n_targets,) training units a target's path starts from
+
+    @property
+    def n_T(self) -> np.ndarray:
+        return np.diff(self.T_off)
+
+    @property
+    def n_D(self) -> np.ndarray:
+        return np.diff(self.D_off)
+
+
+def _ragged(mask: np.ndarray, labels: np.ndarray | None = None):
+    """Rows of a bool matrix as (flat column indices, offsets)."""
+    rows, cols = np.nonzero(mask)
+    off = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=mask.shape[0]))])
+    return (cols if labels is None else labels[cols]), off
+
+
+def greedy_paths(Md: np.ndarray, targets: np.ndarray, max_donors: int | None) -> Paths:
+    """Greedy donor paths of ``targets`` ((n, 2) unit, donor-axis index) on mask ``Md``.
+
+    See :func:`scimpute.methods._si_reference.reference_levels` for the rule. Targets of
+    one unit are processed together with bit sets of training units; identical
+    (unit, training units, donors) levels become one key.
+    """
+    n_meas = Md.sum(axis=0)
+    cap = np.iinfo(np.int64).max if max_donors is None else int(max_donors)
+    c_t, c_s, c_k = [], [], []
+    k_u, k_T, k_D = [], [], []
+    n_keys = 0
+    n_start = np.zeros(len(targets), dtype=np.int64)
+    order_t = np.argsort(targets[:, 0], kind="stable")
+    bounds = np.flatnonzero(np.diff(targets[order_t, 0])) + 1
+    for grp in np.split(order_t, bounds):  # one iteration per target unit
+        if grp.size == 0:
+            continue
+        u = int(targets[grp[0], 0])
+        vs = targets[grp, 1]
+        P = np.flatnonzero(Md[u])
+        P = P[np.lexsort((P, -n_meas[P]))]  # more measured units first, then index
+        S = Md[:, vs].T.astype(np.float32)  # (n, U) current training units
+        S[:, u] = 0
+        nS = S.sum(axis=1)
+        n_start[grp] = nS.astype(np.int64)
+        if P.size == 0:
+            continue
+        MP = Md[:, P].astype(np.float32)  # (U, nP)
+        n = grp.size
+        used = np.zeros((n, P.size), dtype=bool)  # added as donor, or skipped by the cap
+        D_in = used if max_donors is None else np.zeros((n, P.size), dtype=bool)
+        n_don = np.zeros(n, dtype=np.int64)
+        active = nS > 0
+        step = np.zeros(n, dtype=np.int64)
+        r_t, r_s, r_T, r_D = [], [], [], []
+        while active.any():
+            act = np.flatnonzero(active)
+            Sa = S[act]
+            cnt = Sa @ MP  # (na, nP): training units each candidate is measured in (exact)
+            ua = used[act]
+            full = (cnt == nS[act, None]) & ~ua
+            if max_donors is None:
+                add = full
+            else:
+                room = cap - n_don[act]
+                add = full & (np.cumsum(full, axis=1) <= room[:, None])
+            ua |= full  # full candidates beyond the cap are dropped as well
+            used[act] = ua
+            if max_donors is not None:
+                D_in[act] |= add
+            n_don[act] += add.sum(axis=1)
+            cnt_r = np.where(ua, -1.0, cnt)
+            best = cnt_r.max(axis=1)
+            stop = (n_don[act] >= cap) | (best <= 0)
+            rec = n_don[act] > 0
+            if rec.any():
+                donors_now = ua[rec] if max_donors is None else D_in[act[rec]]
+                r_t.append(act[rec])
+                r_s.append(step[act[rec]])
+                r_T.append(Sa[rec] > 0)
+                r_D.append(donors_now)
+                step[act[rec]] += 1
+            go = ~stop
+            if go.any():
+                j = np.argmax(cnt_r[go] == best[go, None], axis=1)
+                S[act[go]] = Sa[go] * MP[:, j].T
+                nS[act[go]] = S[act[go]].sum(axis=1)
+            active[act[stop]] = False
+        if not r_t:
+            continue
+        lt = np.concatenate(r_t)
+        Tm = np.concatenate(r_T)
+        Db = np.concatenate(r_D)
+        raw = np.concatenate([np.packbits(Tm, axis=1), np.packbits(Db, axis=1)], axis=1)
+        raw = np.ascontiguousarray(raw)
+        void = raw.view(np.dtype((np.void, raw.shape[1]))).ravel()
+        _, first, inv = np.unique(void, return_index=True, return_inverse=True)
+        c_t.append(grp[lt])
+        c_s.append(np.concatenate(r_s))
+        c_k.append(n_keys + inv.ravel())
+        k_T.append(_ragged(Tm[first]))
+        k_D.append(_ragged(Db[first], P))
+        k_u.append(np.full(first.size, u, dtype=np.int64))
+        n_keys += first.size
+
+    def cat_ragged(parts):
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        flats, offs, base = [], [0], 0
+        for flat, off in parts:
+            flats.append(flat)
+            offs.append(off[1:] + base)
+            base += off[-1]
+        return np.concatenate(flats).astype(np.int64), np.concatenate(
+            [np.asarray(o, dtype=np.int64).ravel() for o in offs]
+        )
+
+    def cat(x):
+        return np.concatenate(x).astype(np.int64) if x else np.zeros(0, dtype=np.int64)
+
+    T_flat, T_off = cat_ragged(k_T)
+    D_flat, D_off = cat_ragged(k_D)
+    return Paths(
+        cand_target=cat(c_t),
+        cand_step=cat(c_s),
+        cand_key=cat(c_k),
+        key_unit=cat(k_u),
+        T_flat=T_flat,
+        T_off=T_off,
+        D_flat=D_flat,
+        D_off=D_off,
+        n_start=n_start,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# fitting every key, bucket by bucket
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Fits:
+    """Per-candidate validation and fit results (one row per candidate level)."""
+
+    val_sse: np.ndarray  # (L, R) validation SSE of each regularisation
+    best: np.ndarray  # (L,) regularisation with the smallest validation SSE (first minimum)
+    val_n: np.ndarray  # (L,)
+    sst_ho: np.ndarray  # (L,)
+    sse_in: np.ndarray  # (L,) in-sample SSE of the best regularisation
+    sst_in: np.ndarray  # (L,)
+    w_flat: np.ndarray  # (sum of |D| over candidates,) weights of the best full fits
+    w_off: np.ndarray  # (L + 1,) offsets of each candidate's weights in w_flat
+    b: np.ndarray  # (L,) intercepts of the best full fits
+    val_blocks: np.ndarray  # (sum of |T| over candidates,) held-out SSE per training unit
+    subspace: np.ndarray  # (nK,) subspace statistic of each key
+    rank90: np.ndarray  # (nK,) components holding 90% of the full design's energy
+
+
+def _chunks(n: int, size: int):
+    for i in range(0, n, size):
+        yield i, min(i + size, n)
+
+
+def _pow8(x: int) -> int:
+    return int(8 ** np.ceil(np.log(max(x, 1)) / np.log(8)))
+
+
+#: padded work (flops, roughly) below which a call uses a single bucket shape
+_SMALL_WORK = 2e8
+
+
+def _bucket_plan(keys, D, J, N, order, cstart, R, per_key_floats):
+    """Pad keys into a few shapes so that the kernels compile once per shape.
+
+    Keys are grouped by padded donor count and number of training sets (powers of two; a
+    single coarse group when the whole problem is small); within a group the candidates
+    are padded to ``Np`` (a key with more candidates is split into several rows). Chunks
+    hold a power of 8 keys, at most what the memory budget allows. Yields
+    ``((Dp, Jp, Np, chunk), key ids, candidate ids (n, Np))``.
+    """
+    if keys.size == 0:
+        return []
+    Dp = _pow2(D, 2)
+    Jp = _pow2(J, 2)
+    small = (Jp.max() + 1) * float(Dp.max()) ** 3 * keys.size < _SMALL_WORK
+    if small:
+        # small problem: one coarse shape, so that repeated calls (cross-validation folds)
+        # reuse a handful of compilations
+        Dp = np.full_like(Dp, _pow2(int(D.max()), 16))
+        Jp = np.full_like(Jp, _pow2(int(J.max()), 8))
+    plan = []
+    shapes, inv = np.unique(np.stack([Dp, Jp], axis=1), axis=0, return_inverse=True)
+    inv = inv.ravel()
+    for g, (d, jp) in enumerate(shapes):
+        in_g = inv == g
+        sel = keys[in_g]
+        n = N[in_g]
+        Np = 8 if small else int(min(_pow2(int(np.percentile(n, 75))), 64))
+        n_rows = -(-n // Np)
+        vk = np.repeat(sel, n_rows)
+        slot = np.arange(vk.size) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
+        pos = slot[:, None] * Np + np.arange(Np)[None, :]
+        ok = pos < np.repeat(n, n_rows)[:, None]
+        start = np.repeat(cstart[sel], n_rows)[:, None] + pos
+        cand = np.where(ok, order[np.minimum(start, order.size - 1)], -1)
+        per_key = per_key_floats(int(d), int(jp), Np, R)
+        cap = int(8 ** np.floor(np.log(max(1, _CHUNK_BUDGET // per_key)) / np.log(8)))
+        chunk = min(cap, 64) if small else int(min(cap, _pow8(vk.size)))
+        plan.append(((int(d), int(jp), Np, chunk), vk, cand))
+    return plan
+
+
+def _fit_floats(Dp, Jp, Np, R):
+    return 4 * max((Jp + 1) * Dp * Dp, Np * R * (Jp + 1) * Dp, Np * Jp * Dp)
+
+
+def fit_all(
+    store: UnitStore,
+    paths: Paths,
+    targets: np.ndarray,
+    *,
+    regs: tuple,
+    energy: float,
+    sub_energy: float,
+    sum_to_one: bool,
+    n_features: int,
+    progress: bool,
+) -> Fits:
+    """Run :func:`._si_kernels.fit_keys` on every key of ``paths``."""
+    L = paths.cand_key.size
+    R = len(regs)
+    nK = paths.key_unit.size
+    cand_nD = paths.n_D[paths.cand_key]
+    w_off = np.concatenate([[0], np.cumsum(cand_nD)])
+    t_off = np.concatenate([[0], np.cumsum(paths.n_T[paths.cand_key])])
+    fits = Fits(
+        val_sse=np.full((L, R), np.nan),
+        best=np.zeros(L, dtype=np.int64),
+        val_n=np.zeros(L),
+        sst_ho=np.full(L, np.nan),
+        sse_in=np.full(L, np.nan),
+        sst_in=np.full(L, np.nan),
+        w_flat=np.zeros(int(w_off[-1])),
+        w_off=w_off,
+        b=np.full(L, np.nan),
+        val_blocks=np.full(int(np.sum(paths.n_T[paths.cand_key])), np.nan),
+        subspace=np.full(nK, np.nan),
+        rank90=np.zeros(nK, dtype=np.int64),
+    )
+    if L == 0:
+        return fits
+    n_folds = store.fold_n.size
+    nT, nD = paths.n_T, paths.n_D
+    kind = (nT == 1).astype(np.int64)  # 0: leave-one-unit-out, 1: feature folds
+    J = np.where(kind == 1, n_folds, nT)
+    order = np.argsort(paths.cand_key, kind="stable")
+    counts = np.bincount(paths.cand_key, minlength=nK)
+    cstart = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    used = np.flatnonzero(counts)
+    p = n_features
+    rank_code = np.array(
+        [
+            K.RANK_ENERGY if r is None else K.RANK_GD if isinstance(r, str) else int(r)
+            for r, _ in regs
+        ]
+    )
+    ridge = np.array([g for _, g in regs], dtype=np.float64)
+    # pad the regularisations to a power of two (>= 4) by repeating the last one, so that
+    # every setting with as many choices shares one compilation
+    R_pad = int(_pow2(R, 4))
+    rank_code = np.concatenate([rank_code, np.repeat(rank_code[-1:], R_pad - R)])
+    ridge = np.concatenate([ridge, np.repeat(ridge[-1:], R_pad - R)])
+    bar = tqdm(total=L, desc="synthetic interventions", disable=not progress, unit="pair")
+    plan = _bucket_plan(used, nD[used], J[used], counts[used], order, cstart, R_pad, _fit_floats)
+    for (Dp, Jp, Np, size), vkeys, vcand in plan:
+        for lo, hi in _chunks(len(vkeys), size):
+            ks = vkeys[lo:hi]
+            cand = np.full((size, Np), -1, dtype=np.int64)
+            cand[: ks.size] = vcand[lo:hi]
+            ks_p = np.concatenate([ks, np.full(size - ks.size, ks[0])])
+            parts = [np.flatnonzero(kind[ks_p] == knd) for knd in (0, 1)]
+            pieces = [
+                _gather(store, paths, targets, ks_p[ix], cand[ix], knd, Dp, Jp, Np, p)
+                for knd, ix in enumerate(parts)
+                if ix.size
+            ]
+            back = np.argsort(np.concatenate([ix for ix in parts if ix.size]))
+            inputs = [np.concatenate(arrs)[back] for arrs in zip(*pieces, strict=True)]
+            sst_in, sst_ho = _totals(inputs)
+            out = K.fit_keys(*inputs, rank_code, ridge, energy, sub_energy, sum_to_one=sum_to_one)
+            out = jax.tree_util.tree_map(np.asarray, out)
+            real = np.arange(ks.size)
+            fits.subspace[ks] = out["subspace"][real]
+            fits.rank90[ks] = out["rank90"][real]
+            kk, nn = np.nonzero(cand[real] >= 0)
+            ci = cand[kk, nn]
+            fits.val_sse[ci] = out["val_sse"][kk, nn, :R]
+            fits.best[ci] = out["best"][kk, nn]
+            fits.val_n[ci] = out["val_n"][kk]
+            fits.sst_ho[ci] = sst_ho[kk, nn]
+            fits.sse_in[ci] = out["sse_in"][kk, nn]
+            fits.sst_in[ci] = sst_in[kk, nn]
+            fits.b[ci] = out["b"][kk, nn]
+            # per-block validation errors of leave-one-unit-out candidates
+            nTc = paths.n_T[paths.cand_key[ci]]
+            loco = nTc >= 2
+            if loco.any():
+                bl = np.arange(Jp)[None, :] < np.where(loco, nTc, 0)[:, None]
+                rr, jj = np.nonzero(bl)
+                fits.val_blocks[t_off[ci][rr] + jj] = out["val_blocks"][kk[rr], nn[rr], jj]
+            wk = out["w"][kk, nn]  # (n, Dp)
+            dl = cand_nD[ci]
+            if sum_to_one:  # weights of the centred fit -> affine weights on the donors
+                real_d = np.arange(Dp)[None, :] < dl[:, None]
+                wk = np.where(real_d, wk + (1 - wk.sum(axis=1, keepdims=True)) / dl[:, None], 0)
+            dm = np.arange(Dp)[None, :] < dl[:, None]
+            rr, dd = np.nonzero(dm)
+            fits.w_flat[w_off[ci][rr] + dd] = wk[rr, dd]
+            bar.update(ci.size)
+    bar.close()
+    return fits
+
+
+def _totals(inputs):
+    """Sums of squares of the targets around their means: in-sample and per held-out block."""
+    _, _, nb, _, bmask, _, _, _, Gvv, sv, mv = inputs
+    bm = bmask[:, None, :].astype(float)
+    n_all = np.sum(nb[:, None, :] * bm, axis=-1, keepdims=True)
+    ybar = np.sum((sv + nb[:, None, :] * mv) * bm, axis=-1, keepdims=True) / np.where(
+        n_all > 0, n_all, 1.0
+    )
+    eps = mv - ybar
+    sst_in = np.sum((Gvv + 2 * eps * sv + nb[:, None, :] * eps**2) * bm, axis=-1)
+    nb_safe = np.where(nb > 0, nb, 1.0)[:, None, :]
+    sst_ho = np.sum((Gvv - sv**2 / nb_safe) * bm, axis=-1)
+    return sst_in, sst_ho
+
+
+def _gather(store, paths, targets, ks, cand, knd, Dp, Jp, Np, p):
+    """Block statistics of keys ``ks`` and their candidates ``cand`` (-1: padding)."""
+    nk = ks.size
+    n_folds = store.fold_n.size
+    # donors
+    d_len = paths.n_D[ks]
+    dmask = np.arange(Dp)[None, :] < d_len[:, None]
+    Dm = np.where(
+        dmask,
+        paths.D_flat[np.minimum(paths.D_off[ks][:, None] + np.arange(Dp), paths.D_flat.size - 1)],
+        0,
+    )
+    # blocks: training units (kind 0) or folds of the single training unit (kind 1)
+    if knd == 0:
+        t_len = paths.n_T[ks]
+        bmask = np.arange(Jp)[None, :] < t_len[:, None]
+        Tm = np.where(
+            bmask,
+            paths.T_flat[
+                np.minimum(paths.T_off[ks][:, None] + np.arange(Jp), paths.T_flat.size - 1)
+            ],
+            0,
+        )
+    else:
+        bmask = np.broadcast_to(np.arange(Jp)[None, :] < n_folds, (nk, Jp))
+        Tm = np.repeat(paths.T_flat[paths.T_off[ks]][:, None], Jp, axis=1)
+    # candidates of each key
+    cmask = cand >= 0
+    v = np.where(cmask, targets[paths.cand_target[np.maximum(cand, 0)], 1], 0)
+
+    sentinel = store.gram.size - 1
+    n_u = store.n_meas[Tm]  # (nk, J)
+    posD = store.pos[Tm[:, :, None], Dm[:, None, :]]  # (nk, J, D)
+    posD = np.where(dmask[:, None, :] & bmask[:, :, None], posD, -1)
+    posv = store.pos[Tm[:, None, :], v[:, :, None]]  # (nk, N, J)
+    posv = np.where(cmask[:, :, None] & bmask[:, None, :], posv, -1)
+    base = store.off[Tm]  # (nk, J)
+    gi = base[:, :, None, None] + posD[:, :, :, None] * n_u[:, :, None, None] + posD[:, :, None, :]
+    gi = np.where((posD[:, :, :, None] >= 0) & (posD[:, :, None, :] >= 0), gi, sentinel)
+    vi = base[:, None, :, None] + posD[:, None, :, :] * n_u[:, None, :, None] + posv[..., None]
+    vi = np.where((posD[:, None, :, :] >= 0) & (posv[..., None] >= 0), vi, sentinel)
+    vvi = base[:, None, :] + posv * n_u[:, None, :] + posv
+    vvi = np.where(posv >= 0, vvi, sentinel)
+    m = np.where(posD >= 0, store.means[Tm[:, :, None], Dm[:, None, :]], 0.0)
+    mv = np.where(posv >= 0, store.means[Tm[:, None, :], v[:, :, None]], 0.0)
+    if knd == 0:
+        G = store.gram[gi]
+        Gv = store.gram[vi]
+        Gvv = store.gram[vvi]
+        s = np.zeros((nk, Jp, Dp))
+        sv = np.zeros((nk, Np, Jp))
+        nb = np.where(bmask, float(p), 0.0)
+    else:
+        fold = np.minimum(np.arange(Jp), n_folds - 1)
+        G = store.fold_gram[fold[None, :, None, None], gi]
+        Gv = store.fold_gram[fold[None, None, :, None], vi]
+        Gvv = store.fold_gram[fold[None, None, :], vvi]
+        rs = store.fold_sum.shape[1] - 1
+        ri = np.where(posD >= 0, store.row_off[Tm][:, :, None] + posD, rs)
+        s = store.fold_sum[fold[None, :, None], ri]
+        rv = np.where(posv >= 0, store.row_off[Tm][:, None, :] + posv, rs)
+        sv = store.fold_sum[fold[None, None, :], rv]
+        nb = np.where(bmask, store.fold_n[fold][None, :].astype(float), 0.0)
+        G = np.where(bmask[:, :, None, None], G, 0.0)
+        Gv = np.where(bmask[:, None, :, None], Gv, 0.0)
+        Gvv = np.where(bmask[:, None, :], Gvv, 0.0)
+        s = np.where(bmask[:, :, None], s, 0.0)
+        sv = np.where(bmask[:, None, :], sv, 0.0)
+    # target unit's own donor Gram (for the subspace statistic)
+    u = paths.key_unit[ks]
+    pu = np.where(dmask, store.pos[u[:, None], Dm], -1)
+    ui = (
+        store.off[u][:, None, None]
+        + pu[:, :, None] * store.n_meas[u][:, None, None]
+        + pu[:, None, :]
+    )
+    Gu = store.gram[np.where((pu[:, :, None] >= 0) & (pu[:, None, :] >= 0), ui, sentinel)]
+    return (G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv)
+
+
+def predict_selected(
+    Yd: np.ndarray,
+    paths: Paths,
+    sel_cand: np.ndarray,
+    w_flat: np.ndarray,
+    w_off: np.ndarray,
+    b: np.ndarray,
+    out: np.ndarray,
+    rows: np.ndarray,
+    progress: bool,
+) -> None:
+    """Write ``W @ Yd[u, D] + b`` of the selected candidates into ``out[rows]``."""
+    if sel_cand.size == 0:
+        return
+    key = paths.cand_key[sel_cand]
+    nK = paths.key_unit.size
+    order = np.argsort(key, kind="stable")
+    counts = np.bincount(key, minlength=nK)
+    cstart = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    used = np.flatnonzero(counts)
+    p = Yd.shape[2]
+    plan = _bucket_plan(
+        used,
+        paths.n_D[used],
+        np.full(used.size, 2),
+        counts[used],
+        order,
+        cstart,
+        1,
+        lambda Dp, Jp, Np, R: max(Dp * p, Np * p, Np * Dp),
+    )
+    bar = tqdm(total=sel_cand.size, desc="predicting", disable=not progress, unit="pair")
+    for (Dp, _, Np, size), vkeys, vcand in plan:
+        for lo, hi in _chunks(len(vkeys), size):
+            ks = vkeys[lo:hi]
+            idx = np.full((size, Np), -1, dtype=np.int64)
+            idx[: ks.size] = vcand[lo:hi]
+            ks_p = np.concatenate([ks, np.full(size - ks.size, ks[0])])
+            d_len = paths.n_D[ks_p]
+            dmask = np.arange(Dp)[None, :] < d_len[:, None]
+            Dm = np.where(
+                dmask,
+                paths.D_flat[
+                    np.minimum(paths.D_off[ks_p][:, None] + np.arange(Dp), paths.D_flat.size - 1)
+                ],
+                0,
+            )
+            u = paths.key_unit[ks_p]
+            X = np.where(dmask[:, :, None], Yd[u[:, None], Dm], 0.0).astype(np.float64)
+            Wk = np.zeros((size, Np, Dp))
+            bk = np.zeros((size, Np))
+            kk, nn = np.nonzero(idx >= 0)
+            i = idx[kk, nn]  # positions in sel_cand
+            bk[kk, nn] = b[i]
+            dm = np.arange(Dp)[None, :] < d_len[kk][:, None]
+            rr, dd = np.nonzero(dm)
+            Wk[kk[rr], nn[rr], dd] = w_flat[w_off[i][rr] + dd]
+            pred = np.asarray(K.predict_keys(Wk, bk, X))
+            out[rows[i]] = pred[kk, nn]
+            bar.update(i.size)
+    bar.close()

@@ -1,0 +1,168 @@
+"""Donor weights and fit of one pair imputed by synthetic interventions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._keys import SI_DEFAULT_KEY, SI_DONOR_WEIGHTS, SI_TRAIN_UNITS, Key
+from .._validate import _suggest, check_grid
+
+
+def _grid_profile(grid: AnnData, lookup: dict, context: str, perturbation: str):
+    row = lookup.get((context, perturbation))
+    if row is None:
+        return None
+    x = grid.X[row]
+    x = x.toarray().ravel() if sp.issparse(x) else np.asarray(x, dtype=float).ravel()
+    return x
+
+
+def donors(
+    grid: AnnData,
+    context: str,
+    perturbation: str,
+    *,
+    key: str = SI_DEFAULT_KEY,
+    n_top: int = 15,
+    ax=None,
+    show: bool | None = None,
+):
+    """Plot the donor weights of one imputed pair and the fit they come from.
+
+    Left: the ``n_top`` largest donor weights (by absolute value) of the pair, as stored in
+    ``grid.uns[key]["donor_weights"]`` by ``scimpute.tl.impute(grid,
+    method="synthetic_interventions")``. Right: for every training unit (context for
+    SI-Action, perturbation for SI-Context) the measured profile of the target against the
+    weighted donor combination (``sum_d w_d y_d + b``), one point per feature; points on the
+    diagonal are a perfect in-sample fit. The title gives the source actually used for the
+    pair, the in-sample R2 and the subspace-inclusion statistic.
+
+    Parameters
+    ----------
+    grid
+        A grid imputed with ``method="synthetic_interventions"``.
+    context, perturbation
+        Labels of an imputed pair.
+    key
+        ``key_added`` of the imputation.
+    n_top
+        Number of donors shown.
+    ax
+        One :class:`~matplotlib.axes.Axes` (weights only) or two (weights and fit). By
+        default a new figure with both panels.
+    show
+        Show the figure; by default ``True`` unless ``ax`` is given.
+
+    Returns
+    -------
+    ``None`` if shown, else the list of :class:`~matplotlib.axes.Axes` drawn on. Nothing is
+    written to ``grid``.
+
+    """
+    import matplotlib.pyplot as plt
+
+    if key not in grid.uns or SI_DONOR_WEIGHTS not in grid.uns[key]:
+        raise KeyError(
+            f"grid.uns[{key!r}] holds no donor weights; run "
+            "scimpute.tl.impute(grid, method='synthetic_interventions') first (or pass key=)."
+        )
+    rec = grid.uns[key]
+    ctx = np.asarray(rec["target_contexts"]).astype(str)
+    pert = np.asarray(rec["target_perturbations"]).astype(str)
+    hit = np.flatnonzero((ctx == str(context)) & (pert == str(perturbation)))
+    if hit.size == 0:
+        pairs = [f"{c}|{p}" for c, p in zip(ctx[:200], pert[:200], strict=True)]
+        raise ValueError(
+            f"({context!r}, {perturbation!r}) is not a pair imputed under key {key!r} (measured "
+            "pairs and control rows are not imputed)."
+            + _suggest(f"{context}|{perturbation}", pairs)
+        )
+    i = int(hit[0])
+    W = sp.csr_matrix(rec[SI_DONOR_WEIGHTS])
+    labels = np.asarray(rec["donor_labels"]).astype(str)
+    row = W.getrow(i)
+    d_idx, w = row.indices, row.data
+    if ax is None:
+        _, axs = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.2]})
+        axs = list(axs)
+        show = True if show is None else show
+    else:
+        axs = list(ax) if isinstance(ax, Sequence | np.ndarray) else [ax]
+        show = False if show is None else show
+    source = str(grid.obs.loc[_row_name(grid, context, perturbation), Key.obs.source(key)])
+
+    # weights
+    a0 = axs[0]
+    if w.size == 0:
+        a0.text(0.5, 0.5, "no donors (fallback)", ha="center", va="center", transform=a0.transAxes)
+        a0.set_axis_off()
+    else:
+        order = np.argsort(-np.abs(w), kind="stable")[:n_top][::-1]
+        colors = np.where(w[order] >= 0, "tab:blue", "tab:red")
+        a0.barh(np.arange(order.size), w[order], color=colors)
+        a0.set_yticks(np.arange(order.size), labels[d_idx[order]])
+        a0.axvline(0, color="0.5", lw=0.8)
+        a0.set_xlabel("donor weight")
+        shown = f"top {order.size} of {w.size}" if w.size > order.size else f"{w.size}"
+        a0.set_title(f"{shown} donors of {context} | {perturbation}")
+
+    # fit over the training units
+    if len(axs) > 1:
+        a1 = axs[1]
+        info = check_grid(grid)
+        ckey, pkey = info["context_key"], info["perturbation_key"]
+        lookup = {
+            (str(c), str(p)): n
+            for n, (c, p, m) in enumerate(
+                zip(grid.obs[ckey], grid.obs[pkey], grid.obs[Key.obs.measured], strict=True)
+            )
+            if m
+        }
+        units = np.asarray(rec["unit_labels"]).astype(str)[
+            sp.csr_matrix(rec[SI_TRAIN_UNITS]).getrow(i).indices
+        ]
+        b = float(np.asarray(rec["donor_intercepts"])[i])
+        action = str(rec["donor_axis"]) in ("perturbations", "both")
+        for u in units:
+            target = (u, str(perturbation)) if action else (str(context), u)
+            y = _grid_profile(grid, lookup, *target)
+            prof = [
+                _grid_profile(grid, lookup, *((u, lab) if action else (lab, u)))
+                for lab in labels[d_idx]
+            ]
+            if y is None or any(x is None for x in prof):
+                continue
+            fit = np.sum([wd * x for wd, x in zip(w, prof, strict=True)], axis=0) + b
+            a1.scatter(fit, y, s=4, alpha=0.5, label=u)
+        lo, hi = a1.get_xlim()
+        a1.plot([lo, hi], [lo, hi], color="0.4", lw=0.8)
+        a1.set_xlabel("weighted donors")
+        a1.set_ylabel(f"measured {perturbation}" if action else f"measured in {context}")
+        r2 = _obs_value(grid, key, context, perturbation, "r2_train")
+        sub = _obs_value(grid, key, context, perturbation, "subspace_stat")
+        a1.set_title(f"used: {source}; in-sample R2 {r2:.3f}; subspace {sub:.3f}")
+        if len(units) <= 10:
+            a1.legend(fontsize="small", markerscale=3, title="training units")
+    if show:
+        plt.show()
+        return None
+    return axs
+
+
+def _row_name(grid: AnnData, context: str, perturbation: str):
+    info = check_grid(grid)
+    m = (grid.obs[info["context_key"]].astype(str) == str(context)) & (
+        grid.obs[info["perturbation_key"]].astype(str) == str(perturbation)
+    )
+    return grid.obs_names[np.flatnonzero(m.to_numpy())[0]]
+
+
+def _obs_value(grid: AnnData, key: str, context: str, perturbation: str, name: str) -> float:
+    col = Key.obs.diagnostic(key, name)
+    if col not in grid.obs:
+        return float("nan")
+    return float(grid.obs.loc[_row_name(grid, context, perturbation), col])

@@ -1,0 +1,444 @@
+"""Synthetic interventions: agreement with the per-pair numpy reference, recovery of
+simulated truth, diagnostics, fallbacks, bad input, AnnData round trips and the plot."""
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import scimpute as si
+from scimpute.methods import grid_data
+from scimpute.methods._si_engine import greedy_paths
+from scimpute.methods._si_reference import reference_levels, reference_si
+from scimpute.methods.baselines import context_mean
+from scimpute.methods.synthetic_interventions import _resolve_preset, synthetic_interventions
+from scimpute.tl._data import default_targets, to_grid_data
+
+SI = "synthetic_interventions"
+PLAIN = {
+    "select": "max_donors",
+    "ridge": 0.0,
+    "fallback": False,
+    "sum_to_one": False,
+    "min_train_units": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def small():
+    g = si.datasets.simulate_grid(
+        8, 12, 30, rank=3, noise=0.3, fraction_measured=0.5, random_state=1
+    )
+    data, _ = to_grid_data(g)
+    return data, default_targets(data)
+
+
+def _truth(grid, data, order):
+    return grid.layers["truth"][order].reshape(data.Y.shape)
+
+
+# --------------------------------------------------------------------------------------
+# batched == reference
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        PLAIN,
+        {"preset": "validated"},
+        {"donors": "contexts", "min_train_units": 1, "min_win_fraction": 0.5},
+        {
+            "preset": "validated",
+            "rank": ["gavish_donoho", 2],
+            "ridge": [0.0, 0.1],
+            "energy": 0.9,
+            "max_donors": 4,
+            "fallback_margin": 0.1,
+        },
+    ],
+    ids=["default", "plain", "validated", "contexts", "ranks"],
+)
+def test_batched_matches_reference(small, params):
+    data, t = small
+    res = synthetic_interventions(data, t, random_state=3, **params)
+    folds = np.random.default_rng(3).permutation(np.arange(data.n_features) % 5)
+    ref_params = {k: v for k, v in params.items() if k != "preset"}
+    ref_params.update(
+        _resolve_preset(
+            params.get("preset"),
+            params.get("donors", "perturbations"),
+            **{
+                k: params.get(k)
+                for k in ("ridge", "select", "fallback", "min_train_units", "sum_to_one")
+            },
+        )
+    )
+    ref_params.pop("preset")
+    ref = reference_si(
+        data.Y, data.measured, t, control=data.control, feature_folds=folds, **ref_params
+    )
+    np.testing.assert_allclose(res.prediction, ref["prediction"], rtol=1e-5, atol=1e-5)
+    assert list(res.source) == list(ref["source"])
+    for k in (
+        "n_donors",
+        "n_train",
+        "r2_train",
+        "r2_heldout",
+        "validation_mse",
+        "context_mean_validation_mse",
+        "subspace_stat",
+    ):
+        np.testing.assert_allclose(res.per_target[k], ref[k], rtol=1e-6, atol=1e-8, err_msg=k)
+    reasons = {r: int(np.sum(ref["reason"] == r)) for r in set(ref["reason"]) if r}
+    assert {k: v for k, v in res.info["fallback_reasons"].items() if v} == reasons
+    # the stored weights reproduce the predictions of the pairs imputed by SI
+    W = res.info["donor_weights"]
+    used = res.source == SI
+    Yd = (
+        data.Y
+        if params.get("donors", "perturbations") == "perturbations"
+        else np.swapaxes(data.Y, 0, 1)
+    )
+    t_d = t if params.get("donors", "perturbations") == "perturbations" else t[:, ::-1]
+    for i in np.flatnonzero(used)[:10]:
+        row = W.getrow(i)
+        pred = row.data @ Yd[t_d[i, 0], row.indices] + res.info["donor_intercepts"][i]
+        np.testing.assert_allclose(pred, res.prediction[i], rtol=1e-5, atol=1e-5)
+
+
+def test_greedy_paths_match_reference():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        M = rng.random((rng.integers(3, 9), rng.integers(3, 12))) < rng.uniform(0.3, 0.8)
+        t = np.argwhere(~M)
+        if t.size == 0:
+            continue
+        cap = None if trial % 3 else int(rng.integers(1, 4))
+        paths = greedy_paths(M, t, cap)
+        for i, (c, a) in enumerate(t):
+            ref = reference_levels(M, c, a, max_donors=cap)
+            sel = np.flatnonzero(paths.cand_target == i)
+            sel = sel[np.argsort(paths.cand_step[sel])]
+            assert len(sel) == len(ref)
+            for j, (T, D) in zip(sel, ref, strict=True):
+                k = paths.cand_key[j]
+                got_T = paths.T_flat[paths.T_off[k] : paths.T_off[k + 1]]
+                got_D = paths.D_flat[paths.D_off[k] : paths.D_off[k + 1]]
+                assert sorted(got_T) == sorted(T)
+                assert sorted(got_D) == sorted(D)
+
+
+def test_greedy_rule_and_tie_breaking():
+    # target (0, 3); units 1..3 measure it. Donor 0 is measured in units {1, 2, 3} (kept
+    # first), donors 1 and 2 tie on 2 training units each; donor 2 is measured in more
+    # units overall (it wins the tie), donor 1 would win on grid order alone.
+    M = np.array(
+        [
+            [1, 1, 1, 0],
+            [1, 1, 1, 1],
+            [1, 1, 0, 1],
+            [1, 0, 1, 1],
+            [0, 0, 1, 0],
+        ],
+        dtype=bool,
+    )
+    levels = reference_levels(M, 0, 3)
+    # then donor 1 (measured in unit 1 of the remaining {1, 3}) ends the path
+    assert [(list(T), sorted(D)) for T, D in levels] == [
+        ([1, 2, 3], [0]),
+        ([1, 3], [0, 2]),
+        ([1], [0, 1, 2]),
+    ]
+    paths = greedy_paths(M, np.array([[0, 3]]), None)
+    got = [sorted(paths.D_flat[paths.D_off[k] : paths.D_off[k + 1]]) for k in paths.cand_key]
+    assert got == [[0], [0, 2], [0, 1, 2]]
+    # a cap of one donor stops after the first
+    assert [sorted(D) for _, D in reference_levels(M, 0, 3, max_donors=1)] == [[0]]
+
+
+# --------------------------------------------------------------------------------------
+# accuracy on simulated truth
+# --------------------------------------------------------------------------------------
+
+
+def test_recovery_improves_as_noise_falls():
+    med = []
+    for noise in (1.0, 0.3, 0.1):
+        g = si.datasets.simulate_grid(
+            12, 20, 60, rank=3, noise=noise, fraction_measured=0.5, random_state=5
+        )
+        data, order = to_grid_data(g)
+        t = default_targets(data)
+        res = synthetic_interventions(data, t)
+        truth = _truth(g, data, order)[t[:, 0], t[:, 1]]
+        med.append(np.median(si.metrics.r2(truth, res.prediction)))
+    assert med[0] < med[1] < med[2]
+    assert med[2] > 0.95
+
+
+def test_validated_matches_or_beats_context_mean_with_strong_context_component():
+    # strong per-context common component, noisy profiles, each perturbation measured in few
+    # contexts: the published estimator (max donors, min-norm least squares, the SI-Action
+    # default) loses to context_mean here; preset="validated" must not.
+    g = si.datasets.simulate_grid(
+        20, 40, 100, rank=5, noise=2.0, context_strength=5.0, fraction_measured=0.2, random_state=0
+    )
+    data, order = to_grid_data(g)
+    t = default_targets(data)
+    truth = _truth(g, data, order)[t[:, 0], t[:, 1]]
+
+    def mse(pred):
+        return float(np.mean((pred - truth) ** 2))
+
+    cm = mse(context_mean(data, t).prediction)
+    plain = mse(synthetic_interventions(data, t, **PLAIN).prediction)
+    np.testing.assert_array_equal(
+        synthetic_interventions(data, t).prediction[:5],
+        synthetic_interventions(data, t, **PLAIN).prediction[:5],
+    )
+    default = synthetic_interventions(data, t, preset="validated")
+    assert plain > 1.2 * cm  # the trap is real
+    assert mse(default.prediction) <= 1.01 * cm
+    assert default.info["fallback_reasons"]["validation"] > 0
+
+
+def _violating_grid(seed=0, C=12, A=20, p=80, r=3, noise=0.05, frac=0.6):
+    """Low-rank grid where context 0 alone uses an extra latent direction."""
+    rng = np.random.default_rng(seed)
+    V = rng.normal(size=(A, r + 1))
+    U = 2 + 0.5 * rng.normal(size=(C, r + 1))
+    U[1:, r] = 0.0
+    U[0, r] = 3.0
+    W = rng.normal(size=(r + 1, p)) / np.sqrt(r + 1)
+    mu = 2 * rng.normal(size=(C, p))
+    truth = mu[:, None, :] + np.einsum("ck,ak,kp->cap", U, V, W)
+    Y = truth + noise * rng.normal(size=truth.shape)
+    M = rng.random((C, A)) < frac
+    Y[~M] = np.nan
+    return grid_data(Y, M), truth
+
+
+def test_subspace_diagnostic_separates_violating_pairs():
+    data, truth = _violating_grid()
+    t = np.argwhere(~data.measured)
+    res = synthetic_interventions(data, t, preset="validated", fallback=False)
+    stat = res.per_target["subspace_stat"]
+    ok = res.per_target["subspace_pass"]
+    bad = t[:, 0] == 0
+    assert bad.sum() >= 3
+    assert np.all(ok[bad] == 0)
+    assert np.mean(ok[~bad]) >= 0.9
+    assert np.median(stat[bad]) > 5 * np.quantile(stat[~bad], 0.9)
+    err = np.mean((res.prediction - truth[t[:, 0], t[:, 1]]) ** 2, axis=1)
+    assert np.median(err[bad]) > 100 * np.median(err[~bad])
+
+
+def test_both_directions_combine_by_validation_error(small):
+    data, t = small
+    both = synthetic_interventions(data, t, donors="both", min_train_units=1)
+    a = synthetic_interventions(data, t, preset="validated", min_train_units=1)
+    c = synthetic_interventions(data, t, donors="contexts", min_train_units=1)
+    share = both.per_target["action_share"]
+    ok = ~np.isnan(share)
+    assert ok.any()
+    assert ((share[ok] >= 0) & (share[ok] <= 1)).all()
+    mix = share[ok, None] * a.prediction[ok] + (1 - share[ok, None]) * c.prediction[ok]
+    np.testing.assert_allclose(both.prediction[ok], mix, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both.prediction[~ok], a.prediction[~ok], rtol=1e-6)
+    assert both.info["donor_axis"] == "both"
+
+
+def test_permuting_contexts_permutes_results(small):
+    data, t = small
+    perm = np.random.default_rng(2).permutation(data.n_contexts)
+    inv = np.argsort(perm)
+    data2 = grid_data(data.Y[perm], data.measured[perm], control=data.control)
+    t2 = np.column_stack([inv[t[:, 0]], t[:, 1]])
+    a = synthetic_interventions(data, t)
+    b = synthetic_interventions(data2, t2)
+    np.testing.assert_allclose(a.prediction, b.prediction, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        a.per_target["subspace_stat"], b.per_target["subspace_stat"], atol=1e-8
+    )
+
+
+# --------------------------------------------------------------------------------------
+# fallbacks and bad input
+# --------------------------------------------------------------------------------------
+
+
+def test_fallbacks_are_documented_and_counted():
+    rng = np.random.default_rng(0)
+    Y = rng.normal(size=(5, 6, 10))
+    M = np.ones((5, 6), dtype=bool)
+    M[:, 5] = False
+    M[0, 5] = True  # perturbation 5 is measured in context 0 only: one training context
+    M[4] = False  # context 4 measures nothing: no donors, and no context mean either
+    data = grid_data(np.where(M[..., None], Y, np.nan), M, control=0)
+    t = np.array([[1, 5], [4, 2]])
+    res = synthetic_interventions(data, t, preset="validated")
+    base = context_mean(data, t)
+    np.testing.assert_allclose(res.prediction, base.prediction, rtol=1e-6)
+    assert list(res.source) == ["context_mean", "perturbation_mean"]
+    reasons = res.info["fallback_reasons"]
+    assert reasons["few_training_units"] == 1
+    assert reasons["no_donors"] == 1
+    # allowing single-context levels, the first pair gets a fit validated on held-out features
+    res1 = synthetic_interventions(data, t, preset="validated", min_train_units=1, fallback=False)
+    assert res1.source[0] == SI
+    assert res1.per_target["n_train"][0] == 1
+    assert np.isnan(res1.per_target["r2_heldout"][0])
+
+
+def test_target_measured_nowhere_falls_back_to_context_mean():
+    rng = np.random.default_rng(1)
+    Y = rng.normal(size=(4, 5, 8))
+    M = np.ones((4, 5), dtype=bool)
+    M[:, 4] = False
+    data = grid_data(np.where(M[..., None], Y, np.nan), M)
+    t = np.argwhere(~M)
+    res = synthetic_interventions(data, t)
+    assert set(res.source) == {"context_mean"}
+    assert res.info["fallback_reasons"]["no_training_units"] == 4
+    assert np.isnan(res.per_target["n_donors"]).all()
+    assert res.info["donor_weights"].nnz == 0
+
+
+def test_bad_input_errors(small):
+    data, t = small
+    Y = data.Y.copy()
+    c, a = np.argwhere(data.measured)[3]
+    Y[c, a, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        synthetic_interventions(grid_data(Y, data.measured, control=data.control), t)
+    with pytest.raises(ValueError, match="never targets"):
+        synthetic_interventions(data, np.array([[0, data.control]]))
+    with pytest.raises(ValueError, match="nothing to learn"):
+        synthetic_interventions(grid_data(data.Y, np.zeros_like(data.measured)), t)
+    dup = grid_data(data.Y, data.measured, contexts=["a"] * data.n_contexts)
+    with pytest.raises(ValueError, match="duplicate context"):
+        synthetic_interventions(dup, t)
+    for bad in (
+        {"donors": "genes"},
+        {"energy": 0.0},
+        {"rank": 0},
+        {"ridge": -1.0},
+        {"select": "best"},
+        {"n_feature_folds": 1},
+        {"max_donors": 0},
+        {"min_train_units": 0},
+        {"fallback_margin": 1.0},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            synthetic_interventions(data, t, **bad)
+
+
+# --------------------------------------------------------------------------------------
+# AnnData plumbing, round trips, plot
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def imputed_grid():
+    g = si.datasets.simulate_grid(
+        8, 12, 30, rank=3, noise=0.3, fraction_measured=0.5, random_state=1
+    )
+    si.tl.impute(g, method=SI)
+    return g
+
+
+def test_impute_writes_diagnostics_and_roundtrips(imputed_grid, tmp_path):
+    g = imputed_grid
+    key = "imputed_synthetic_interventions"
+    rec = g.uns[key]
+    imputed = ~g.obs["measured"].to_numpy() & (g.obs["perturbation"] != "control").to_numpy()
+    for name in (
+        "n_donors",
+        "n_train",
+        "r2_train",
+        "r2_heldout",
+        "subspace_stat",
+        "subspace_pass",
+        "validation_mse",
+    ):
+        col = g.obs[f"{key}_{name}"]
+        assert col[~imputed].isna().all()
+    assert g.obs[f"{key}_n_donors"][imputed].notna().any()
+    W = rec["donor_weights"]
+    assert sp.issparse(W)
+    assert W.shape == (imputed.sum(), g.obs["perturbation"].nunique())
+    assert rec["settings"]["preset"] == "published"
+    assert rec["settings"]["select"] == "max_donors"
+    path = tmp_path / "g.h5ad"
+    g.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    r2 = back.uns[key]
+    assert (sp.csr_matrix(r2["donor_weights"]) != W).nnz == 0
+    assert (sp.csr_matrix(r2["train_units"]) != rec["train_units"]).nnz == 0
+    assert r2["fallback_reasons"] == {k: int(v) for k, v in rec["fallback_reasons"].items()}
+    np.testing.assert_array_equal(
+        np.asarray(r2["target_contexts"]).astype(str),
+        np.asarray(rec["target_contexts"]).astype(str),
+    )
+    np.testing.assert_allclose(back.layers[key], g.layers[key])
+
+
+def test_cross_validate_accepts_si_variants():
+    g = si.datasets.simulate_grid(
+        8, 12, 30, rank=3, noise=0.1, fraction_measured=0.6, random_state=4
+    )
+    df = si.tl.cross_validate(
+        g,
+        methods={"si": SI, "plain": {"method": SI, **PLAIN}, "cm": "context_mean"},
+        holdout="random",
+        n_folds=3,
+        progress=False,
+    )
+    s = si.tl.summarize_cross_validation(df)
+    assert s.loc["si", "median_r2"] > s.loc["cm", "median_r2"]
+
+
+def test_donors_plot(imputed_grid):
+    import matplotlib.pyplot as plt
+
+    g = imputed_grid
+    key = "imputed_synthetic_interventions"
+    row = g.obs[g.obs[f"{key}_source"] == SI].iloc[0]
+    axs = si.pl.donors(g, row["context"], row["perturbation"], show=False)
+    assert len(axs) == 2
+    assert axs[0].patches
+    _, ax = plt.subplots()
+    assert si.pl.donors(g, row["context"], row["perturbation"], ax=ax) == [ax]
+    with pytest.raises(ValueError, match="not a pair imputed"):
+        si.pl.donors(g, "c0", "control")
+    with pytest.raises(KeyError, match=r"run scimpute\.tl\.impute"):
+        si.pl.donors(g, row["context"], row["perturbation"], key="nope")
+
+
+# --------------------------------------------------------------------------------------
+# real data
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.data
+def test_cmap_leave_one_out_sample_beats_context_mean(data_dir):
+    adata = si.datasets.cmap()
+    grid = si.pp.perturbation_grid(adata, "cell_id", "pert_id", control="DMSO")
+    data, _ = to_grid_data(grid)
+    pairs = np.argwhere(data.treated_mask())
+    pick = pairs[np.random.default_rng(0).choice(len(pairs), size=12, replace=False)]
+    rel = []
+    for c, a in pick:
+        mask = data.measured.copy()
+        mask[c, a] = False
+        fold = data.with_measured(mask)
+        truth = data.Y[c, a][None].astype(float)
+        cm = context_mean(fold, [[c, a]]).prediction
+        res = synthetic_interventions(fold, [[c, a]], preset="validated")
+        sse_cm = float(np.sum((cm - truth) ** 2))
+        rel.append(float(np.sum((res.prediction - truth) ** 2)) / sse_cm)
+        if res.source[0] == SI:  # affine weights sum to one
+            np.testing.assert_allclose(res.info["donor_weights"].sum(), 1.0, rtol=1e-6)
+    assert np.median(rel) < 0.8
