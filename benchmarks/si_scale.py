@@ -38,9 +38,9 @@ from scimpute.tl._data import default_targets, to_grid_data
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = {
-    "default": {},  # SI-Action's default: preset="published"
-    "validated": {"preset": "validated"},
-    "validated_single_unit": {"preset": "validated", "min_train_units": 1},
+    "default": {},  # preset="validated"
+    "published": {"preset": "published"},
+    "two_units": {"min_train_units": 2},
 }
 
 
@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=978)
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--reference-pairs", type=int, default=200)
-    ap.add_argument("--configs", nargs="+", default=["default", "validated"])
+    ap.add_argument("--configs", nargs="+", default=["default", "published"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="si_scale")
     args = ap.parse_args()
@@ -227,13 +227,12 @@ def main() -> None:
         "included; the grid's arrays, about `rss_at_start_gb`, are part of it), "
         "`rss_increase_gb` what the call added; `peak_rss_gb_process` the process's peak "
         "over the whole run, the simulator's dense intermediates included. "
-        '`default` is SI-Action\'s default (`preset="published"`: greedy donors to the last '
-        "level, minimum-norm least squares, free weights, no fallback; its last level "
-        "usually has one training context, validated on held-out features for the "
-        'diagnostics only); `validated` (`preset="validated"`) validates levels with at '
-        "least two training contexts by leave-one-context-out error, with affine weights "
-        "and the context_mean fallback; `validated_single_unit` also allows single-context "
-        "levels.",
+        "`default` (preset validated) validates the levels of the greedy path (leave-one-"
+        "context-out, or held-out features for single-context levels whose donors over-span "
+        "the design) and the ridge, with affine weights and the context_mean fallback; "
+        "`published` is the literature's estimator (greedy donors to the last level, "
+        "minimum-norm least squares, free weights, no fallback); `two_units` is the default "
+        "restricted to levels with at least two training contexts.",
         "",
         "```",
         json.dumps(meta, indent=2, default=str),
