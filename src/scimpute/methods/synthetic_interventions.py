@@ -70,11 +70,12 @@ Presets
     donors number at least 1.5 times the components carrying 90% of the design's energy.
     ``preset="published"`` is the literature's estimator: the last level of the path,
     minimum-norm least squares, free weights, no fallback. On CMap leave-one-out the two are
-    within 0.001 median R2 for SI-Action (0.877 / 0.876) and the validated one is 0.035
-    better for SI-Context; on the simulator (70 x 500, rank 10) both recover the truth
-    (median R2 0.657 / 0.661, context_mean 0.542), and on a simulation with a strong
-    per-context component and noise the published estimator's error is 1.4 times that of
-    ``context_mean`` while the validated one matches it (``benchmarks/results/si_*.md``).
+    within 0.001 median R2 for SI-Action (0.877 / 0.876) and the validated one is 0.025
+    better for SI-Context (0.744 / 0.719); on the simulator (70 x 500, rank 10) both
+    recover the truth (median R2 0.655 / 0.656, context_mean 0.547), and on a simulation
+    with a strong per-context component and noise the published estimator's error is 1.4
+    times that of ``context_mean`` while the validated one matches it
+    (``benchmarks/results/si_*.md``).
 
 Fallbacks, counted in ``.uns[key]["fallback_reasons"]`` and named in ``source``:
 ``no_training_units`` (the perturbation is measured in no other context; for SI-Context,
