@@ -292,19 +292,21 @@ def _pow8(x: int) -> int:
 _SMALL_WORK = 2e8
 
 
-def _bucket_plan(keys, D, J, N, order, cstart, R, per_key_floats):
+def _bucket_plan(keys, D, J, N, order, cstart, R, per_key_floats, exact_J=None):
     """Pad keys into a few shapes so that the kernels compile once per shape.
 
     Keys are grouped by padded donor count and number of training sets (powers of two; a
     single coarse group when the whole problem is small); within a group the candidates
     are padded to ``Np`` (a key with more candidates is split into several rows). Chunks
-    hold a power of 8 keys, at most what the memory budget allows. Yields
+    hold a power of 8 keys, at most what the memory budget allows. Keys flagged in
+    ``exact_J`` keep their number of training sets unpadded (feature-fold validation always
+    has ``n_feature_folds`` of them, so no extra shapes arise). Yields
     ``((Dp, Jp, Np, chunk), key ids, candidate ids (n, Np))``.
     """
     if keys.size == 0:
         return []
     Dp = _pow2(D, 2)
-    Jp = _pow2(J, 2)
+    Jp = _pow2(J, 2) if exact_J is None else np.where(exact_J, J, _pow2(J, 2))
     small = (Jp.max() + 1) * float(Dp.max()) ** 3 * keys.size < _SMALL_WORK
     if small:
         # small problem: one coarse shape, so that repeated calls (cross-validation folds)
@@ -394,7 +396,9 @@ def fit_all(
     rank_code = np.concatenate([rank_code, np.repeat(rank_code[-1:], R_pad - R)])
     ridge = np.concatenate([ridge, np.repeat(ridge[-1:], R_pad - R)])
     bar = tqdm(total=L, desc="synthetic interventions", disable=not progress, unit="pair")
-    plan = _bucket_plan(used, nD[used], J[used], counts[used], order, cstart, R_pad, _fit_floats)
+    plan = _bucket_plan(
+        used, nD[used], J[used], counts[used], order, cstart, R_pad, _fit_floats, kind[used] == 1
+    )
     for (Dp, Jp, Np, size), vkeys, vcand in plan:
         for lo, hi in _chunks(len(vkeys), size):
             ks = vkeys[lo:hi]
