@@ -152,6 +152,15 @@ PRESETS = {
 }
 
 
+def _ranges(starts, counts) -> np.ndarray:
+    """``concatenate([arange(s, s + n) for s, n in zip(starts, counts)])``, vectorised."""
+    counts = np.asarray(counts, dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(counts)])
+    return np.repeat(np.asarray(starts, dtype=np.int64), counts) + (
+        np.arange(int(off[-1]), dtype=np.int64) - np.repeat(off[:-1], counts)
+    )
+
+
 def _resolve_preset(preset, donors, **explicit) -> dict:
     """The preset's defaults, overridden by the parameters that were passed (not ``None``)."""
     if preset is None:
@@ -629,17 +638,12 @@ def _fit_direction(
     keys_sel = paths.cand_key[cs]
     nD_sel = paths.n_D[keys_sel]
     w_off_sel = np.concatenate([[0], np.cumsum(nD_sel)]).astype(np.int64)
-    flat_src = np.repeat(fits.w_off[cs], nD_sel) + (
-        np.arange(int(w_off_sel[-1])) - np.repeat(w_off_sel[:-1], nD_sel)
-    )
-    w_sel = fits.w_flat[flat_src]
+    w_sel = fits.w_flat[_ranges(fits.w_off[cs], nD_sel)]
     b_sel = fits.b[cs]
     si_rows = np.flatnonzero(use_si[has])
     if si_rows.size:
         sub_off = np.concatenate([[0], np.cumsum(nD_sel[si_rows])]).astype(np.int64)
-        sub_src = np.repeat(w_off_sel[si_rows], nD_sel[si_rows]) + (
-            np.arange(int(sub_off[-1])) - np.repeat(sub_off[:-1], nD_sel[si_rows])
-        )
+        sub_src = _ranges(w_off_sel[si_rows], nD_sel[si_rows])
         with jax.enable_x64(True):
             E.predict_selected(
                 Yd,
@@ -680,26 +684,11 @@ def _fit_direction(
     # donor weights (targets x donor axis) and training units (targets x units)
     rows_has = np.flatnonzero(has)
     n_donor_axis = Md.shape[1]
-    d_cols = (
-        paths.D_flat[
-            np.repeat(paths.D_off[keys_sel], nD_sel)
-            + (np.arange(int(w_off_sel[-1])) - np.repeat(w_off_sel[:-1], nD_sel))
-        ]
-        if cs.size
-        else np.zeros(0, dtype=np.int64)
-    )
+    d_cols = paths.D_flat[_ranges(paths.D_off[keys_sel], nD_sel)]
     weights = sp.csr_matrix(
         (w_sel, (np.repeat(rows_has, nD_sel), d_cols)), shape=(n_t, n_donor_axis)
     )
-    t_off = np.concatenate([[0], np.cumsum(nT_sel)]).astype(np.int64)
-    t_cols = (
-        paths.T_flat[
-            np.repeat(paths.T_off[keys_sel], nT_sel)
-            + (np.arange(int(t_off[-1])) - np.repeat(t_off[:-1], nT_sel))
-        ]
-        if cs.size
-        else np.zeros(0, dtype=np.int64)
-    )
+    t_cols = paths.T_flat[_ranges(paths.T_off[keys_sel], nT_sel)]
     train_units = sp.csr_matrix(
         (np.ones(t_cols.size, dtype=np.float32), (np.repeat(rows_has, nT_sel), t_cols)),
         shape=(n_t, Md.shape[0]),
