@@ -326,6 +326,7 @@ def test_bad_input_errors(small):
         {"max_donors": 0},
         {"min_train_units": 0},
         {"fallback_margin": 1.0},
+        {"preset": "fast"},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             synthetic_interventions(data, t, **bad)
