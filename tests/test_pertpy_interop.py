@@ -20,25 +20,8 @@ else:
         "pertpy", reason='pertpy is an optional extra: pip install -e ".[interop]"'
     )
 
-FAST = {
-    "width": 32,
-    "depth": 2,
-    "latent_dim": 8,
-    "max_epochs": 60,
-    "batch_size": 64,
-    "learning_rate": 3e-3,
-    "dropout": 0.0,
-}
 
-
-@pytest.fixture(scope="module")
-def cells():
-    return si.datasets.simulate_cells(
-        n_contexts=4, n_perturbations=2, n_genes=30, n_cells=60, random_state=0
-    )
-
-
-def test_pseudobulk_space_output_builds_a_grid(cells):
+def test_pseudobulk_space_output_builds_a_grid(cells, fast):
     ps = pt.tl.PseudobulkSpace().compute(
         cells, target_col="perturbation", groups_col="cell_type", mode="mean"
     )
@@ -60,15 +43,15 @@ def test_pseudobulk_space_output_builds_a_grid(cells):
         method="autoencoder",
         max_epochs=20,
         validation_fraction=0.0,
-        **{k: FAST[k] for k in ("width", "depth", "latent_dim")},
+        **{k: fast[k] for k in ("width", "depth", "latent_dim")},
     )
     assert np.isfinite(grid.layers["imputed_autoencoder"]).all()
 
 
-def test_transfer_output_feeds_pertpy_distances(cells):
+def test_transfer_output_feeds_pertpy_distances(cells, fast):
     hide = ((cells.obs["cell_type"] == "ct0") & (cells.obs["perturbation"] == "p0")).to_numpy()
     train = cells[~hide].copy()
-    si.tl.fit_transfer(train, progress=False, **FAST)
+    si.tl.fit_transfer(train, progress=False, **fast)
     pred = si.tl.transfer(train, target_context="ct0", target_perturbation="p0")
     real = cells[hide].copy()
     real.obs["predicted"] = False

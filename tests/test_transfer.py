@@ -4,30 +4,12 @@ import pytest
 
 import scimpute as si
 
-# one architecture, batch size and learning rate everywhere: one compiled training loop
-FAST = {
-    "width": 32,
-    "depth": 2,
-    "latent_dim": 8,
-    "max_epochs": 60,
-    "batch_size": 64,
-    "learning_rate": 3e-3,
-    "dropout": 0.0,
-}
-
 
 @pytest.fixture(scope="module")
-def cells():
-    return si.datasets.simulate_cells(
-        n_contexts=4, n_perturbations=2, n_genes=30, n_cells=60, random_state=0
-    )
-
-
-@pytest.fixture(scope="module")
-def train(cells):
+def train(cells, fast):
     hide = (cells.obs["cell_type"] == "ct0") & (cells.obs["perturbation"] == "p0")
     tr = cells[~hide.to_numpy()].copy()
-    si.tl.fit_transfer(tr, progress=False, **FAST)
+    si.tl.fit_transfer(tr, progress=False, **fast)
     return tr
 
 
@@ -95,15 +77,15 @@ def test_latent_shift_matches_manual_balanced_mean(train):
     np.testing.assert_allclose(res.X, X0 + change, rtol=1e-4, atol=1e-4)
 
 
-def test_seeded_determinism(train):
+def test_seeded_determinism(train, fast):
     a = train.copy()
     c = train.copy()
     del a.uns["transfer"], c.uns["transfer"]
-    si.tl.fit_transfer(a, progress=False, **FAST)  # same seed as the fixture
+    si.tl.fit_transfer(a, progress=False, **fast)  # same seed as the fixture
     np.testing.assert_array_equal(a.obsm["X_transfer"], train.obsm["X_transfer"])
     for k, v in train.uns["transfer"]["weights"].items():
         np.testing.assert_array_equal(a.uns["transfer"]["weights"][k], v)
-    si.tl.fit_transfer(c, progress=False, random_state=8, **{**FAST, "max_epochs": 2})
+    si.tl.fit_transfer(c, progress=False, random_state=8, **{**fast, "max_epochs": 2})
     assert not np.array_equal(a.obsm["X_transfer"], c.obsm["X_transfer"])
     pa = si.tl.transfer(a, target_context="ct0", target_perturbation="p0", balance="resample")
     pb = si.tl.transfer(train, target_context="ct0", target_perturbation="p0", balance="resample")
@@ -138,11 +120,11 @@ def test_combination_by_latent_additivity(train):
     assert set(pred.obs["perturbation"]) == {"p0+p1"}
 
 
-def test_fits_when_no_model_and_pertpy_default_columns(train):
+def test_fits_when_no_model_and_pertpy_default_columns(train, fast):
     sub = train.copy()
     del sub.uns["transfer"], sub.obsm["X_transfer"]
     out = si.tl.transfer(
-        sub, target_context="ct0", target_perturbation="p1", key="m", progress=False, **FAST
+        sub, target_context="ct0", target_perturbation="p1", key="m", progress=False, **fast
     )
     assert "m" in sub.uns
     assert "X_m" in sub.obsm
@@ -193,7 +175,7 @@ def test_bad_inputs(train, cells):
         si.tl.transfer(other_genes, target_context="ct0", target_perturbation="p0")
 
 
-def test_vae_fits_and_predicts(train):
+def test_vae_fits_and_predicts(train, fast):
     # 36 cells -> 32 training rows in one batch of 32: the VAE training loop compiled by the
     # grid tests (tests/methods/test_autoencoder.py) is reused
     ct = train.obs["cell_type"].to_numpy()
@@ -202,7 +184,7 @@ def test_vae_fits_and_predicts(train):
         sub,
         model="vae",
         progress=False,
-        **{**FAST, "max_epochs": 5, "batch_size": 32, "learning_rate": 1e-3, "dropout": 0.2},
+        **{**fast, "max_epochs": 5, "batch_size": 32, "learning_rate": 1e-3, "dropout": 0.2},
     )
     assert sub.uns["transfer"]["training"]["n_train"] == 32
     assert sub.uns["transfer"]["params"]["model"] == "vae"

@@ -284,6 +284,18 @@ def _chunks(n: int, size: int):
         yield i, min(i + size, n)
 
 
+def _padded_chunk(vkeys, vcand, lo, hi, size, Np):
+    """Keys ``lo:hi`` of a bucket padded to ``size`` rows.
+
+    Padding repeats the first key with candidates -1. Returns ``(keys, candidates (size, Np),
+    padded keys)``.
+    """
+    ks = vkeys[lo:hi]
+    cand = np.full((size, Np), -1, dtype=np.int64)
+    cand[: ks.size] = vcand[lo:hi]
+    return ks, cand, np.concatenate([ks, np.full(size - ks.size, ks[0])])
+
+
 def _pow8(x: int) -> int:
     return int(8 ** np.ceil(np.log(max(x, 1)) / np.log(8)))
 
@@ -401,10 +413,7 @@ def fit_all(
     )
     for (Dp, Jp, Np, size), vkeys, vcand in plan:
         for lo, hi in _chunks(len(vkeys), size):
-            ks = vkeys[lo:hi]
-            cand = np.full((size, Np), -1, dtype=np.int64)
-            cand[: ks.size] = vcand[lo:hi]
-            ks_p = np.concatenate([ks, np.full(size - ks.size, ks[0])])
+            ks, cand, ks_p = _padded_chunk(vkeys, vcand, lo, hi, size, Np)
             parts = [np.flatnonzero(kind[ks_p] == knd) for knd in (0, 1)]
             pieces = [
                 _gather(store, paths, targets, ks_p[ix], cand[ix], knd, Dp, Jp, Np, p)
@@ -577,10 +586,7 @@ def predict_selected(
     bar = tqdm(total=sel_cand.size, desc="predicting", disable=not progress, unit="pair")
     for (Dp, _, Np, size), vkeys, vcand in plan:
         for lo, hi in _chunks(len(vkeys), size):
-            ks = vkeys[lo:hi]
-            idx = np.full((size, Np), -1, dtype=np.int64)
-            idx[: ks.size] = vcand[lo:hi]
-            ks_p = np.concatenate([ks, np.full(size - ks.size, ks[0])])
+            _, idx, ks_p = _padded_chunk(vkeys, vcand, lo, hi, size, Np)
             d_len = paths.n_D[ks_p]
             dmask = np.arange(Dp)[None, :] < d_len[:, None]
             Dm = np.where(
