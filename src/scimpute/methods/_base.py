@@ -8,12 +8,13 @@ target pairs, and returns a :class:`MethodResult` with one predicted profile per
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from .._params import NoParams, Params
 
 
 @dataclass(frozen=True)
@@ -118,32 +119,48 @@ class Method:
     name
         Name used by ``impute(grid, method=name)``.
     fn
-        ``fn(data: GridData, targets: ndarray[int] (n, 2), *, random_state, **params)``
-        returning a :class:`MethodResult`.
+        ``fn(data: GridData, targets: ndarray[int] (n, 2), params: <params>, *, random_state)``
+        returning a :class:`MethodResult`. ``params`` is an instance of :attr:`params`,
+        already checked by the runner: ``fn`` never re-checks it.
+    params
+        The method's typed parameter spec (a frozen :class:`scimpute._params.Params`
+        dataclass): every parameter, its default, type and range, declared once.
     description
         One line for listings.
     reference
         Literature reference.
     needs_control
         Whether the method requires a control perturbation.
+    applies
+        Optional ``applies(data) -> str | None``: ``None`` when the method applies to the
+        grid, else the reason it does not (e.g. "no combination labels"). Used by
+        ``method="auto"`` and for warnings.
+    grouped_refit
+        Optional hook for cross-validation of methods whose fit is expensive:
+        ``grouped_refit(data, folds, params, *, random_state, progress) -> list[MethodResult]``
+        computes the predictions of every fold at once (e.g. one network per group of folds).
+        :func:`scimpute.tl.cross_validate` calls it instead of one fit per fold, and never
+        names a specific method.
 
     """
 
     name: str
     fn: MethodFn
     description: str
+    params: type[Params] = NoParams
     reference: str = ""
     needs_control: bool = False
+    applies: Callable[[GridData], str | None] | None = None
+    grouped_refit: Callable[..., list[MethodResult]] | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """Keyword parameters of ``fn`` and their defaults (``random_state`` excluded)."""
-        sig = inspect.signature(self.fn)
-        return {
-            k: p.default
-            for k, p in sig.parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "random_state"
-        }
+        """Name -> default of every parameter (``random_state`` excluded)."""
+        return self.params.defaults()
+
+    def parse(self, kwargs: Mapping[str, Any] | None = None) -> Params:
+        """Check user keyword arguments against the spec; the typed parameters."""
+        return self.params.from_kwargs(self.name, kwargs)
 
 
 def as_targets(targets) -> np.ndarray:

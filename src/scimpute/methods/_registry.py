@@ -7,26 +7,45 @@ from collections.abc import Callable
 import pandas as pd
 
 from .._validate import _suggest
-from ._base import Method, MethodFn
+from .._params import NoParams, Params
+from ._base import GridData, Method, MethodFn, MethodResult
 
 _REGISTRY: dict[str, Method] = {}
 
 
 def register(
-    name: str, *, description: str, reference: str = "", needs_control: bool = False
+    name: str,
+    *,
+    description: str,
+    params: type[Params] = NoParams,
+    reference: str = "",
+    needs_control: bool = False,
+    applies: Callable[[GridData], str | None] | None = None,
+    grouped_refit: Callable[..., list[MethodResult]] | None = None,
 ) -> Callable[[MethodFn], MethodFn]:
     """Decorator that registers an array-level method under ``name``.
 
+    See :class:`~scimpute.methods.Method` for the fields.
+
     Examples
     --------
+    >>> from dataclasses import dataclass
+    >>> from scimpute._params import Params, param
     >>> from scimpute.methods import register, MethodResult
-    >>> @register("zeros", description="predicts zeros")  # doctest: +SKIP
-    ... def zeros(data, targets, *, random_state=0):
+    >>> @dataclass(frozen=True)
+    ... class ZerosParams(Params):
+    ...     scale: float = param(0.0, doc="value predicted")
+    >>> @register("zeros", description="predicts zeros", params=ZerosParams)  # doctest: +SKIP
+    ... def zeros(data, targets, params, *, random_state=0):
     ...     ...
 
     """
 
     def deco(fn: MethodFn) -> MethodFn:
+        nonlocal params
+        if params is NoParams and _legacy_kwargs(fn):  # TRANSITION
+            params = _spec_from_signature(name, fn)
+            fn._legacy_kwargs = True  # type: ignore[attr-defined]
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"A method named {name!r} is already registered.")
         _REGISTRY[name] = Method(
@@ -35,10 +54,33 @@ def register(
             description=description,
             reference=reference,
             needs_control=needs_control,
+            params=params,
+            applies=applies,
+            grouped_refit=grouped_refit,
         )
         return fn
 
     return deco
+
+
+def _legacy_kwargs(fn) -> bool:  # TRANSITION: removed once every method declares a spec
+    import inspect
+
+    return "params" not in inspect.signature(fn).parameters
+
+
+def _spec_from_signature(name, fn):  # TRANSITION
+    import dataclasses
+    import inspect
+    from typing import Any
+
+    sig = inspect.signature(fn)
+    flds = [
+        (k, Any, dataclasses.field(default=p.default))
+        for k, p in sig.parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "random_state"
+    ]
+    return dataclasses.make_dataclass(f"{name}_params", flds, bases=(Params,), frozen=True)
 
 
 def get_method(name: str) -> Method:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .._params import NoParams
+from .._utils import RandomState
 from ._base import GridData, MethodResult, as_targets
 from ._registry import register
 
@@ -132,7 +134,9 @@ def _chain(
     description="Mean of the context's other measured non-control profiles (mean over actions).",
     reference=_REF_SI,
 )
-def context_mean(data: GridData, targets, *, random_state=0) -> MethodResult:
+def context_mean(
+    data: GridData, targets, params: NoParams | None = None, *, random_state: RandomState = 0
+) -> MethodResult:
     """Predict each target (c, a) by the mean of c's measured non-control profiles.
 
     Parameters
@@ -157,7 +161,9 @@ def context_mean(data: GridData, targets, *, random_state=0) -> MethodResult:
     description="Mean of the perturbation's measured profiles in other contexts (mean over contexts).",
     reference=_REF_SI,
 )
-def perturbation_mean(data: GridData, targets, *, random_state=0) -> MethodResult:
+def perturbation_mean(
+    data: GridData, targets, params: NoParams | None = None, *, random_state: RandomState = 0
+) -> MethodResult:
     """Predict each target (c, a) by the mean of a's measured profiles in other contexts.
 
     See :func:`context_mean` for the parameters.
@@ -170,7 +176,9 @@ def perturbation_mean(data: GridData, targets, *, random_state=0) -> MethodResul
     description="Average of context_mean and perturbation_mean.",
     reference=_REF_SI,
 )
-def two_way_mean(data: GridData, targets, *, random_state=0) -> MethodResult:
+def two_way_mean(
+    data: GridData, targets, params: NoParams | None = None, *, random_state: RandomState = 0
+) -> MethodResult:
     """Predict each target by the average of its context mean and its perturbation mean.
 
     Where only one of the two exists, that one is used (``source`` says which).
@@ -205,7 +213,9 @@ def _baseline_profiles(data: GridData, gm: GroupMeans) -> tuple[np.ndarray, np.n
     description="Fixed-effect model: context baseline + mean effect of the perturbation elsewhere.",
     reference=_REF_SI,
 )
-def additive(data: GridData, targets, *, random_state=0) -> MethodResult:
+def additive(
+    data: GridData, targets, params: NoParams | None = None, *, random_state: RandomState = 0
+) -> MethodResult:
     """Predict ``b(c) + mean_{c'}(y[c', a] - b(c'))`` (the additive fixed-effect model).
 
     ``b(c)`` is the control profile of context c; on grids without a control it is c's

@@ -7,14 +7,14 @@ from typing import Any
 import numpy as np
 
 from .._utils import RandomState
-from .._validate import check_unknown_params
+from .._params import Params, check_random_state_value
 from ..methods import GridData, Method, MethodResult, as_targets, get_method
 
 
 def resolve_method(name: str, params: dict[str, Any], data: GridData | None = None) -> Method:
-    """Look up ``name``, check ``params`` against its signature and its control needs."""
+    """Look up ``name``, check ``params`` against its spec and its control needs."""
     method = get_method(name)
-    check_unknown_params(name, params, list(method.defaults))
+    method.parse(params)
     if data is not None and method.needs_control and data.control is None:
         raise ValueError(
             f"Method {name!r} needs a control perturbation, but the grid was built with "
@@ -29,7 +29,7 @@ def run_method(
     targets,
     *,
     random_state: RandomState,
-    params: dict[str, Any],
+    params: dict[str, Any] | Params,
 ) -> MethodResult:
     """Call ``method`` on ``targets`` and validate the shapes and finiteness of its result."""
     t = as_targets(targets)
@@ -40,7 +40,12 @@ def run_method(
         )
     if data.measured[t[:, 0], t[:, 1]].any():
         raise ValueError("Targets must be unmeasured pairs; hide them in `measured` first.")
-    res = method.fn(data, t, random_state=random_state, **params)
+    check_random_state_value(method.name, random_state)
+    typed = params if isinstance(params, Params) else method.parse(params)
+    if getattr(method.fn, "_legacy_kwargs", False):  # TRANSITION: removed once all are typed
+        res = method.fn(data, t, random_state=random_state, **typed.to_dict())
+    else:
+        res = method.fn(data, t, typed, random_state=random_state)
     pred = np.asarray(res.prediction)
     if pred.shape != (t.shape[0], data.n_features):
         raise RuntimeError(
