@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ._keys import Key
+from ._records import GridInfo, read_grid_info
 
 
 def _suggest(name: str, options: Iterable[str]) -> str:
@@ -100,26 +101,16 @@ def check_finite(x, what: str) -> None:
         )
 
 
-def check_grid(grid: AnnData) -> dict:
-    """Check that ``grid`` is a perturbation grid and return its ``.uns`` record."""
-    if not isinstance(grid, AnnData):
-        raise TypeError(
-            f"Expected an AnnData made by scimpute.pp.perturbation_grid, got {type(grid).__name__}."
-        )
-    info = grid.uns.get(Key.uns.grid)
-    if info is None:
-        raise ValueError(
-            f"grid.uns[{Key.uns.grid!r}] is missing: this AnnData is not a perturbation grid. "
-            "Build one with scimpute.pp.perturbation_grid(adata, context_key, perturbation_key)."
-        )
-    for k in ("context_key", "perturbation_key"):
-        col = info[k]
+def check_grid(grid: AnnData) -> GridInfo:
+    """Check that ``grid`` is a perturbation grid and return its :class:`GridInfo` record."""
+    info = read_grid_info(grid)
+    for what, col in (("context", info.context_key), ("perturbation", info.perturbation_key)):
         if col not in grid.obs.columns:
-            raise ValueError(f"grid.obs lacks the {k.replace('_', ' ')} column {col!r}.")
+            raise ValueError(f"grid.obs lacks the {what} key column {col!r}.")
     if Key.obs.measured not in grid.obs.columns:
         raise ValueError(f"grid.obs lacks the {Key.obs.measured!r} column.")
-    n_ctx = grid.obs[info["context_key"]].nunique()
-    n_pert = grid.obs[info["perturbation_key"]].nunique()
+    n_ctx = grid.obs[info.context_key].nunique()
+    n_pert = grid.obs[info.perturbation_key].nunique()
     if n_ctx * n_pert != grid.n_obs:
         raise ValueError(
             f"The grid has {grid.n_obs} rows but {n_ctx} contexts x {n_pert} perturbations = "

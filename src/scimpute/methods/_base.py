@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._keys import COMBINATION_SEP
 from .._params import NoParams, Params
 
 
@@ -34,6 +35,8 @@ class GridData:
         Labels, in grid order.
     features
         Feature (gene) names.
+    combination_sep
+        Separator of combination labels in ``perturbations`` (``"A+B"``).
     obs
         Optional per-pair side information (a :class:`pandas.DataFrame` of the grid's obs,
         context-major order) for methods that use covariates.
@@ -47,6 +50,7 @@ class GridData:
     perturbations: np.ndarray
     features: np.ndarray | None = None
     obs: Any = None
+    combination_sep: str = COMBINATION_SEP
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):

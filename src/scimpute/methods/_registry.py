@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from .._validate import _suggest
 from .._params import NoParams, Params
+from .._validate import _suggest
 from ._base import GridData, Method, MethodFn, MethodResult
 
 _REGISTRY: dict[str, Method] = {}

@@ -23,110 +23,27 @@ Fallbacks (recorded per pair in ``source``): ``context_mean`` -> ``perturbation_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import scipy.sparse as sp
 
 from .._params import NoParams
 from .._utils import RandomState
 from ._base import GridData, MethodResult, as_targets
 from ._registry import register
+from ._stats import (  # noqa: F401  (TRANSITION: re-exported until methods import _stats)
+    GroupMeans,
+    baseline_profiles,
+    fallback_chain,
+    group_means,
+    indicator,
+    measured_rows,
+)
+
+# TRANSITION aliases for modules not yet moved to _stats
+_chain = fallback_chain
+_baseline_profiles = baseline_profiles
+_indicator = indicator
 
 _REF_SI = "Squires et al., CLeaR 2022 (baselines of the CMap causal-imputation benchmark)"
-
-
-@dataclass
-class GroupMeans:
-    """Sums and counts of measured non-control profiles by context and by perturbation."""
-
-    ctx_sum: np.ndarray  # (C, p)
-    ctx_n: np.ndarray  # (C,)
-    pert_sum: np.ndarray  # (A, p)
-    pert_n: np.ndarray  # (A,)
-    global_mean: np.ndarray  # (p,)
-
-    def context_mean(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Means and counts of the contexts ``c`` (NaN rows where the count is 0)."""
-        n = self.ctx_n[c]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.ctx_sum[c] / n[:, None], n
-
-    def perturbation_mean(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Means and counts of the perturbations ``a`` (NaN rows where the count is 0)."""
-        n = self.pert_n[a]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.pert_sum[a] / n[:, None], n
-
-
-def _indicator(codes: np.ndarray, n_groups: int) -> sp.csr_matrix:
-    return sp.csr_matrix(
-        (np.ones(codes.size), (codes, np.arange(codes.size))), shape=(n_groups, codes.size)
-    )
-
-
-def measured_rows(data: GridData, mask: np.ndarray | None = None):
-    """Indices and float64 profiles of the pairs in ``mask`` (default: treated measured)."""
-    mask = data.treated_mask() if mask is None else mask
-    ci, ai = np.nonzero(mask)
-    return ci, ai, np.asarray(data.Y[ci, ai], dtype=np.float64)
-
-
-def group_means(data: GridData) -> GroupMeans:
-    """Context and perturbation sums of the measured non-control profiles."""
-    ci, ai, ym = measured_rows(data)
-    if ci.size == 0:
-        ci, ai, ym = measured_rows(data, data.measured)
-        if ci.size == 0:
-            raise ValueError(
-                "The grid has no measured pairs: nothing to learn from. Check obs['measured']."
-            )
-        gm = ym.mean(axis=0)
-        p = data.n_features
-        return GroupMeans(
-            np.zeros((data.n_contexts, p)),
-            np.zeros(data.n_contexts),
-            np.zeros((data.n_perturbations, p)),
-            np.zeros(data.n_perturbations),
-            gm,
-        )
-    return GroupMeans(
-        ctx_sum=np.asarray(_indicator(ci, data.n_contexts) @ ym),
-        ctx_n=np.bincount(ci, minlength=data.n_contexts).astype(float),
-        pert_sum=np.asarray(_indicator(ai, data.n_perturbations) @ ym),
-        pert_n=np.bincount(ai, minlength=data.n_perturbations).astype(float),
-        global_mean=ym.mean(axis=0),
-    )
-
-
-def _fill(pred, source, ok, values, name):
-    take = ~ok & np.isfinite(values).all(axis=1)
-    pred[take] = values[take]
-    source[take] = name
-    return ok | take
-
-
-def _chain(
-    data: GridData, targets: np.ndarray, order: list[str], gm: GroupMeans | None = None
-) -> MethodResult:
-    t = as_targets(targets)
-    gm = group_means(data) if gm is None else gm
-    c, a = t[:, 0], t[:, 1]
-    pred = np.full((len(t), data.n_features), np.nan)
-    source = np.full(len(t), "", dtype=object)
-    ok = np.zeros(len(t), dtype=bool)
-    support = np.zeros(len(t))
-    for name in order:
-        if name == "context_mean":
-            vals, n = gm.context_mean(c)
-        elif name == "perturbation_mean":
-            vals, n = gm.perturbation_mean(a)
-        else:
-            vals, n = np.broadcast_to(gm.global_mean, pred.shape), np.zeros(len(t))
-        new = ~ok & (n > 0) if name != "global_mean" else ~ok
-        support[new] = n[new]
-        ok = _fill(pred, source, ok, vals, name)
-    return MethodResult(prediction=pred, source=source, per_target={"n_averaged": support})
 
 
 @register(
@@ -145,6 +62,8 @@ def context_mean(
         The grid's arrays.
     targets
         ``(n, 2)`` (context index, perturbation index) pairs to predict.
+    params
+        Unused (the method has no parameters).
     random_state
         Unused (the estimator is deterministic); accepted for a uniform signature.
 
@@ -153,7 +72,7 @@ def context_mean(
     :class:`~scimpute.methods.MethodResult` with ``per_target["n_averaged"]``.
 
     """
-    return _chain(data, targets, ["context_mean", "perturbation_mean", "global_mean"])
+    return fallback_chain(data, targets, ["context_mean", "perturbation_mean", "global_mean"])
 
 
 @register(
@@ -168,7 +87,7 @@ def perturbation_mean(
 
     See :func:`context_mean` for the parameters.
     """
-    return _chain(data, targets, ["perturbation_mean", "context_mean", "global_mean"])
+    return fallback_chain(data, targets, ["perturbation_mean", "context_mean", "global_mean"])
 
 
 @register(
@@ -189,23 +108,11 @@ def two_way_mean(
     cm, cn = gm.context_mean(t[:, 0])
     pm, pn = gm.perturbation_mean(t[:, 1])
     both = (cn > 0) & (pn > 0)
-    res = _chain(data, t, ["context_mean", "perturbation_mean", "global_mean"], gm)
+    res = fallback_chain(data, t, ["context_mean", "perturbation_mean", "global_mean"], gm)
     res.prediction[both] = 0.5 * (cm[both] + pm[both])
     res.source[both] = "two_way_mean"
     res.per_target["n_averaged"][both] = cn[both] + pn[both]
     return res
-
-
-def _baseline_profiles(data: GridData, gm: GroupMeans) -> tuple[np.ndarray, np.ndarray]:
-    """Per-context baseline b(c): the control profile, or the context mean without control."""
-    if data.control is not None:
-        has = data.measured[:, data.control].copy()
-        b = np.where(has[:, None], np.nan_to_num(data.Y[:, data.control].astype(float)), np.nan)
-    else:
-        has = gm.ctx_n > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            b = gm.ctx_sum / gm.ctx_n[:, None]
-    return b, has
 
 
 @register(
@@ -225,18 +132,20 @@ def additive(
     """
     t = as_targets(targets)
     gm = group_means(data)
-    b, has_b = _baseline_profiles(data, gm)
+    b, has_b = baseline_profiles(data, gm)
     ci, ai, ym = measured_rows(data)
     keep = has_b[ci]
     ci, ai, ym = ci[keep], ai[keep], ym[keep]
-    eff_sum = np.asarray(_indicator(ai, data.n_perturbations) @ (ym - b[ci]))
+    eff_sum = np.asarray(indicator(ai, data.n_perturbations) @ (ym - b[ci]))
     eff_n = np.bincount(ai, minlength=data.n_perturbations).astype(float)
     c, a = t[:, 0], t[:, 1]
-    res = _chain(data, t, ["context_mean", "perturbation_mean", "global_mean"], gm)
+    res = fallback_chain(data, t, ["context_mean", "perturbation_mean", "global_mean"], gm)
     # contexts without a baseline profile: perturbation_mean first
     no_b = ~has_b[c]
     if no_b.any():
-        alt = _chain(data, t[no_b], ["perturbation_mean", "context_mean", "global_mean"], gm)
+        alt = fallback_chain(
+            data, t[no_b], ["perturbation_mean", "context_mean", "global_mean"], gm
+        )
         res.prediction[no_b] = alt.prediction
         res.source[no_b] = alt.source
         res.per_target["n_averaged"][no_b] = alt.per_target["n_averaged"]

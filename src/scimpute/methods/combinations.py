@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._keys import COMBINATION_SEP
 from ..pp._labels import parse_perturbation
 from ._base import GridData, MethodResult, as_targets
 from ._registry import register
@@ -44,8 +43,7 @@ _REF_KORKUT = "Korkut et al., eLife 2015 (additive reference of drug-pair respon
 
 
 def _parsed_labels(data: GridData) -> list[list[tuple[str, float | None]]]:
-    info = (data.extra or {}).get("grid_info") or {}
-    sep = info.get("combination_sep", COMBINATION_SEP)
+    sep = data.combination_sep
     return [parse_perturbation(str(lab), sep=sep) for lab in data.perturbations]
 
 

@@ -409,8 +409,7 @@ def build_prior(
         )
     w = _normalise_weights(weights, blocks)
     sep = COMBINATION_SEP
-    info = (data.extra or {}).get("grid_info") or {}
-    sep = info.get("combination_sep", sep)
+    sep = data.combination_sep
 
     w_ctx = w_pert = 0.0
     if "onehot" in blocks or "components" in blocks:

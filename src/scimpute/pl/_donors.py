@@ -114,7 +114,7 @@ def donors(
     if len(axs) > 1:
         a1 = axs[1]
         info = check_grid(grid)
-        ckey, pkey = info["context_key"], info["perturbation_key"]
+        ckey, pkey = info.context_key, info.perturbation_key
         lookup = {
             (str(c), str(p)): n
             for n, (c, p, m) in enumerate(
@@ -155,8 +155,8 @@ def donors(
 
 def _row_name(grid: AnnData, context: str, perturbation: str):
     info = check_grid(grid)
-    m = (grid.obs[info["context_key"]].astype(str) == str(context)) & (
-        grid.obs[info["perturbation_key"]].astype(str) == str(perturbation)
+    m = (grid.obs[info.context_key].astype(str) == str(context)) & (
+        grid.obs[info.perturbation_key].astype(str) == str(perturbation)
     )
     return grid.obs_names[np.flatnonzero(m.to_numpy())[0]]
 

@@ -40,12 +40,12 @@ def _pair_scores(grid: AnnData, score: str, method: str | None, cv_key: str) -> 
     if method not in methods:
         raise KeyError(f"method={method!r} not in the cross-validation table: {list(methods)}.")
     t = table[table["method"] == method]
-    info = grid.uns[Key.uns.grid]
+    info = check_grid(grid)
     lookup = dict(
         zip(
             zip(
-                grid.obs[info["context_key"]].astype(str),
-                grid.obs[info["perturbation_key"]].astype(str),
+                grid.obs[info.context_key].astype(str),
+                grid.obs[info.perturbation_key].astype(str),
                 strict=True,
             ),
             grid.obs_names,
@@ -136,6 +136,6 @@ def grid(
     ax.set_xticklabels(perts, rotation=90, fontsize=7)
     ax.set_yticks(range(len(contexts)))
     ax.set_yticklabels(contexts, fontsize=7)
-    ax.set_xlabel(info["perturbation_key"])
-    ax.set_ylabel(info["context_key"])
+    ax.set_xlabel(info.perturbation_key)
+    ax.set_ylabel(info.context_key)
     return finish(ax, show, save)

@@ -8,14 +8,15 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
 
+from .._records import GridInfo
 from .._validate import check_grid
 from ..metrics import pearson
 from ._utils import finish, get_ax
 
 
-def _row(grid: AnnData, info: dict, context: str, perturbation: str) -> int:
-    c = grid.obs[info["context_key"]].astype(str).to_numpy()
-    p = grid.obs[info["perturbation_key"]].astype(str).to_numpy()
+def _row(grid: AnnData, info: GridInfo, context: str, perturbation: str) -> int:
+    c = grid.obs[info.context_key].astype(str).to_numpy()
+    p = grid.obs[info.perturbation_key].astype(str).to_numpy()
     hit = np.flatnonzero((c == str(context)) & (p == str(perturbation)))
     if hit.size == 0:
         raise KeyError(f"The grid has no pair ({context!r}, {perturbation!r}).")
@@ -72,8 +73,8 @@ def prediction(
             "measured pair (obs['measured'] = False) before imputing, or pass truth_layer=."
         )
     pred = np.asarray(grid.layers[key])[i]
-    if info.get("has_control", False):
-        j = _row(grid, info, context, info["control"])
+    if info.control is not None:
+        j = _row(grid, info, context, info.control)
         base = np.asarray(grid.X if truth_layer is None else grid.layers[truth_layer])[j]
         if not np.isfinite(base).all():
             raise ValueError(f"The control of context {context!r} is not measured.")

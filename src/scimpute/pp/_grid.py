@@ -8,6 +8,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._keys import COMBINATION_SEP, Key
+from .._records import GridInfo, write_grid_info
 from .._validate import _suggest, check_finite, check_layer, check_obs_key, factorize_labels
 from ._labels import combine_with_dose
 
@@ -211,19 +212,19 @@ def perturbation_grid(
     grid = AnnData(X=X, obs=obs, var=adata.var.copy())
     if not grid.obs_names.is_unique:
         grid.obs_names_make_unique()
-    grid.uns[Key.uns.grid] = {
-        "context_key": context_key,
-        "perturbation_key": perturbation_key,
-        "control": "" if control is None else str(control),
-        "has_control": control is not None,
-        "combination_sep": combination_sep,
-        "params": {
-            "layer": "X" if layer is None else layer,
-            "min_cells": int(min_cells),
-            "dose_key": "" if dose_key is None else dose_key,
-            "n_contexts": n_c,
-            "n_perturbations": n_p,
-            "n_measured": int(measured.sum()),
-        },
-    }
+    write_grid_info(
+        grid,
+        GridInfo(
+            context_key=context_key,
+            perturbation_key=perturbation_key,
+            control=None if control is None else str(control),
+            combination_sep=combination_sep,
+            layer="X" if layer is None else layer,
+            min_cells=int(min_cells),
+            dose_key=dose_key,
+            n_contexts=n_c,
+            n_perturbations=n_p,
+            n_measured=int(measured.sum()),
+        ),
+    )
     return grid

@@ -8,14 +8,15 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._keys import Key
+from .._records import GridInfo
 from .._validate import check_grid
 from ..methods import GridData
 
 
-def grid_positions(grid: AnnData, info: dict) -> tuple[np.ndarray, np.ndarray, list, list]:
+def grid_positions(grid: AnnData, info: GridInfo) -> tuple[np.ndarray, np.ndarray, list, list]:
     """Context and perturbation index of every grid row, and the label lists."""
-    cvals = grid.obs[info["context_key"]]
-    pvals = grid.obs[info["perturbation_key"]]
+    cvals = grid.obs[info.context_key]
+    pvals = grid.obs[info.perturbation_key]
     contexts = (
         [str(c) for c in cvals.cat.categories]
         if isinstance(cvals.dtype, pd.CategoricalDtype)
@@ -79,8 +80,8 @@ def to_grid_data(grid: AnnData, *, layer: str | None = None) -> tuple[GridData, 
             "set obs['measured'] to False for them."
         )
     control = None
-    if info.get("has_control", False):
-        ctrl = str(info["control"])
+    if info.control is not None:
+        ctrl = info.control
         if ctrl not in perts:
             raise ValueError(f"The grid's control {ctrl!r} is not among its perturbations.")
         control = perts.index(ctrl)
@@ -91,6 +92,7 @@ def to_grid_data(grid: AnnData, *, layer: str | None = None) -> tuple[GridData, 
         contexts=np.asarray(contexts, dtype=object),
         perturbations=np.asarray(perts, dtype=object),
         features=np.asarray(grid.var_names, dtype=object),
+        combination_sep=info.combination_sep,
         obs=grid.obs.iloc[order].reset_index(drop=True),
         extra={
             "grid_info": info,

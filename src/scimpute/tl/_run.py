@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import RandomState
 from .._params import Params, check_random_state_value
+from .._utils import RandomState
 from ..methods import GridData, Method, MethodResult, as_targets, get_method
 
 
