@@ -21,7 +21,7 @@ Demo(rank=3, rule='mean')
 >>> Demo.from_kwargs("demo", {"rank": 0})
 Traceback (most recent call last):
 ...
-ValueError: demo: rank must be an integer >= 1, got 0.
+scimpute._params.ParamError: demo: rank must be an integer >= 1, got 0.
 
 """
 
@@ -130,29 +130,62 @@ def _is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: Any, bounds: str = "") -> str:
+    """Phrase for a type; ``bounds`` (``">= 0"``) is attached to its number members."""
     origin = get_origin(tp)
+    b = f" {bounds}" if bounds else ""
     if tp is int:
-        return "an integer"
+        return "an integer" + b
     if tp is float:
-        return "a number"
+        return "a number" + b
     if tp is bool:
         return "True or False"
     if tp is str:
         return "a string"
     if tp is type(None):
         return "None"
+    if tp is Any:
+        return "any value"
     if origin is Literal:
-        return "one of " + ", ".join(_fmt(a) for a in get_args(tp))
+        return _one_of(get_args(tp))
     if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in get_args(tp))
+        args = get_args(tp)
+        literals = [x for a in args if get_origin(a) is Literal for x in get_args(a)]
+        parts = []
+        for a in args:
+            if a is int and float in args:
+                continue  # "a number" covers it
+            if get_origin(a) is Literal:
+                if literals:  # every literal member listed once, where the first one stood
+                    parts.append(_one_of(literals))
+                    literals = []
+                continue
+            parts.append(_type_name(a, bounds if _has_number(a) else ""))
+        return " or ".join(parts)
     if origin in (tuple, Sequence, list):
         args = get_args(tp)
-        inner = _type_name(args[0]) if args else "values"
-        return f"a sequence of {inner.removeprefix('an ').removeprefix('a ')}s"
+        items = [a for a in args if a is not Ellipsis]
+        inner = _type_name(items[0], bounds) if items else "any values"
+        if origin is tuple and items and Ellipsis not in args:
+            return f"a sequence of {len(items)} items ({inner})"
+        return f"a sequence (items: {inner})"
     if origin in (dict, Mapping):
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp))
+        args = get_args(tp)
+        return (
+            f"a mapping (values: {_type_name(args[1], bounds)})" if len(args) == 2 else "a mapping"
+        )
+    if isinstance(tp, type) and tp.__module__ not in ("builtins",):
+        return f"a {tp.__module__.split('.')[0]}.{tp.__name__}"
+    return getattr(tp, "__name__", str(tp)) + b
+
+
+def _one_of(values: Sequence[Any]) -> str:
+    return _fmt(values[0]) if len(values) == 1 else "one of " + ", ".join(map(_fmt, values))
+
+
+def _has_number(tp: Any) -> bool:
+    """Whether a type is or contains ``int`` or ``float`` (where bounds apply)."""
+    return tp in (int, float) or any(_has_number(a) for a in get_args(tp) if a is not Ellipsis)
 
 
 _NO = object()
@@ -192,16 +225,32 @@ def _coerce(tp: Any, v: Any) -> Any:
                 return out
         return _NO
     if origin in (tuple, list, Sequence):
-        if isinstance(v, str | bytes) or not isinstance(v, Sequence | np.ndarray):
+        if isinstance(v, str | bytes | Mapping) or not isinstance(v, Sequence | np.ndarray):
             return _NO
         args = get_args(tp)
-        inner = args[0] if args else Any
-        out = [_coerce(inner, x) for x in v]
+        if origin is tuple and args and Ellipsis not in args:  # fixed length
+            if len(v) != len(args):
+                return _NO
+            out = [_coerce(a, x) for a, x in zip(args, v, strict=True)]
+        else:
+            inner = args[0] if args else Any
+            out = [_coerce(inner, x) for x in v]
         if any(o is _NO for o in out):
             return _NO
         return tuple(out)
     if origin in (dict, Mapping):
-        return dict(v) if isinstance(v, Mapping) else _NO
+        if not isinstance(v, Mapping):
+            return _NO
+        args = get_args(tp)
+        if len(args) != 2:
+            return dict(v)
+        out = {}
+        for k, x in v.items():
+            ck, cx = _coerce(args[0], k), _coerce(args[1], x)
+            if ck is _NO or cx is _NO:
+                return _NO
+            out[ck] = cx
+        return out
     if isinstance(tp, type):
         return v if isinstance(v, tp) else _NO
     return v
@@ -233,12 +282,33 @@ def _check_number(x: float, s: Spec) -> bool:
 
 
 def _numbers_in(v: Any):
+    """The numbers of a value: itself, or those inside a tuple or a mapping's values."""
     if _is_real(v):
         yield v
-    elif isinstance(v, tuple):
-        for x in v:
-            if _is_real(x):
-                yield x
+    elif isinstance(v, tuple | Mapping):
+        for x in v.values() if isinstance(v, Mapping) else v:
+            yield from _numbers_in(x)
+
+
+def _items(v: Any) -> tuple[Any, ...]:
+    """What ``choices`` applies to: the value, or each item of a tuple."""
+    return v if isinstance(v, tuple) else (v,)
+
+
+def _in_choices(x: Any, choices: tuple[Any, ...]) -> bool:
+    # type-aware: True is not 1, and 1.0 matches 1 only among numbers
+    for c in choices:
+        if isinstance(c, bool | np.bool_) or isinstance(x, bool | np.bool_):
+            if type(c) is type(x) and c == x:
+                return True
+        elif _is_real(c) and _is_real(x):
+            if c == x:
+                return True
+        elif type(c) is type(x) and c == x:
+            return True
+        elif isinstance(c, str) and isinstance(x, str) and c == x:
+            return True
+    return False
 
 
 @cache
@@ -320,11 +390,10 @@ class Params:
         tp = _hints(cls).get(name, Any)
         s: Spec = f.metadata.get("spec", Spec())
         out = _coerce(tp, value)
-        bounds = _bounds_phrase(s)
-        what = _type_name(tp) + (f" {bounds}" if bounds else "")
+        what = _type_name(tp, _bounds_phrase(s))
         if out is _NO:
             raise ParamError(f"{owner}: {name} must be {what}, got {_fmt(value)}.")
-        if s.choices is not None and not _is_real(out) and out not in s.choices:
+        if s.choices is not None and not all(_in_choices(x, s.choices) for x in _items(out)):
             opts = ", ".join(_fmt(c) for c in s.choices)
             raise ParamError(f"{owner}: {name} must be one of {opts}, got {_fmt(value)}.")
         for x in _numbers_in(out):

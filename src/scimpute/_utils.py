@@ -10,20 +10,19 @@ import numpy as np
 RandomState = int | np.random.Generator | None
 
 
-def check_random_state(random_state: RandomState) -> np.random.Generator:
+def check_random_state(random_state: RandomState, owner: str = "scimpute") -> np.random.Generator:
     """Return a :class:`numpy.random.Generator` for an int seed, a generator or ``None``.
 
-    ``None`` means seed 0: scimpute never draws unseeded random numbers.
+    ``None`` means seed 0: scimpute never draws unseeded random numbers. Anything else (a
+    negative int, a float, a bool, a string) raises the house
+    :class:`~scimpute._params.ParamError` (``"<owner>: random_state must be ..."``).
     """
+    from ._params import check_random_state_value
+
+    random_state = check_random_state_value(owner, random_state)
     if isinstance(random_state, np.random.Generator):
         return random_state
-    if random_state is None:
-        return np.random.default_rng(0)
-    if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
-        return np.random.default_rng(int(random_state))
-    raise TypeError(
-        f"random_state must be an int or a numpy Generator, got {type(random_state).__name__}."
-    )
+    return np.random.default_rng(0 if random_state is None else random_state)
 
 
 def seed_from(random_state: RandomState) -> int:

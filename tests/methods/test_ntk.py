@@ -10,12 +10,19 @@ import pytest
 import scimpute as si
 from scimpute.methods import get_method, grid_data
 from scimpute.methods._ntk_numpy import ntk_kernel_numpy, ntk_numpy
-from scimpute.methods.ntk import _fit, _predict, _train_kernel, ntk_complete, ntk_kernel
+from scimpute.methods.ntk import (
+    NtkParams,
+    _fit,
+    _predict,
+    _train_kernel,
+    ntk_complete,
+    ntk_kernel,
+)
 from scimpute.tl._data import to_grid_data
 
 
 def _run(data, targets, **params):
-    return get_method("ntk").fn(data, np.asarray(targets), **params)
+    return get_method("ntk").fn(data, np.asarray(targets), NtkParams.from_kwargs("ntk", params))
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +207,7 @@ def test_components_generalise_to_unseen_combination():
         fold = d.with_measured(mask)
         for name, meth in (("ntk", "ntk"), ("cm", "context_mean")):
             pred = (
-                get_method(meth).fn(fold, np.array([[0, j]]), prior="components")
+                get_method(meth).fn(fold, np.array([[0, j]]), NtkParams(prior="components"))
                 if meth == "ntk"
                 else get_method(meth).fn(fold, np.array([[0, j]]))
             )
@@ -271,23 +278,34 @@ def test_user_features_obsm_obs_and_dataframe(sim):
     perts = g.obs["perturbation"].cat.categories
     fp = pd.DataFrame(rng.normal(size=(len(perts), 4)), index=perts)
     g.uns["fingerprints"] = fp
-    si.tl.impute(g, method="ntk", prior="onehot", features="fingerprints", key_added="c")
-    si.tl.impute(g, method="ntk", prior="onehot", features=fp, key_added="d")
+    # tables in .uns are passed as objects, not by name (GridData carries no .uns)
+    with pytest.raises(KeyError, match=r"features=grid.uns\[name\]"):
+        si.tl.impute(g, method="ntk", prior="onehot", features="fingerprints", key_added="c")
+    si.tl.impute(g, method="ntk", prior="onehot", features=g.uns["fingerprints"], key_added="c")
+    si.tl.impute(g, method="ntk", prior="onehot", features=fp.sample(frac=1.0, random_state=0),
+                 key_added="d")  # fmt: skip
     np.testing.assert_allclose(g.layers["c"], g.layers["d"])
     assert g.uns["d"]["prior_dims"]["features:perturbation"] == 4
+    # the obsm array reaches the method as a covariate in context-major pair order
+    d, order = to_grid_data(g)
+    np.testing.assert_array_equal(d.covariates["emb"], g.obsm["emb"][order])
 
 
 @pytest.mark.parametrize(
     ("params", "err", "match"),
     [
-        ({"prior": "kernel"}, ValueError, "Unknown prior"),
+        ({"prior": "kernel"}, ValueError, "ntk: prior must be one of 'auto', 'identity'"),
+        ({"prior": []}, ValueError, "at least one prior"),
+        ({"depth": 1.5}, ValueError, "ntk: depth must be an integer >= 1, got 1.5"),
+        ({"reg": float("nan")}, ValueError, "not NaN"),
         ({"depth": 0}, ValueError, "depth"),
         ({"reg": -1.0}, ValueError, "reg"),
         ({"reg": "best"}, ValueError, "auto"),
         ({"dtype": "float16"}, ValueError, "dtype"),
         ({"center": "median"}, ValueError, "center"),
         ({"dose_transform": "sqrt"}, ValueError, "dose_transform"),
-        ({"weights": {"gene": 1.0}}, ValueError, "Unknown weight"),
+        ({"weights": {"gene": 1.0}}, ValueError, "weights must have keys among"),
+        ({"weights": {"context": "big"}}, ValueError, "weights must be a mapping"),
         ({"weights": {"context": -1.0}}, ValueError, ">= 0"),
         ({"features": np.zeros((7, 2))}, ValueError, "rows"),
         ({"features": "nope"}, KeyError, "obsm"),

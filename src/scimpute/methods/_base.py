@@ -20,26 +20,37 @@ from .._params import NoParams, Params
 
 @dataclass(frozen=True)
 class GridData:
-    """Arrays of a perturbation grid.
+    """Arrays of a perturbation grid, valid by construction.
 
     Attributes
     ----------
     Y
-        ``(n_contexts, n_perturbations, n_features)`` profiles. Entries of unmeasured pairs
-        are undefined (NaN in practice) and must not be read.
+        ``(n_contexts, n_perturbations, n_features)`` float profiles. Entries of unmeasured
+        pairs are undefined (NaN in practice) and must not be read.
     measured
         ``(n_contexts, n_perturbations)`` bool mask of the pairs a method may learn from.
     control
         Index of the control perturbation, or ``None`` when the data are already effects.
     contexts, perturbations
-        Labels, in grid order.
+        Labels, in grid order (``n_contexts`` and ``n_perturbations`` of them).
     features
-        Feature (gene) names.
-    combination_sep
-        Separator of combination labels in ``perturbations`` (``"A+B"``).
+        Feature (gene) names (``n_features`` of them), or ``None``.
     obs
         Optional per-pair side information (a :class:`pandas.DataFrame` of the grid's obs,
-        context-major order) for methods that use covariates.
+        ``n_contexts * n_perturbations`` rows in context-major order: row ``c * A + a`` is
+        pair ``(c, a)``) for methods that use covariates.
+    combination_sep
+        Separator of combination labels in ``perturbations`` (``"A+B"``).
+    covariates
+        Named per-pair numeric arrays (the grid's dense ``.obsm`` entries), each with
+        ``n_contexts * n_perturbations`` rows in the same context-major order as ``obs``.
+        Tables at the level of perturbations or contexts (e.g. fingerprints kept in
+        ``grid.uns``) are not carried: methods take them as parameters.
+
+    Raises
+    ------
+    ValueError
+        When an array has the wrong dimension, dtype or length (the message names it).
 
     """
 
@@ -51,17 +62,44 @@ class GridData:
     features: np.ndarray | None = None
     obs: Any = None
     combination_sep: str = COMBINATION_SEP
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    covariates: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.Y.ndim != 3:
-            raise ValueError(f"Y must be 3-dimensional, got shape {self.Y.shape}.")
-        if self.measured.shape != self.Y.shape[:2]:
+        Y, m = self.Y, self.measured
+        if not isinstance(Y, np.ndarray) or Y.ndim != 3:
             raise ValueError(
-                f"measured has shape {self.measured.shape}, expected {self.Y.shape[:2]}."
+                f"Y must be a 3-dimensional array, got shape {getattr(Y, 'shape', None)}."
             )
-        if self.control is not None and not 0 <= self.control < self.Y.shape[1]:
-            raise ValueError(f"control index {self.control} is out of range.")
+        if Y.dtype.kind != "f":
+            raise ValueError(f"Y must hold floats, got dtype {Y.dtype}.")
+        if not isinstance(m, np.ndarray) or m.dtype != bool or m.shape != Y.shape[:2]:
+            raise ValueError(
+                f"measured must be a bool array of shape {Y.shape[:2]}, got "
+                f"{getattr(m, 'dtype', type(m).__name__)} of shape {getattr(m, 'shape', None)}."
+            )
+        c = self.control
+        if c is not None and (
+            isinstance(c, bool) or not isinstance(c, int | np.integer) or not 0 <= c < Y.shape[1]
+        ):
+            raise ValueError(f"control index {c!r} is out of range.")
+        n_c, n_a, p = Y.shape
+        for what, labels, n in (
+            ("contexts", self.contexts, n_c),
+            ("perturbations", self.perturbations, n_a),
+            ("features", self.features, p),
+        ):
+            if labels is not None and len(labels) != n:
+                raise ValueError(f"{what} has {len(labels)} labels, expected {n}.")
+        if self.obs is not None and len(self.obs) != n_c * n_a:
+            raise ValueError(f"obs has {len(self.obs)} rows, expected {n_c * n_a} (one per pair).")
+        if not isinstance(self.combination_sep, str) or not self.combination_sep:
+            raise ValueError("combination_sep must be a non-empty string.")
+        for k, v in self.covariates.items():
+            if not isinstance(v, np.ndarray) or v.ndim < 1 or v.shape[0] != n_c * n_a:
+                raise ValueError(
+                    f"covariates[{k!r}] must be an array with {n_c * n_a} rows (one per pair, "
+                    f"context-major), got shape {getattr(v, 'shape', None)}."
+                )
 
     @property
     def n_contexts(self) -> int:
@@ -125,7 +163,9 @@ class Method:
     fn
         ``fn(data: GridData, targets: ndarray[int] (n, 2), params: <params>, *, random_state)``
         returning a :class:`MethodResult`. ``params`` is an instance of :attr:`params`,
-        already checked by the runner: ``fn`` never re-checks it.
+        already checked by the runner: ``fn`` never re-checks it; ``params=None`` means the
+        spec's defaults. ``random_state`` is a checked non-negative int, a
+        :class:`numpy.random.Generator` or ``None``.
     params
         The method's typed parameter spec (a frozen :class:`scimpute._params.Params`
         dataclass): every parameter, its default, type and range, declared once.
@@ -136,15 +176,29 @@ class Method:
     needs_control
         Whether the method requires a control perturbation.
     applies
-        Optional ``applies(data) -> str | None``: ``None`` when the method applies to the
-        grid, else the reason it does not (e.g. "no combination labels"). Used by
-        ``method="auto"`` and for warnings.
+        Optional ``applies(data: GridData) -> str | None``: ``None`` when the method applies
+        to the grid, else the reason it does not (e.g. "no combination labels"), in which
+        case every target would get the method's fallback. :func:`scimpute.tl.impute`
+        warns with that reason (one :class:`UserWarning`).
     grouped_refit
-        Optional hook for cross-validation of methods whose fit is expensive:
-        ``grouped_refit(data, folds, params, *, random_state, progress) -> list[MethodResult]``
-        computes the predictions of every fold at once (e.g. one network per group of folds).
-        :func:`scimpute.tl.cross_validate` calls it instead of one fit per fold, and never
-        names a specific method.
+        Optional hook for cross-validation of methods whose fit is expensive::
+
+            grouped_refit(
+                data: GridData,
+                folds: list[ndarray],  # fold i: (n_i, 2) int (context, perturbation) pairs
+                params: <params>,  # the typed instance, already checked
+                *,
+                random_state: int,  # one seed drawn by cross_validate for the hook
+                progress: bool,
+            ) -> list[MethodResult]
+
+        ``data.measured`` holds every measured pair; fold ``i``'s pairs are measured in
+        ``data`` and must be hidden from whatever predicts them (the hook decides how to
+        group the fits, e.g. one network per group of folds). It returns one
+        :class:`MethodResult` per fold, in the order of ``folds``, whose ``prediction`` has
+        one row per pair of that fold (same order) and ``source`` / ``per_target`` as
+        :attr:`fn`'s. :func:`scimpute.tl.cross_validate` calls it instead of one ``fn`` call
+        per fold, checks every result like ``fn``'s, and never names a specific method.
 
     """
 
@@ -191,6 +245,8 @@ def grid_data(
     ``measured`` defaults to the pairs whose profile has no NaN.
     """
     Y = np.asarray(Y)
+    if Y.dtype.kind != "f" or Y.dtype == np.float16:
+        Y = Y.astype(np.float32 if Y.dtype == np.float16 else np.float64)
     if Y.ndim != 3:
         raise ValueError(f"Y must have shape (contexts, perturbations, features), got {Y.shape}.")
     if measured is None:

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ._base import GridData, as_targets
-from .ntk import _centering, _normalise_prior, build_prior
+from .ntk import _auto_prior, _centering, _normalise_prior, build_prior
 
 
 def ntk_kernel_numpy(x: np.ndarray, depth: int = 1) -> np.ndarray:
@@ -50,7 +50,7 @@ def ntk_numpy(
     """Predictions of the registered ``ntk`` method (numeric ``reg`` only), in plain numpy."""
     t = as_targets(targets)
     if isinstance(prior, str) and prior == "auto":
-        prior = "data" if int(data.treated_mask().any(axis=1).sum()) >= 2 else "components"
+        prior = _auto_prior(data)
     cp = build_prior(
         data, _normalise_prior(prior), weights=weights, features=features,
         dose_transform=dose_transform,

@@ -45,6 +45,7 @@ class GroupMeans:
 
 
 def indicator(codes: np.ndarray, n_groups: int) -> sp.csr_matrix:
+    """``(n_groups, n)`` sparse 0/1 matrix with a one at ``(codes[i], i)`` (group sums)."""
     return sp.csr_matrix(
         (np.ones(codes.size), (codes, np.arange(codes.size))), shape=(n_groups, codes.size)
     )
@@ -149,4 +150,5 @@ def default_fallback(
             alt = fallback_chain(data, t[no_b], list(PERTURBATION_FIRST), gm)
             res.prediction[no_b] = alt.prediction
             res.source[no_b] = alt.source
+            res.per_target["n_averaged"][no_b] = alt.per_target["n_averaged"]
     return res

@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pp._labels import parse_perturbation
+from .._labels import parse_perturbation
+from .._params import NoParams
+from .._utils import RandomState
 from ._base import GridData, MethodResult, as_targets
 from ._registry import register
-from .baselines import _baseline_profiles, additive, group_means
+from ._stats import baseline_profiles, group_means
+from .baselines import additive
 
 _REF_KORKUT = "Korkut et al., eLife 2015 (additive reference of drug-pair responses)"
 
@@ -47,6 +50,49 @@ def _parsed_labels(data: GridData) -> list[list[tuple[str, float | None]]]:
     return [parse_perturbation(str(lab), sep=sep) for lab in data.perturbations]
 
 
+def _treated(parsed: list, data: GridData):
+    """``(index, components)`` of the non-control labels."""
+    return [(k, comps) for k, comps in enumerate(parsed) if k != data.control]
+
+
+def applies_combination(data: GridData) -> str | None:
+    """``None`` when some perturbation label is a combination (``"A+B"``), else the reason."""
+    if any(len(comps) >= 2 for _, comps in _treated(_parsed_labels(data), data)):
+        return None
+    return (
+        f"no perturbation label is a combination (components joined by "
+        f"{data.combination_sep!r}, e.g. 'A{data.combination_sep}B')"
+    )
+
+
+def _dose_groups(data: GridData) -> tuple[dict[tuple, list[tuple[float, int]]], dict]:
+    """Labels grouped by everything but the first component's (positive) dose.
+
+    Returns ``groups`` (key -> [(dose, perturbation index)]) and ``keyof`` (perturbation
+    index -> (key, dose)).
+    """
+    groups: dict[tuple, list[tuple[float, int]]] = {}
+    keyof = {}
+    for k, comps in _treated(_parsed_labels(data), data):
+        name, dose = comps[0]
+        if dose is None or dose <= 0:
+            continue
+        key = (name, tuple(comps[1:]))
+        keyof[k] = (key, dose)
+        groups.setdefault(key, []).append((dose, k))
+    return groups, keyof
+
+
+def applies_dose(data: GridData) -> str | None:
+    """``None`` when some drug has two or more positive doses among the labels, else why not."""
+    groups, _ = _dose_groups(data)
+    if not groups:
+        return "no perturbation label carries a positive dose (e.g. 'A@1.5')"
+    if max(len({d for d, _ in v}) for v in groups.values()) < 2:
+        return "no perturbation occurs at two or more doses, so there is nothing to interpolate"
+    return None
+
+
 def _effects(data: GridData) -> tuple[np.ndarray, np.ndarray]:
     """``(C, A, p)`` effects (NaN where unusable) and the ``(C, p)`` baseline profiles."""
     gm = group_means(data)
@@ -54,7 +100,7 @@ def _effects(data: GridData) -> tuple[np.ndarray, np.ndarray]:
         base = np.zeros((data.n_contexts, data.n_features))
         has = np.ones(data.n_contexts, dtype=bool)
     else:
-        base, has = _baseline_profiles(data, gm)
+        base, has = baseline_profiles(data, gm)
         base = np.nan_to_num(base)
     ok = data.measured & has[:, None]
     if data.control is not None:
@@ -116,8 +162,11 @@ _STEPS = (
     "additive_combination",
     description="Combination = context baseline + sum of its singles' effects in the same context.",
     reference=_REF_KORKUT,
+    applies=applies_combination,
 )
-def additive_combination(data: GridData, targets, *, random_state=0) -> MethodResult:
+def additive_combination(
+    data: GridData, targets, params: NoParams | None = None, *, random_state: RandomState = 0
+) -> MethodResult:
     """Predict a combination by the sum of its components' single effects (see module doc).
 
     Parameters
@@ -126,6 +175,8 @@ def additive_combination(data: GridData, targets, *, random_state=0) -> MethodRe
         The grid's arrays; labels ``"A+B"`` or ``"A@dA+B@dB"``.
     targets
         ``(n, 2)`` (context, perturbation) index pairs.
+    params
+        Unused: the method has no parameters (:class:`~scimpute._params.NoParams`).
     random_state
         Unused (deterministic); accepted for a uniform signature.
 
@@ -167,8 +218,11 @@ def additive_combination(data: GridData, targets, *, random_state=0) -> MethodRe
     "dose_interpolation",
     description="Linear interpolation in log dose between the measured doses of the same drug.",
     reference="Dose-response interpolation baseline",
+    applies=applies_dose,
 )
-def dose_interpolation(data: GridData, targets, *, random_state=0) -> MethodResult:
+def dose_interpolation(
+    data: GridData, targets, params: NoParams | None = None, *, random_state: RandomState = 0
+) -> MethodResult:
     """Predict ``(c, "A@d")`` by interpolating A's measured doses in c in log dose.
 
     See the module docstring for the fallbacks; parameters as :func:`additive_combination`.
@@ -180,24 +234,12 @@ def dose_interpolation(data: GridData, targets, *, random_state=0) -> MethodResu
 
     """
     t = as_targets(targets)
-    parsed = _parsed_labels(data)
     res = additive(data, t)
     res.per_target = {"dose_gap": np.full(len(t), np.nan)}
     if not len(t):
         return res
     Y = np.asarray(data.Y, dtype=np.float64)
-    # group labels by everything but the first component's dose
-    groups: dict[tuple, list[tuple[float, int]]] = {}
-    keyof = {}
-    for k, comps in enumerate(parsed):
-        if data.control is not None and k == data.control:
-            continue
-        name, dose = comps[0]
-        if dose is None or dose <= 0:
-            continue
-        key = (name, tuple(comps[1:]))
-        keyof[k] = (key, dose)
-        groups.setdefault(key, []).append((dose, k))
+    groups, keyof = _dose_groups(data)
     for k, (c, a) in enumerate(t):
         if a not in keyof:
             continue

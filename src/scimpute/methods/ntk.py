@@ -51,9 +51,10 @@ Feature priors (``prior=``, one name or a list whose blocks are concatenated)
     ``weights={"data_context": 0.75, "identity": 1.5}``). Perturbations measured in no other
     context get ``e = 0``.
 
-User features (``features=``) are concatenated: a name (an ``.obsm`` key of the grid, a
-``.uns`` key, or numeric ``.obs`` column(s)), an array or a :class:`pandas.DataFrame` at the
-level of pairs (``n_contexts * n_perturbations`` rows, grid order), perturbations (indexed by
+User features (``features=``) are concatenated: a name (a dense ``.obsm`` key of the grid, i.e.
+a key of :attr:`GridData.covariates`, or numeric ``.obs`` column(s)), an array or a
+:class:`pandas.DataFrame` (e.g. ``grid.uns["fingerprints"]``: tables in ``.uns`` are passed as
+objects, not by name) at the level of pairs (``n_contexts * n_perturbations`` rows, grid order), perturbations (indexed by
 perturbation label, or ``n_perturbations`` rows) or contexts. Each column is standardised and
 the block divided by the square root of its width (weight ``weights["features"]``).
 
@@ -70,7 +71,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -78,19 +79,19 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .._keys import COMBINATION_SEP
-from ..pp._labels import parse_perturbation
+from .._labels import parse_perturbation
+from .._params import Params, param
+from .._utils import RandomState
 from ._base import GridData, MethodResult, as_targets
 from ._registry import register
-from .baselines import _baseline_profiles, _indicator, group_means, measured_rows
+from ._stats import baseline_profiles, group_means, indicator, measured_rows
 
 _REF = (
     "Radhakrishnan, Stefanakis, Belkin & Uhler, PNAS 2022 (simple, fast and flexible matrix "
     "completion with infinite width neural networks)"
 )
-PRIORS = ("identity", "onehot", "components", "data")
-CENTERS = ("context", "control", "mean", None)
-DOSE_TRANSFORMS = ("log", "linear", "none")
+Prior = Literal["identity", "onehot", "components", "data"]
+PRIORS: tuple[str, ...] = get_args(Prior)
 DEFAULT_WEIGHTS = {
     "context": 1.0,
     "perturbation": 1.0,
@@ -107,6 +108,70 @@ REG_GRID = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 _PROGRESS_MIN_CHUNKS = 50
 #: largest number of (target x training) kernel entries evaluated at once.
 _CHUNK_ENTRIES = 2**24
+
+
+def _check_weights(w: Mapping[str, float] | None) -> str | None:
+    accepted = [*DEFAULT_WEIGHTS, "identity"]
+    unknown = sorted(set(w or {}) - set(accepted))
+    if unknown:
+        return f"must have keys among {', '.join(map(repr, accepted))} (unknown: {unknown})"
+    return None
+
+
+def _check_prior(p: str | tuple[str, ...]) -> str | None:
+    return "must name at least one prior" if isinstance(p, tuple) and not p else None
+
+
+@dataclass(frozen=True)
+class NtkParams(Params):
+    """Parameters of the ``ntk`` method (:func:`ntk`).
+
+    Parameters
+    ----------
+    prior
+        ``"identity"``, ``"onehot"``, ``"components"``, ``"data"`` or a list of them
+        (concatenated). ``"auto"`` (default) is ``"data"`` on grids with measured pairs in at
+        least two contexts (best on CMap, see ``benchmarks/results/ntk_cmap.md``) and
+        ``"components"`` otherwise (one-context combination and dose grids, where the data
+        prior has no other context to learn effects from).
+    depth
+        Number of hidden layers of the ReLU network (1 as published for CMap).
+    reg
+        Ridge added to the kernel matrix's diagonal, whose entries are ``depth + 1``. A small
+        value (default ``1e-6``) only guards the factorisation (near interpolation, as
+        published); larger values smooth noisy data. ``"auto"`` picks the ridge from
+        ``REG_GRID * (depth + 1)`` that minimises the exact leave-one-pair-out error of the
+        training pairs (one eigendecomposition; recorded in ``info``).
+    weights
+        Block weights (each >= 0), keys ``context``, ``perturbation``, ``components``,
+        ``data_context``, ``data_effect``, ``identity``, ``features`` (defaults in
+        ``DEFAULT_WEIGHTS``; ``identity`` is 0.5 with the data prior, 1 with the identity
+        prior, else 0).
+    features
+        User features concatenated to the prior: a dense ``.obsm`` key of the grid, numeric
+        ``.obs`` column name(s), an array or a DataFrame (pairs, perturbations or contexts;
+        pass a table kept in ``grid.uns`` as the object, ``features=grid.uns["fp"]``).
+    dose_transform
+        Dose map of the ``"components"`` prior: ``"log"``, ``"linear"`` or ``"none"``.
+    center
+        ``"control"`` (regress effects over the context's control), ``"context"`` (over the
+        context's mean treated profile), ``"mean"`` (subtract the feature means of the
+        training pairs) or ``None`` (raw profiles, as published).
+    dtype
+        ``"float64"`` (default, inside a local ``jax.enable_x64`` context) or ``"float32"``.
+
+    """
+
+    prior: Literal["auto"] | Prior | tuple[Prior, ...] = param("auto", check=_check_prior)  # noqa: RUF009
+    depth: int = param(1, ge=1, doc="Hidden layers of the ReLU network.")
+    reg: float | Literal["auto"] = param(1e-6, ge=0, doc="Ridge, or 'auto' (leave-one-out).")
+    weights: Mapping[str, float] | None = param(None, ge=0, check=_check_weights)
+    features: str | tuple[str, ...] | np.ndarray | pd.DataFrame | None = param(  # noqa: RUF009
+        None, doc="User features of the pairs, perturbations or contexts."
+    )
+    dose_transform: Literal["log", "linear", "none"] = param("log")
+    center: Literal["control", "context", "mean"] | None = param("control")
+    dtype: Literal["float64", "float32"] = param("float64")
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,19 +209,13 @@ def ntk_kernel(x, depth: int = 1):
         Number of hidden layers, ``>= 1`` (static under ``jit``).
 
     """
-    depth = _check_depth(depth)
+    depth = NtkParams.check_value("ntk_kernel", "depth", depth)
     sigma = jnp.clip(jnp.asarray(x), -1.0, 1.0)
     k = sigma
     for _ in range(depth):
         k = relu_dual(sigma) + k * relu_dual_derivative(sigma)
         sigma = relu_dual(sigma)
     return k
-
-
-def _check_depth(depth) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}.")
-    return int(depth)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +284,7 @@ def _data_prior(data: GridData, w_context: float, w_effect: float):
     gm = group_means(data)
     ci, _, ym = measured_rows(data, train)
     C, A, p = data.Y.shape
-    ctx_sum = np.asarray(_indicator(ci, C) @ ym)
+    ctx_sum = np.asarray(indicator(ci, C) @ ym)
     ctx_n = np.bincount(ci, minlength=C).astype(float)
     has_ctx = ctx_n > 0
     mu = np.zeros((C, p))
@@ -235,12 +294,12 @@ def _data_prior(data: GridData, w_context: float, w_effect: float):
     mu_norm = np.linalg.norm(mu, axis=1)
     mu_unit = np.divide(mu, mu_norm[:, None], out=np.zeros_like(mu), where=mu_norm[:, None] > 0)
 
-    b, has_b = _baseline_profiles(data, gm)
+    b, has_b = baseline_profiles(data, gm)
     tci, tai, tym = measured_rows(data)  # treated measured
     keep = has_b[tci]
     tci, tai, tym = tci[keep], tai[keep], tym[keep]
     eff = tym - b[tci]
-    e_sum = np.asarray(_indicator(tai, A) @ eff)
+    e_sum = np.asarray(indicator(tai, A) @ eff)
     e_n = np.bincount(tai, minlength=A).astype(float)
     own = np.full((C, A), -1, dtype=np.int64)  # row of eff for each measured treated pair
     own[tci, tai] = np.arange(tci.size)
@@ -272,38 +331,31 @@ def _resolve_user_features(data: GridData, features) -> tuple[np.ndarray, str] |
     if features is None:
         return None
     C, A = data.n_contexts, data.n_perturbations
-    extra = data.extra or {}
     value = features
-    if isinstance(features, str) or (
-        isinstance(features, Sequence)
-        and not isinstance(features, str)
-        and len(features) > 0
-        and all(isinstance(f, str) for f in features)
-    ):
+    if isinstance(features, str | tuple):
         names = [features] if isinstance(features, str) else list(features)
-        obsm = extra.get("obsm", {}) or {}
-        uns = extra.get("uns", {}) or {}
+        covariates = data.covariates
         obs = data.obs
-        if len(names) == 1 and names[0] in obsm:
-            value = obsm[names[0]]
-        elif len(names) == 1 and names[0] in uns:
-            value = uns[names[0]]
+        if len(names) == 1 and names[0] in covariates:
+            value = covariates[names[0]]
         elif obs is not None and all(n in obs.columns for n in names):
             cols = []
             for n in names:
                 col = obs[n]
                 if not pd.api.types.is_numeric_dtype(col):
                     raise ValueError(
-                        f"features: obs column {n!r} is not numeric; encode it first (e.g. "
+                        f"ntk: features: obs column {n!r} is not numeric; encode it first (e.g. "
                         "one-hot with pandas.get_dummies) and pass the columns or an array."
                     )
                 cols.append(col.to_numpy(dtype=float))
             value = np.column_stack(cols)
         else:
-            avail = sorted(list(obsm) + list(uns) + ([] if obs is None else list(obs.columns)))
+            avail = sorted(list(covariates) + ([] if obs is None else list(obs.columns)))
+            shown = ", ".join(map(repr, avail[:20])) or "none"
             raise KeyError(
-                f"features={features!r} is neither an .obsm key, a .uns key nor numeric .obs "
-                f"column(s) of the grid. Available: {avail[:20]}. Or pass an array."
+                f"ntk: features={features!r} is neither a dense .obsm key nor numeric .obs "
+                f"column(s) of the grid (they are: {shown}). Pass an array or a DataFrame "
+                "instead, e.g. features=grid.uns[name] for a table kept in .uns."
             )
     if isinstance(value, pd.DataFrame):
         idx = value.index.astype(str)
@@ -357,35 +409,18 @@ def _as_feature_array(arr: np.ndarray, n: int) -> np.ndarray:
 
 
 def _normalise_prior(prior) -> list[str]:
-    names = [prior] if isinstance(prior, str) or prior is None else list(prior)
-    if not names:
-        raise ValueError(f"prior must name at least one of {PRIORS}.")
-    for n in names:
-        if n not in PRIORS:
-            from .._validate import _suggest
-
-            raise ValueError(
-                f"Unknown prior {n!r}." + _suggest(str(n), PRIORS) + " Combine several as a list."
-            )
+    """The prior blocks as a list without repeats (values checked by :class:`NtkParams`)."""
+    names = [prior] if isinstance(prior, str) else list(prior)
     return list(dict.fromkeys(names))
 
 
 def _normalise_weights(weights, blocks: list[str]) -> dict[str, float]:
+    """Every block weight: the defaults updated by ``weights`` (checked by the spec)."""
     w = dict(DEFAULT_WEIGHTS)
     w["identity"] = (
         1.0 if "identity" in blocks else IDENTITY_WEIGHT_DATA if "data" in blocks else 0.0
     )
-    if weights is not None:
-        if not isinstance(weights, Mapping):
-            raise TypeError("weights must be a dict such as {'context': 1.0, 'identity': 0.5}.")
-        unknown = sorted(set(weights) - set(w))
-        if unknown:
-            raise ValueError(f"Unknown weight(s) {unknown}; accepted: {sorted(w)}.")
-        for k, v in weights.items():
-            v = float(v)
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"weights[{k!r}] must be a finite number >= 0, got {v!r}.")
-            w[k] = v
+    w.update({k: float(v) for k, v in (weights or {}).items()})
     return w
 
 
@@ -400,15 +435,11 @@ def build_prior(
     """The feature prior of every (context, perturbation) column of a grid.
 
     Everything data-driven is computed from ``data.measured`` only (the training columns).
-    See the module docstring for the blocks and :func:`ntk` for the parameters.
+    See the module docstring for the blocks and :class:`NtkParams` for the parameters
+    (already checked: this function does not re-check them).
     """
     blocks = _normalise_prior(prior)
-    if dose_transform not in DOSE_TRANSFORMS:
-        raise ValueError(
-            f"dose_transform must be one of {DOSE_TRANSFORMS}, got {dose_transform!r}."
-        )
     w = _normalise_weights(weights, blocks)
-    sep = COMBINATION_SEP
     sep = data.combination_sep
 
     w_ctx = w_pert = 0.0
@@ -687,7 +718,9 @@ def ntk_complete(
     ``cond_lower_bound``, ``relative_residual``), one entry per distinct pattern.
 
     """
-    depth = _check_depth(depth)
+    depth = NtkParams.check_value("ntk_complete", "depth", depth)
+    reg = NtkParams.check_value("ntk_complete", "reg", reg)
+    dtype = NtkParams.check_value("ntk_complete", "dtype", dtype)
     M = np.asarray(M, dtype=np.float64)
     observed = np.asarray(observed, dtype=bool)
     Z = np.asarray(Z, dtype=np.float64)
@@ -699,8 +732,6 @@ def ntk_complete(
         raise ValueError(f"Z must have shape ({M.shape[1]}, d), got {Z.shape}.")
     if not np.isfinite(M[observed]).all():
         raise ValueError("M has NaN or inf among its observed entries.")
-    _check_dtype(dtype)
-    reg = _check_reg(reg)
     n_cols = M.shape[1]
     idx = np.arange(n_cols)
     allc = _Columns(Z, idx, idx, idx)
@@ -735,25 +766,6 @@ def _stack_stats(stats_list: list[dict]) -> dict[str, np.ndarray]:
     return out
 
 
-def _check_dtype(dtype: str) -> None:
-    if dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}.")
-
-
-def _check_reg(reg) -> float | str:
-    if isinstance(reg, str):
-        if reg != "auto":
-            raise ValueError(f"reg must be a number >= 0 or 'auto', got {reg!r}.")
-        return reg
-    try:
-        reg = float(reg)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"reg must be a number >= 0, got {reg!r}.") from err
-    if not np.isfinite(reg) or reg < 0:
-        raise ValueError(f"reg must be a finite number >= 0, got {reg!r}.")
-    return reg
-
-
 # --------------------------------------------------------------------------------------------
 # the registered method
 # --------------------------------------------------------------------------------------------
@@ -774,31 +786,30 @@ def _centering(data: GridData, center) -> np.ndarray:
         fill = cm[has].mean(axis=0) if has.any() else grand
         return np.where(has[:, None], cm, fill)
     # "control": the context's control profile (the mean control where it is missing)
-    base, has = _baseline_profiles(data, gm)
+    base, has = baseline_profiles(data, gm)
     if not has.any():
         return np.broadcast_to(grand, (C, p)).copy()
     fill = base[has].mean(axis=0)
     return np.where(has[:, None], np.nan_to_num(base), fill)
 
 
+def _auto_prior(data: GridData) -> str:
+    """``prior="auto"``: the data prior where two or more contexts have treated pairs."""
+    return "data" if int(data.treated_mask().any(axis=1).sum()) >= 2 else "components"
+
+
 @register(
     "ntk",
     description="NTK matrix completion: infinite-width ReLU kernel regression over pair priors.",
     reference=_REF,
+    params=NtkParams,
 )
 def ntk(
     data: GridData,
     targets,
+    params: NtkParams | None = None,
     *,
-    random_state=0,
-    prior: str | Sequence[str] = "auto",
-    depth: int = 1,
-    reg: float | str = 1e-6,
-    weights: Mapping[str, float] | None = None,
-    features=None,
-    dose_transform: str = "log",
-    center: str | None = "control",
-    dtype: str = "float64",
+    random_state: RandomState = 0,
 ) -> MethodResult:
     """Predict each target pair by NTK kernel regression over the measured pairs.
 
@@ -813,37 +824,11 @@ def ntk(
         The grid's arrays; ``data.measured`` marks the training pairs.
     targets
         ``(n, 2)`` (context, perturbation) index pairs to predict.
+    params
+        :class:`NtkParams` (prior, depth, reg, weights, features, dose_transform, center,
+        dtype; documented there); ``None`` for the defaults.
     random_state
         Unused (the estimator is deterministic); accepted for a uniform signature.
-    prior
-        ``"identity"``, ``"onehot"``, ``"components"``, ``"data"`` or a list of them
-        (concatenated). ``"auto"`` (default) is ``"data"`` on grids with measured pairs in at
-        least two contexts (best on CMap, see ``benchmarks/results/ntk_cmap.md``) and
-        ``"components"`` otherwise (one-context combination and dose grids, where the data
-        prior has no other context to learn effects from).
-    depth
-        Number of hidden layers of the ReLU network (1 as published for CMap).
-    reg
-        Ridge added to the kernel matrix's diagonal, whose entries are ``depth + 1``. A small
-        value (default ``1e-6``) only guards the factorisation (near interpolation, as
-        published); larger values smooth noisy data. ``"auto"`` picks the ridge from
-        ``REG_GRID * (depth + 1)`` that minimises the exact leave-one-pair-out error of the
-        training pairs (one eigendecomposition; recorded in ``info``).
-    weights
-        Block weights, keys ``context``, ``perturbation``, ``components``, ``data_context``,
-        ``data_effect``, ``identity``, ``features`` (defaults in ``DEFAULT_WEIGHTS``;
-        ``identity`` is 0.5 with the data prior, 1 with the identity prior, else 0).
-    features
-        User features concatenated to the prior: an ``.obsm``/``.uns`` key, numeric ``.obs``
-        column name(s), an array or a DataFrame (pairs, perturbations or contexts).
-    dose_transform
-        Dose map of the ``"components"`` prior: ``"log"``, ``"linear"`` or ``"none"``.
-    center
-        ``"control"`` (regress effects over the context's control), ``"context"`` (over the
-        context's mean treated profile), ``"mean"`` (subtract the feature means of the
-        training pairs) or ``None`` (raw profiles, as published).
-    dtype
-        ``"float64"`` (default, inside a local ``jax.enable_x64`` context) or ``"float32"``.
 
     Returns
     -------
@@ -855,24 +840,19 @@ def ntk(
     ``cond_lower_bound``, ``relative_residual``).
 
     """
+    p = NtkParams() if params is None else params
     t = as_targets(targets)
-    depth = _check_depth(depth)
-    reg = _check_reg(reg)
-    _check_dtype(dtype)
-    if center not in CENTERS:
-        raise ValueError(f"center must be one of {CENTERS}, got {center!r}.")
-    if isinstance(prior, str) and prior == "auto":
-        n_ctx = int(data.treated_mask().any(axis=1).sum())
-        prior = "data" if n_ctx >= 2 else "components"
+    depth, reg, dtype, center = p.depth, p.reg, p.dtype, p.center
+    prior = _auto_prior(data) if p.prior == "auto" else p.prior
     blocks = _normalise_prior(prior)
     if "data" in blocks and int(data.treated_mask().any(axis=1).sum()) < 2:
         raise ValueError(
-            "prior='data' needs measured pairs in at least two contexts (it uses the "
-            "perturbation's effect in "
-            "other contexts); this grid has fewer. Use prior='components' or 'onehot'."
+            "ntk: prior='data' needs measured pairs in at least two contexts (it uses the "
+            "perturbation's effect in other contexts); this grid has fewer. Use "
+            "prior='components' or 'onehot'."
         )
     cp = build_prior(
-        data, blocks, weights=weights, features=features, dose_transform=dose_transform
+        data, blocks, weights=p.weights, features=p.features, dose_transform=p.dose_transform
     )
     A = data.n_perturbations
     tci, tai = np.nonzero(data.measured)
@@ -892,7 +872,7 @@ def ntk(
         depth=depth, reg=reg, dtype=dtype,
     )  # fmt: skip
     pred = pred + offset[t[:, 0]]
-    w = _normalise_weights(weights, blocks)
+    w = _normalise_weights(p.weights, blocks)
     info = {
         "depth": depth,
         "prior": blocks,
@@ -900,7 +880,7 @@ def ntk(
         "reg_selected": float(st["reg"]),
         "center": "None" if center is None else center,
         "dtype": dtype,
-        "dose_transform": dose_transform,
+        "dose_transform": p.dose_transform,
         "weights": w,
         "prior_dims": cp.blocks,
         "kernel_at_0": float(ntk_kernel(0.0, depth)),

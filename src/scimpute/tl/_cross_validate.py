@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -11,13 +12,27 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from .._keys import Key
+from .._params import Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state, h5ad_safe
-from ..methods import GridData, get_method
+from .._validate import _suggest
+from ..methods import GridData, Method, MethodResult, get_method
 from ..metrics import METRICS, score_pairs
 from ._data import to_grid_data
-from ._run import resolve_method, run_method
+from ._run import check_applicable, check_result, prepare_method, run_method
 
-HOLDOUTS = ("leave_one_out", "random", "contexts", "perturbations")
+Holdout = Literal["leave_one_out", "random", "contexts", "perturbations"]
+HOLDOUTS: tuple[str, ...] = get_args(Holdout)
+#: the method every fold's ``relative_mse`` is measured against.
+REFERENCE = "context_mean"
+
+
+@dataclass(frozen=True)
+class CrossValidateParams(Params):
+    """Options of :func:`cross_validate` besides the methods (documented there)."""
+
+    holdout: Holdout = param("leave_one_out", doc="Which pairs are hidden together.")  # noqa: RUF009
+    n_folds: int = param(5, ge=2, doc="Folds of the grouped and random hold-outs.")
+    progress: bool = param(True, doc="Show a progress bar over folds.")
 
 
 def make_folds(
@@ -28,17 +43,14 @@ def make_folds(
     ``leave_one_out``: one pair per fold. ``random``: pairs shuffled into ``n_folds`` folds.
     ``contexts`` / ``perturbations``: every non-control pair of a group of contexts
     (perturbations) is hidden together, groups shuffled into ``n_folds`` folds; control
-    profiles stay visible.
+    profiles stay visible. ``holdout`` and ``n_folds`` are checked by
+    :class:`CrossValidateParams`.
     """
-    if holdout not in HOLDOUTS:
-        raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}.")
     cand = np.argwhere(data.treated_mask())
     if cand.shape[0] == 0:
         raise ValueError("The grid has no measured non-control pairs to hold out.")
     if holdout == "leave_one_out":
         return [cand[i : i + 1] for i in range(cand.shape[0])]
-    if not isinstance(n_folds, int | np.integer) or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}.")
     rng = check_random_state(random_state)
     if holdout == "random":
         perm = rng.permutation(cand.shape[0])
@@ -82,7 +94,7 @@ def _normalise_methods(methods, method_params: dict[str, Any]) -> dict[str, tupl
         else:
             shared[k] = v
     for k, v in shared.items():
-        takers = [lab for lab, (name, _) in out.items() if k in get_method(name).defaults]
+        takers = [lab for lab, (name, _) in out.items() if k in get_method(name).params.names()]
         if not takers:
             raise TypeError(
                 f"Parameter {k!r} is not accepted by any of the methods {list(out)}. Pass "
@@ -102,7 +114,7 @@ def cross_validate(
         "two_way_mean",
         "additive",
     ),
-    holdout: str = "leave_one_out",
+    holdout: Holdout = "leave_one_out",
     n_folds: int = 5,
     random_state: RandomState = 0,
     key_added: str | None = Key.uns.cross_validation,
@@ -132,6 +144,10 @@ def cross_validate(
         Show a progress bar over folds.
     **method_params
         A parameter passed to every method that accepts it, or ``label={...}`` for one method.
+        Every method's parameters are checked by its spec before any work.
+
+    A method whose record has a ``grouped_refit`` hook (see :class:`scimpute.methods.Method`)
+    is fitted by that hook, with all folds at once, instead of once per fold.
 
     Returns
     -------
@@ -144,16 +160,32 @@ def cross_validate(
     :func:`scimpute.tl.summarize_cross_validation` condenses it.
 
     """
-    data, _ = to_grid_data(grid)
+    opts = CrossValidateParams.from_kwargs(
+        "cross_validate", {"holdout": holdout, "n_folds": n_folds, "progress": progress}
+    )
+    random_state = check_random_state_value("cross_validate", random_state)
+    if key_added is not None and (not isinstance(key_added, str) or key_added == Key.uns.grid):
+        raise ValueError(
+            f"key_added must be a string other than {Key.uns.grid!r} (the grid's record) or "
+            f"None, got {key_added!r}."
+        )
     specs = _normalise_methods(methods, method_params)
-    resolved = {lab: resolve_method(name, params, data) for lab, (name, params) in specs.items()}
+    resolved = {lab: prepare_method(name, params) for lab, (name, params) in specs.items()}
+    data, _ = to_grid_data(grid)
+    for m, _ in resolved.values():
+        check_applicable(m, data)
     rng = check_random_state(random_state)
-    folds = make_folds(data, holdout, n_folds, rng)
+    folds = make_folds(data, opts.holdout, opts.n_folds, rng)
     fold_seeds = rng.integers(0, 2**31 - 1, size=len(folds))
-    reference = get_method("context_mean")
+    grouped = {
+        lab: _grouped_results(m, data, folds, typed, int(rng.integers(0, 2**31 - 1)), opts)
+        for lab, (m, typed) in resolved.items()
+        if m.grouped_refit is not None
+    }
+    reference = prepare_method(REFERENCE)
 
     tables = []
-    for f, hidden in enumerate(tqdm(folds, desc="cross-validation", disable=not progress)):
+    for f, hidden in enumerate(tqdm(folds, desc="cross-validation", disable=not opts.progress)):
         mask = data.measured.copy()
         mask[hidden[:, 0], hidden[:, 1]] = False
         fold = data.with_measured(mask)
@@ -164,9 +196,14 @@ def cross_validate(
             has = data.measured[hidden[:, 0], data.control]
             base = np.where(has[:, None], data.Y[hidden[:, 0], data.control], np.nan)
         seed = int(fold_seeds[f])
-        ref = run_method(reference, fold, hidden, random_state=seed, params={}).prediction
-        for lab, m in resolved.items():
-            res = run_method(m, fold, hidden, random_state=seed, params=specs[lab][1])
+        ref = run_method(
+            reference[0], fold, hidden, random_state=seed, params=reference[1]
+        ).prediction
+        for lab, (m, typed) in resolved.items():
+            if lab in grouped:
+                res = grouped[lab][f]
+            else:
+                res = run_method(m, fold, hidden, random_state=seed, params=typed)
             scores = score_pairs(truth, res.prediction, baseline=base, reference_pred=ref)
             tables.append(
                 pd.DataFrame(
@@ -186,14 +223,38 @@ def cross_validate(
             "scores": table,
             "params": h5ad_safe(
                 {
-                    "methods": {lab: {"method": n, **p} for lab, (n, p) in specs.items()},
-                    "holdout": holdout,
+                    "methods": {
+                        lab: {"method": m.name, **typed.to_dict()}
+                        for lab, (m, typed) in resolved.items()
+                    },
+                    "holdout": opts.holdout,
                     "n_folds": len(folds),
                     "random_state": random_state,
                 }
             ),
         }
     return table
+
+
+def _grouped_results(
+    method: Method,
+    data: GridData,
+    folds: list[np.ndarray],
+    params: Params,
+    seed: int,
+    opts: CrossValidateParams,
+) -> list[MethodResult]:
+    """Every fold's result from the method's ``grouped_refit`` hook, checked like ``fn``'s."""
+    out = method.grouped_refit(data, folds, params, random_state=seed, progress=opts.progress)
+    if len(out) != len(folds):
+        raise RuntimeError(
+            f"grouped_refit of {method.name!r} returned {len(out)} results for {len(folds)} folds."
+        )
+    return [check_result(method, f, r, data.n_features) for f, r in zip(folds, out, strict=True)]
+
+
+#: columns of a cross-validation table that are not metrics.
+_ID_COLUMNS = ("method", "context", "perturbation", "fold", "source")
 
 
 def summarize_cross_validation(
@@ -215,20 +276,59 @@ def summarize_cross_validation(
 
     Returns
     -------
-    One row per method, sorted by median ``r2`` (best first): ``n_pairs``,
-    ``median_<metric>``, ``mean_<metric>`` and ``frac_better_than_context_mean`` (fraction of
+    One row per method, sorted by median ``r2`` (by the first metric when ``r2`` is not
+    among ``metrics``; best first): ``n_pairs``, ``median_<metric>``, ``mean_<metric>`` and,
+    when the table has ``relative_mse``, ``frac_better_than_context_mean`` (fraction of
     pairs with ``relative_mse < 1``).
+
+    Raises
+    ------
+    ValueError
+        When the table lacks the ``method`` column or a metric is not one of its columns
+        (the message lists those it has).
 
     """
     if isinstance(scores, AnnData):
         if key not in scores.uns:
             raise KeyError(f"grid.uns[{key!r}] not found; run scimpute.tl.cross_validate first.")
-        scores = scores.uns[key]["scores"]
+        rec = scores.uns[key]
+        if not isinstance(rec, Mapping) or "scores" not in rec:
+            raise ValueError(
+                f"grid.uns[{key!r}] is not a cross-validation record (no 'scores' table); run "
+                "scimpute.tl.cross_validate or pass the table."
+            )
+        scores = rec["scores"]
+    if not isinstance(scores, pd.DataFrame):
+        raise TypeError(
+            f"scores must be the DataFrame of cross_validate or a grid, got "
+            f"{type(scores).__name__}."
+        )
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if "method" not in scores.columns:
+        raise ValueError(
+            "scores lacks the 'method' column: pass the table returned by "
+            "scimpute.tl.cross_validate (columns method, context, perturbation, fold, ...)."
+        )
+    available = [
+        c
+        for c in scores.columns
+        if c in METRICS or (c not in _ID_COLUMNS and pd.api.types.is_numeric_dtype(scores[c]))
+    ]
+    unknown = [m for m in metrics if m not in available]
+    if unknown:
+        hint = _suggest(unknown[0], available) if available else " The table has no metric column."
+        raise ValueError(f"Unknown metric(s) {', '.join(map(repr, unknown))}.{hint}")
+    if not metrics:
+        raise ValueError("metrics is empty; name at least one, e.g. metrics=['r2'].")
     g = scores.groupby("method", sort=False)
     out = pd.DataFrame({"n_pairs": g.size()})
     for m in metrics:
         out[f"median_{m}"] = g[m].median()
     for m in metrics:
         out[f"mean_{m}"] = g[m].mean()
-    out["frac_better_than_context_mean"] = g["relative_mse"].apply(lambda s: float((s < 1).mean()))
-    return out.sort_values("median_r2", ascending=False)
+    if "relative_mse" in scores.columns:
+        out["frac_better_than_context_mean"] = g["relative_mse"].apply(
+            lambda s: float((s < 1).mean())
+        )
+    first = "r2" if "r2" in metrics else metrics[0]
+    return out.sort_values(f"median_{first}", ascending=False)

@@ -13,30 +13,50 @@ from .._validate import check_grid
 from ..methods import GridData
 
 
+def _labels_present(values: pd.Series) -> list[str]:
+    """Labels of a column in grid order: the categories that occur, or the sorted values.
+
+    A subset of a grid keeps its unused categories; they are ignored.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return [str(c) for c in values.cat.remove_unused_categories().cat.categories]
+    return sorted(values.astype(str).unique())
+
+
 def grid_positions(grid: AnnData, info: GridInfo) -> tuple[np.ndarray, np.ndarray, list, list]:
-    """Context and perturbation index of every grid row, and the label lists."""
+    """Context and perturbation index of every grid row, and the label lists.
+
+    Unused categories of the label columns (left by subsetting a grid) are ignored: the grid
+    is the full product of the labels that occur.
+    """
     cvals = grid.obs[info.context_key]
     pvals = grid.obs[info.perturbation_key]
-    contexts = (
-        [str(c) for c in cvals.cat.categories]
-        if isinstance(cvals.dtype, pd.CategoricalDtype)
-        else sorted(cvals.astype(str).unique())
-    )
-    perts = (
-        [str(c) for c in pvals.cat.categories]
-        if isinstance(pvals.dtype, pd.CategoricalDtype)
-        else sorted(pvals.astype(str).unique())
-    )
+    contexts, perts = _labels_present(cvals), _labels_present(pvals)
     ci = pd.Categorical(cvals.astype(str), categories=contexts).codes.astype(np.int64)
     ai = pd.Categorical(pvals.astype(str), categories=perts).codes.astype(np.int64)
     if (ci < 0).any() or (ai < 0).any():
         raise ValueError("grid.obs has labels outside its categories; rebuild the grid.")
-    if len(np.unique(ci * len(perts) + ai)) != grid.n_obs:
+    if len(contexts) * len(perts) != grid.n_obs or len(np.unique(ci * len(perts) + ai)) != (
+        grid.n_obs
+    ):
         raise ValueError(
-            "The grid has duplicate (context, perturbation) rows; rebuild it with "
-            "scimpute.pp.perturbation_grid."
+            f"The grid's {grid.n_obs} rows are not one per (context, perturbation) pair of its "
+            f"{len(contexts)} contexts x {len(perts)} perturbations (duplicate or missing rows); "
+            "rebuild it with scimpute.pp.perturbation_grid."
         )
     return ci, ai, contexts, perts
+
+
+def _covariates(grid: AnnData, order: np.ndarray) -> dict[str, np.ndarray]:
+    """Dense numeric ``.obsm`` entries in context-major pair order (sparse ones are skipped)."""
+    out = {}
+    for k, v in grid.obsm.items():
+        if sp.issparse(v):
+            continue
+        arr = v.to_numpy() if isinstance(v, pd.DataFrame) else np.asarray(v)
+        if arr.dtype.kind in "biuf" and arr.ndim >= 1:
+            out[str(k)] = arr[order]
+    return out
 
 
 def to_grid_data(grid: AnnData, *, layer: str | None = None) -> tuple[GridData, np.ndarray]:
@@ -45,7 +65,9 @@ def to_grid_data(grid: AnnData, *, layer: str | None = None) -> tuple[GridData, 
     Returns
     -------
     ``(data, order)`` where ``order[i]`` is the grid row of flat pair ``i`` (context-major).
-    Measured rows must be finite; raises a :class:`ValueError` naming the rows otherwise.
+    ``data.obs`` and ``data.covariates`` (the dense numeric ``.obsm`` arrays) are in that
+    order; ``.uns`` is not carried. Measured rows must be finite; raises a
+    :class:`ValueError` naming the rows otherwise.
 
     """
     info = check_grid(grid)
@@ -55,7 +77,7 @@ def to_grid_data(grid: AnnData, *, layer: str | None = None) -> tuple[GridData, 
     if sp.issparse(X):
         X = X.toarray()
     X = np.asarray(X)
-    if X.dtype.kind not in "f":
+    if X.dtype.kind != "f" or X.dtype.itemsize < 4:  # ints, bools and float16 -> float32
         X = X.astype(np.float32)
     measured_rows = grid.obs[Key.obs.measured].to_numpy().astype(bool)
     flat = ci * n_a + ai
@@ -94,12 +116,7 @@ def to_grid_data(grid: AnnData, *, layer: str | None = None) -> tuple[GridData, 
         features=np.asarray(grid.var_names, dtype=object),
         combination_sep=info.combination_sep,
         obs=grid.obs.iloc[order].reset_index(drop=True),
-        extra={
-            "grid_info": info,
-            # per-pair side information for methods that take user features
-            "obsm": {k: np.asarray(v)[order] for k, v in grid.obsm.items() if not sp.issparse(v)},
-            "uns": grid.uns,
-        },
+        covariates=_covariates(grid, order),
     )
     return data, order
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,58 @@ import pandas as pd
 from anndata import AnnData
 
 from .._keys import SOURCE_CONTROL_FILL, SOURCE_MEASURED, Key
+from .._params import check_random_state_value
+from .._records import read_grid_info
 from .._utils import RandomState, h5ad_safe
 from ._data import default_targets, to_grid_data
-from ._run import resolve_method, run_method
+from ._run import check_applicable, prepare_method, run_method
+
+#: ``.uns`` keys that belong to the grid and to other tools: never a ``key_added`` of impute.
+RESERVED_UNS = (Key.uns.grid, Key.uns.cross_validation)
+
+
+def _is_impute_record(value) -> bool:
+    return isinstance(value, Mapping) and "method" in value and "n_imputed" in value
+
+
+def check_key_added(grid: AnnData, key) -> None:
+    """Refuse a ``key_added`` that would overwrite the grid's structure or foreign entries.
+
+    Reserved: the grid's record and the cross-validation table in ``.uns``, its label,
+    ``measured`` and ``n_cells`` columns in ``.obs``, and any ``.uns`` entry, layer or obs
+    column of that name that a previous :func:`impute` did not write (re-running ``impute``
+    with the same key replaces its own results).
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"key_added must be a non-empty string, got {key!r}.")
+    if key in RESERVED_UNS:
+        raise ValueError(
+            f"key_added={key!r} is reserved (grid.uns[{key!r}] belongs to the grid or to "
+            "cross_validate); choose another name."
+        )
+    info = read_grid_info(grid)
+    structure = {info.context_key, info.perturbation_key, Key.obs.measured, Key.obs.n_cells}
+    clash = structure & {key, Key.obs.source(key)}
+    if clash:
+        raise ValueError(
+            f"key_added={key!r} would overwrite the grid's obs column(s) {sorted(clash)}; "
+            "choose another name."
+        )
+    if key in grid.uns and not _is_impute_record(grid.uns[key]):
+        raise ValueError(
+            f"grid.uns[{key!r}] exists and was not written by impute; choose another "
+            "key_added or delete that entry first."
+        )
+    own = key in grid.uns
+    written = [("layers", n, n in grid.layers) for n in (key, Key.layers.effect(key))] + [
+        ("obs", Key.obs.source(key), Key.obs.source(key) in grid.obs.columns)
+    ]
+    foreign = [f"{where}[{n!r}]" for where, n, exists in written if exists and not own]
+    if foreign:
+        raise ValueError(
+            f"key_added={key!r} would overwrite {', '.join(foreign)}, which impute did not "
+            "write; choose another key_added."
+        )
 
 
 def _fill_controls(data, completed: np.ndarray, source: np.ndarray) -> int:
@@ -72,8 +122,11 @@ def impute(
     copy
         Return a modified copy instead of writing into ``grid``.
     **method_params
-        Parameters of the method (an unknown one raises a :class:`TypeError` listing the
-        accepted ones).
+        Parameters of the method, declared by its spec (e.g.
+        :class:`scimpute.methods.ntk.NtkParams`; :func:`scimpute.methods.available_methods`
+        lists them). An unknown one raises a :class:`TypeError` listing the accepted ones, an
+        ill-typed or out-of-range one a :class:`~scimpute._params.ParamError`
+        (``"<method>: <name> must be ..."``), before any work.
 
     Returns
     -------
@@ -89,18 +142,24 @@ def impute(
     - ``obs[f"{key}_{name}"]``: each per-pair diagnostic of the method (NaN for rows that were
       not imputed);
     - ``uns[key]``: ``{"method", "params", "n_imputed", "fallbacks", ...}`` plus the method's
-      diagnostics.
+      diagnostics; ``params`` holds every parameter of the method's spec (the typed values,
+      h5ad-safe) and ``random_state``.
 
-    Nothing is written if an error is raised.
+    ``key_added`` may not be ``"perturbation_grid"`` or ``"cross_validation"``, nor overwrite
+    the grid's label/``measured``/``n_cells`` columns or entries impute did not write. A
+    method that does not apply to the grid (e.g. ``additive_combination`` without
+    combination labels) warns once, and its fallback fills every target. Nothing is written if
+    an error is raised.
 
     """
     key = Key.uns.imputed(method) if key_added is None else key_added
-    if not isinstance(key, str) or not key:
-        raise ValueError("key_added must be a non-empty string.")
+    m, params = prepare_method(method, method_params)  # every check before any work
+    random_state = check_random_state_value(m.name, random_state)
+    check_key_added(grid, key)
     data, order = to_grid_data(grid)
-    m = resolve_method(method, method_params, data)
+    check_applicable(m, data)
     targets = default_targets(data)
-    res = run_method(m, data, targets, random_state=random_state, params=method_params)
+    res = run_method(m, data, targets, random_state=random_state, params=params)
 
     n_c, n_a, p = data.Y.shape
     completed = np.array(data.Y, dtype=np.float32, copy=True)
@@ -124,7 +183,7 @@ def impute(
     fallbacks = pd.Series(imputed_sources, dtype=object).value_counts().to_dict()
     record = {
         "method": method,
-        "params": h5ad_safe({**m.defaults, **method_params, "random_state": random_state}),
+        "params": h5ad_safe({**params.to_dict(), "random_state": random_state}),
         "n_imputed": len(targets),
         "n_control_filled": n_ctrl,
         "fallbacks": {str(k): int(v) for k, v in fallbacks.items()},
