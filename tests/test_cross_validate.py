@@ -96,3 +96,101 @@ def test_recovery_improves_as_noise_falls():
         df = si.tl.cross_validate(g, methods=["additive"], progress=False, key_added=None)
         med.append(df.r2.median())
     assert med[0] < med[1] < med[2]
+
+
+# ----------------------------------------------------------------------------- issue 9
+@pytest.fixture
+def grouped_method():
+    """A method whose folds come from a ``grouped_refit`` hook (its ``fn`` must not run)."""
+    from scimpute.methods import _registry, register
+
+    calls = []
+
+    def refit(data, folds, params, *, random_state, progress):
+        calls.append((len(folds), random_state, progress))
+        out = []
+        for hidden in folds:
+            mask = data.measured.copy()
+            mask[hidden[:, 0], hidden[:, 1]] = False
+            out.append(baselines.context_mean(data.with_measured(mask), hidden))
+        return out
+
+    def fn(data, targets, params=None, *, random_state=0):
+        raise AssertionError("cross_validate must use grouped_refit")
+
+    register("_grouped_test", description="test", grouped_refit=refit)(fn)
+    yield calls
+    _registry._METHODS.pop("_grouped_test")
+
+
+def test_grouped_refit_hook_serves_every_fold(grid, grouped_method):
+    df = si.tl.cross_validate(
+        grid, methods=["_grouped_test", "context_mean"], holdout="random", n_folds=3,
+        progress=False,
+    )  # fmt: skip
+    assert len(grouped_method) == 1 and grouped_method[0][0] == 3
+    a = df[df.method == "_grouped_test"].reset_index(drop=True)
+    b = df[df.method == "context_mean"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a.drop(columns="method"), b.drop(columns="method"))
+
+
+def test_grouped_refit_results_are_checked(grid, grouped_method):
+    from scimpute.methods import get_method
+
+    m = get_method("_grouped_test")
+    object.__setattr__(m, "grouped_refit", lambda data, folds, params, **kw: [])
+    with pytest.raises(RuntimeError, match="returned 0 results for"):
+        si.tl.cross_validate(grid, methods=["_grouped_test"], holdout="random", progress=False)
+
+
+@pytest.mark.parametrize("bad", ["abc", 1.5, True, -1])
+def test_bad_random_state_rejected_before_work(grid, bad):
+    with pytest.raises(ValueError, match="^cross_validate: random_state must be"):
+        si.tl.cross_validate(grid, methods=["additive"], random_state=bad, progress=False)
+    assert "cross_validation" not in grid.uns
+
+
+def test_key_added_cannot_be_the_grid_record(grid):
+    with pytest.raises(ValueError, match="key_added must be a string other than"):
+        si.tl.cross_validate(grid, methods=["additive"], key_added="perturbation_grid")
+    assert "context_key" in grid.uns["perturbation_grid"]
+
+
+def test_holdout_and_n_folds_house_messages(grid):
+    with pytest.raises(ValueError, match="^cross_validate: holdout must be one of 'leave_one_out'"):
+        si.tl.cross_validate(grid, methods=["additive"], holdout="bogus", progress=False)
+    with pytest.raises(ValueError, match="^cross_validate: n_folds must be an integer >= 2"):
+        si.tl.cross_validate(grid, methods=["additive"], n_folds=2.0, progress=False)
+
+
+def test_summarize_messages(grid):
+    # defect 11: KeyError: 'method' / 'Column not found: auc'
+    df = si.tl.cross_validate(grid, methods=["additive"], holdout="random", progress=False)
+    with pytest.raises(ValueError, match="lacks the 'method' column"):
+        si.tl.summarize_cross_validation(df.drop(columns="method"))
+    with pytest.raises(
+        ValueError, match=r"Unknown metric\(s\) 'auc'\. Metric columns of the table: 'r2', "
+    ):
+        si.tl.summarize_cross_validation(df, metrics=["auc"])
+    with pytest.raises(ValueError, match="Did you mean 'r2_effect'"):
+        si.tl.summarize_cross_validation(df, metrics=["r2_efect"])
+    with pytest.raises(TypeError, match="DataFrame of cross_validate"):
+        si.tl.summarize_cross_validation(df.to_dict())
+    out = si.tl.summarize_cross_validation(df, metrics=["mse"])
+    assert list(out.columns) == [
+        "n_pairs",
+        "median_mse",
+        "mean_mse",
+        "frac_better_than_context_mean",
+    ]
+    np.testing.assert_allclose(out.loc["additive", "median_mse"], df["mse"].median())
+
+
+def test_record_holds_typed_params(grid):
+    si.tl.cross_validate(
+        grid, methods={"n": {"method": "ntk", "prior": ["onehot"], "reg": 1}},
+        holdout="random", n_folds=2, progress=False,
+    )  # fmt: skip
+    rec = grid.uns["cross_validation"]["params"]["methods"]["n"]
+    assert rec["method"] == "ntk" and rec["reg"] == 1.0 and list(rec["prior"]) == ["onehot"]
+    assert set(rec) == {"method", *si.methods.get_method("ntk").params.names()}

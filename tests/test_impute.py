@@ -166,3 +166,83 @@ def test_errors_leave_grid_untouched(grid, setup, kwargs, err, match):
 def test_not_anndata():
     with pytest.raises(TypeError, match="Expected an AnnData"):
         si.tl.impute(np.zeros((3, 3)), method="context_mean")
+
+
+# ----------------------------------------------------------------------------- defects (issue 9)
+@pytest.mark.parametrize(
+    ("key", "match"),
+    [
+        ("perturbation_grid", "reserved"),  # defect 4: the grid's own record
+        ("cross_validation", "reserved"),
+        ("context", "obs column"),  # a label column
+        ("measured", "obs column"),
+        ("truth", r"layers\['truth'\]"),  # a layer impute did not write
+        ("simulation", "was not written by impute"),  # a foreign .uns entry
+    ],
+)
+def test_key_added_cannot_overwrite_the_grid(grid, key, match):
+    snap = _snapshot(grid)
+    truth = grid.layers["truth"].copy()
+    rec = dict(grid.uns["perturbation_grid"])
+    with pytest.raises(ValueError, match=match):
+        si.tl.impute(grid, method="context_mean", key_added=key)
+    _same(grid, snap)
+    np.testing.assert_array_equal(grid.layers["truth"], truth)
+    assert dict(grid.uns["perturbation_grid"]) == rec
+    si.tl.impute(grid, method="context_mean")  # the grid still works
+
+
+def test_rerunning_with_the_same_key_replaces_own_results(grid):
+    si.tl.impute(grid, method="context_mean", key_added="x")
+    si.tl.impute(grid, method="additive", key_added="x")
+    assert grid.uns["x"]["method"] == "additive"
+
+
+def test_unused_categories_are_ignored(grid):
+    # defect 6: a context column with an unused category (e.g. after subsetting) gave IndexError
+    ref = si.tl.impute(grid, method="additive", copy=True)
+    g = grid.copy()
+    g.obs["context"] = g.obs["context"].cat.add_categories(["ghost"])
+    g.obs["perturbation"] = g.obs["perturbation"].cat.add_categories(["never"])
+    si.tl.impute(g, method="additive")
+    np.testing.assert_array_equal(g.layers["imputed_additive"], ref.layers["imputed_additive"])
+
+
+def test_subset_of_contexts_is_a_grid(grid):
+    keep = grid.obs["context"].isin(grid.obs["context"].cat.categories[:4]).to_numpy()
+    sub = grid[keep].copy()
+    sub.obs["context"] = sub.obs["context"].cat.set_categories(grid.obs["context"].cat.categories)
+    si.tl.impute(sub, method="context_mean")
+    assert np.isfinite(sub.layers["imputed_context_mean"]).all()
+
+
+def test_float16_profiles(grid):
+    # defect 6: float16 X failed inside scipy
+    g16 = grid.copy()
+    g16.X = grid.X.astype(np.float16)
+    g32 = grid.copy()
+    g32.X = g16.X.astype(np.float32)
+    si.tl.impute(g16, method="additive")
+    si.tl.impute(g32, method="additive")
+    assert g16.layers["imputed_additive"].dtype == np.float32
+    np.testing.assert_array_equal(g16.layers["imputed_additive"], g32.layers["imputed_additive"])
+
+
+def test_params_record_is_the_typed_spec(grid):
+    si.tl.impute(grid, method="ntk", prior=["onehot"], reg=1, key_added="n")
+    params = grid.uns["n"]["params"]
+    assert list(params["prior"]) == ["onehot"]  # a list is stored as the typed tuple
+    assert params["reg"] == 1.0 and isinstance(params["reg"], float)
+    assert params["center"] == "control" and params["weights"] == "None"
+    assert params["random_state"] == 0
+
+
+def test_method_that_does_not_apply_warns_once(grid):
+    with pytest.warns(UserWarning, match="no perturbation label is a combination") as rec:
+        si.tl.impute(grid, method="additive_combination")
+    assert len([w for w in rec if issubclass(w.category, UserWarning)]) == 1
+    with pytest.warns(UserWarning, match="positive dose"):
+        si.tl.impute(grid, method="dose_interpolation")
+    # the fallback filled every target, and says so
+    src = grid.obs["imputed_additive_combination_source"]
+    assert not src.str.startswith("additive_combination").any()

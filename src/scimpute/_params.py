@@ -271,7 +271,8 @@ def _bounds_phrase(s: Spec) -> str:
 
 def _check_number(x: float, s: Spec) -> bool:
     if isinstance(x, float) and not math.isfinite(x):
-        return not s.finite and not math.isnan(x)
+        if s.finite or math.isnan(x):
+            return False  # NaN never; infinities only with finite=False, and within bounds
     if s.ge is not None and not x >= s.ge:
         return False
     if s.gt is not None and not x > s.gt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -14,7 +15,6 @@ from tqdm.auto import tqdm
 from .._keys import Key
 from .._params import Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state, h5ad_safe
-from .._validate import _suggest
 from ..methods import GridData, Method, MethodResult, get_method
 from ..metrics import METRICS, score_pairs
 from ._data import to_grid_data
@@ -316,8 +316,13 @@ def summarize_cross_validation(
     ]
     unknown = [m for m in metrics if m not in available]
     if unknown:
-        hint = _suggest(unknown[0], available) if available else " The table has no metric column."
-        raise ValueError(f"Unknown metric(s) {', '.join(map(repr, unknown))}.{hint}")
+        close = get_close_matches(unknown[0], available, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        listed = ", ".join(map(repr, available)) or "none"
+        raise ValueError(
+            f"Unknown metric(s) {', '.join(map(repr, unknown))}.{hint} Metric columns of the "
+            f"table: {listed}."
+        )
     if not metrics:
         raise ValueError("metrics is empty; name at least one, e.g. metrics=['r2'].")
     g = scores.groupby("method", sort=False)
