@@ -54,23 +54,17 @@ def grid():
 
 
 def _snapshot(a):
-    return (
-        a.X.copy(),
-        a.obs.copy(),
-        {k: v.copy() for k, v in a.layers.items()},
-        set(a.uns.keys()),
-        set(a.obsm.keys()),
-    )
+    return a.copy()
 
 
-def _assert_same(a, snap):
-    X, obs, layers, uns, obsm = snap
-    np.testing.assert_array_equal(a.X, X)
-    pd.testing.assert_frame_equal(a.obs, obs)
-    assert set(a.layers.keys()) == set(layers)
-    for k, v in layers.items():
-        np.testing.assert_array_equal(a.layers[k], v)
-    assert set(a.uns.keys()) == uns and set(a.obsm.keys()) == obsm
+def _assert_same(a, before):
+    """``a`` equals the copy ``before``: X, obs, every layer, and the uns/obsm keys."""
+    for attr in ("layers", "uns", "obsm"):
+        assert set(getattr(a, attr).keys()) == set(getattr(before, attr).keys()), attr
+    pd.testing.assert_frame_equal(a.obs, before.obs)
+    for k in [None, *before.layers]:
+        now, then = (a.X, before.X) if k is None else (a.layers[k], before.layers[k])
+        np.testing.assert_array_equal(now, then)
 
 
 def test_registry_is_not_empty_and_lists_every_method():

@@ -131,3 +131,46 @@ def test_registry_lists_baselines():
         assert m in table.index
     with pytest.raises(ValueError, match="Did you mean 'context_mean'"):
         si.methods.get_method("contxt_mean")
+
+
+# ----------------------------------------------------------------------------- GridData
+def _arrays(C=2, A=3, p=4):
+    return np.zeros((C, A, p)), np.ones((C, A), bool)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"Y": np.zeros((2, 3))}, "3-dimensional"),
+        ({"Y": np.zeros((2, 3, 4), dtype=int)}, "hold floats"),
+        ({"measured": np.ones((2, 3), int)}, "bool array of shape"),
+        ({"measured": np.ones((3, 2), bool)}, "bool array of shape"),
+        ({"control": 3}, "out of range"),
+        ({"control": True}, "out of range"),
+        ({"contexts": np.array(["a"])}, "contexts has 1 labels, expected 2"),
+        ({"perturbations": np.array(["a"])}, "perturbations has 1 labels"),
+        ({"features": np.array(["g"])}, "features has 1 labels"),
+        ({"covariates": {"emb": np.zeros((5, 2))}}, r"covariates\['emb'\] must be an array with 6"),
+        ({"combination_sep": ""}, "combination_sep"),
+    ],
+)
+def test_griddata_is_valid_by_construction(change, match):
+    from scimpute.methods import GridData
+
+    Y, M = _arrays()
+    kw = {
+        "Y": Y,
+        "measured": M,
+        "control": 0,
+        "contexts": np.array(["c0", "c1"]),
+        "perturbations": np.array(["p0", "p1", "p2"]),
+        **change,
+    }
+    with pytest.raises(ValueError, match=match):
+        GridData(**kw)
+
+
+def test_grid_data_casts_to_float():
+    d = grid_data(np.ones((2, 2, 3), dtype=np.float16))
+    assert d.Y.dtype == np.float32
+    assert grid_data(np.ones((2, 2, 3), dtype=int)).Y.dtype == np.float64

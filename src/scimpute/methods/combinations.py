@@ -169,16 +169,9 @@ def additive_combination(
 ) -> MethodResult:
     """Predict a combination by the sum of its components' single effects (see module doc).
 
-    Parameters
-    ----------
-    data
-        The grid's arrays; labels ``"A+B"`` or ``"A@dA+B@dB"``.
-    targets
-        ``(n, 2)`` (context, perturbation) index pairs.
-    params
-        Unused: the method has no parameters (:class:`~scimpute._params.NoParams`).
-    random_state
-        Unused (deterministic); accepted for a uniform signature.
+    The arguments are those of every method (:attr:`scimpute.methods.Method.fn`); the grid's
+    labels are ``"A+B"`` or ``"A@dA+B@dB"``. The method has no parameters
+    (:class:`~scimpute._params.NoParams`) and is deterministic.
 
     Returns
     -------
