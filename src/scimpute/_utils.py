@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 RandomState = int | np.random.Generator | None
 
@@ -36,7 +37,8 @@ def h5ad_safe(value: Any) -> Any:
     """Convert a value to something ``write_h5ad`` stores in ``.uns`` and reads back.
 
     ``None`` becomes the string ``"None"``, tuples become arrays, numpy scalars become Python
-    scalars, and mappings are converted recursively. Used for ``.uns[key]["params"]``.
+    scalars, data frames get string column names and index, and mappings are converted
+    recursively. Used for ``.uns[key]["params"]``.
     """
     if value is None:
         return "None"
@@ -56,6 +58,11 @@ def h5ad_safe(value: Any) -> Any:
         if all(isinstance(v, int | float | np.number | bool) for v in value):
             return np.asarray(value)
         return {str(i): h5ad_safe(v) for i, v in enumerate(value)}
+    if isinstance(value, pd.DataFrame):  # h5ad needs string column names and index
+        out = value.copy()
+        out.columns = out.columns.astype(str)
+        out.index = out.index.astype(str)
+        return out
     if isinstance(value, np.random.Generator):
         return "Generator"
     if callable(value):

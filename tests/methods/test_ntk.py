@@ -227,6 +227,7 @@ def test_h5ad_round_trip(sim, tmp_path):
     assert rec["reg"] == "auto"
     assert rec["reg_selected"] > 0
     assert "loo_errors" in rec["patterns"]
+    del g.uns["fingerprints"]  # the user's own table (integer column names) is not ours to fix
     g.write_h5ad(tmp_path / "g.h5ad")
     back = ad.read_h5ad(tmp_path / "g.h5ad")
     np.testing.assert_array_equal(back.layers["imputed_ntk"], g.layers["imputed_ntk"])
@@ -266,7 +267,7 @@ def test_no_recompilation_across_loo_folds(sim):
     assert (_train_kernel._cache_size(), _fit._cache_size(), _predict._cache_size()) == sizes
 
 
-def test_user_features_obsm_obs_and_dataframe(sim):
+def test_user_features_obsm_obs_and_dataframe(sim, tmp_path):
     g = sim[0].copy()
     rng = np.random.default_rng(0)
     g.obsm["emb"] = rng.normal(size=(g.n_obs, 3))
@@ -286,6 +287,12 @@ def test_user_features_obsm_obs_and_dataframe(sim):
                  key_added="d")  # fmt: skip
     np.testing.assert_allclose(g.layers["c"], g.layers["d"])
     assert g.uns["d"]["prior_dims"]["features:perturbation"] == 4
+    # the parameters recorded (a DataFrame with integer column names, an array) are h5ad-safe
+    del g.uns["fingerprints"]  # the user's own table (integer column names) is not ours to fix
+    g.write_h5ad(tmp_path / "g.h5ad")
+    back = ad.read_h5ad(tmp_path / "g.h5ad")
+    np.testing.assert_allclose(back.uns["d"]["params"]["features"].to_numpy(), fp.sample(
+        frac=1.0, random_state=0).to_numpy())  # fmt: skip
     # the obsm array reaches the method as a covariate in context-major pair order
     d, order = to_grid_data(g)
     np.testing.assert_array_equal(d.covariates["emb"], g.obsm["emb"][order])
