@@ -87,14 +87,15 @@ def worker(args) -> dict:
         out["t_impute_second_s"] = time.perf_counter() - t0  # compiled: pure compute
         m = get_method("ntk")
         t0 = time.perf_counter()
-        pred = m.fn(data, ref_t, prior=args.prior, dtype=args.dtype).prediction
+        pred = m.fn(data, ref_t, m.parse({"prior": args.prior, "dtype": args.dtype})).prediction
         out["t_reference_targets_s"] = time.perf_counter() - t0
         out["peak_device_bytes"] = _peak_device_bytes()
     else:
         from scimpute.methods._ntk_numpy import ntk_numpy
+        from scimpute.methods.ntk import NtkParams
 
         t0 = time.perf_counter()
-        pred = ntk_numpy(data, ref_t, prior=args.prior)
+        pred = ntk_numpy(data, ref_t, NtkParams(prior=args.prior))
         out["t_reference_targets_s"] = time.perf_counter() - t0
     out["n_reference_targets"] = len(ref_t)
     np.save(args.pred_file, pred)

@@ -137,7 +137,7 @@ def test_agrees_with_numpy_reference(combo_dose_grid, params):
     targets = np.argwhere(~d.measured)
     targets = targets[targets[:, 1] != d.control]
     res = _run(d, targets, **params)
-    ref = ntk_numpy(d, targets, **params)
+    ref = ntk_numpy(d, targets, NtkParams.from_kwargs("ntk", params))
     np.testing.assert_allclose(res.prediction, ref, rtol=1e-7, atol=1e-7)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ._base import GridData, as_targets
-from .ntk import _auto_prior, _centering, _normalise_prior, build_prior
+from .ntk import NtkParams, _auto_prior, _centering, _normalise_prior, build_prior
 
 
 def ntk_kernel_numpy(x: np.ndarray, depth: int = 1) -> np.ndarray:
@@ -35,26 +35,21 @@ def _gram(F1, c1, a1, i1, F2, c2, a2, i2, w):
 
 
 def ntk_numpy(
-    data: GridData,
-    targets,
-    *,
-    prior="auto",
-    depth: int = 1,
-    reg: float = 1e-6,
-    weights=None,
-    features=None,
-    dose_transform: str = "log",
-    center="control",
-    chunk: int = 4096,
+    data: GridData, targets, params: NtkParams | None = None, *, chunk: int = 4096
 ) -> np.ndarray:
-    """Predictions of the registered ``ntk`` method (numeric ``reg`` only), in plain numpy."""
+    """Predictions of the registered ``ntk`` method (numeric ``reg`` only), in plain numpy.
+
+    ``params`` as for :func:`scimpute.methods.ntk.ntk` (:class:`NtkParams`; ``dtype`` is
+    ignored: numpy computes in float64); ``chunk`` targets are predicted at a time.
+    """
+    p = NtkParams() if params is None else params
     t = as_targets(targets)
-    if isinstance(prior, str) and prior == "auto":
-        prior = _auto_prior(data)
+    prior = _auto_prior(data) if p.prior == "auto" else p.prior
     cp = build_prior(
-        data, _normalise_prior(prior), weights=weights, features=features,
-        dose_transform=dose_transform,
+        data, _normalise_prior(prior), weights=p.weights, features=p.features,
+        dose_transform=p.dose_transform,
     )  # fmt: skip
+    depth, reg, center = p.depth, p.reg, p.center
     w = (cp.w_context, cp.w_perturbation, cp.w_identity)
     A = data.n_perturbations
     ci, ai = np.nonzero(data.measured)
