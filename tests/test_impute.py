@@ -174,8 +174,8 @@ def test_not_anndata():
     [
         ("perturbation_grid", "reserved"),  # defect 4: the grid's own record
         ("cross_validation", "reserved"),
-        ("context", "obs column"),  # a label column
-        ("measured", "obs column"),
+        ("context", "the grid's own obs columns"),  # a label column
+        ("measured", "the grid's own obs columns"),
         ("truth", r"layers\['truth'\]"),  # a layer impute did not write
         ("simulation", "was not written by impute"),  # a foreign .uns entry
     ],

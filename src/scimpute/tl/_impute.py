@@ -24,6 +24,21 @@ def _is_impute_record(value) -> bool:
     return isinstance(value, Mapping) and "method" in value and "n_imputed" in value
 
 
+def _structure_columns(grid: AnnData) -> set[str]:
+    info = read_grid_info(grid)
+    return {info.context_key, info.perturbation_key, Key.obs.measured, Key.obs.n_cells}
+
+
+def _check_columns(grid: AnnData, key: str, names) -> None:
+    """Refuse names that are the grid's own obs columns (labels, measured, n_cells)."""
+    clash = _structure_columns(grid) & set(names)
+    if clash:
+        raise ValueError(
+            f"key_added={key!r} is reserved: impute would write {sorted(clash)}, the name(s) of "
+            "the grid's own obs columns; choose another key_added."
+        )
+
+
 def check_key_added(grid: AnnData, key) -> None:
     """Refuse a ``key_added`` that would overwrite the grid's structure or foreign entries.
 
@@ -39,14 +54,7 @@ def check_key_added(grid: AnnData, key) -> None:
             f"key_added={key!r} is reserved (grid.uns[{key!r}] belongs to the grid or to "
             "cross_validate); choose another name."
         )
-    info = read_grid_info(grid)
-    structure = {info.context_key, info.perturbation_key, Key.obs.measured, Key.obs.n_cells}
-    clash = structure & {key, Key.obs.source(key)}
-    if clash:
-        raise ValueError(
-            f"key_added={key!r} would overwrite the grid's obs column(s) {sorted(clash)}; "
-            "choose another name."
-        )
+    _check_columns(grid, key, [key, Key.obs.source(key)])
     if key in grid.uns and not _is_impute_record(grid.uns[key]):
         raise ValueError(
             f"grid.uns[{key!r}] exists and was not written by impute; choose another "
@@ -178,6 +186,7 @@ def impute(
         col = np.full(n_c * n_a, np.nan)
         col[flat_t] = np.asarray(values, dtype=float)
         diag_cols[Key.obs.diagnostic(key, name)] = col[inv]
+    _check_columns(grid, key, diag_cols)  # e.g. key "n" and a diagnostic "cells"
     src_flat = source.reshape(-1)[inv]
     imputed_sources = source[targets[:, 0], targets[:, 1]] if len(targets) else np.array([])
     fallbacks = pd.Series(imputed_sources, dtype=object).value_counts().to_dict()
