@@ -8,10 +8,11 @@ import scipy.sparse as sp
 
 import scimpute as si
 from scimpute.methods import grid_data
-from scimpute.methods._si_engine import greedy_paths
-from scimpute.methods._si_reference import reference_levels, reference_si
 from scimpute.methods.baselines import context_mean
-from scimpute.methods.synthetic_interventions import _resolve_preset, synthetic_interventions
+from scimpute.methods.synthetic_interventions import SIParams
+from scimpute.methods.synthetic_interventions import synthetic_interventions as _si_fn
+from scimpute.methods.synthetic_interventions._engine import greedy_paths
+from scimpute.methods.synthetic_interventions._reference import reference_levels, reference_si
 from scimpute.tl._data import default_targets, to_grid_data
 
 SI = "synthetic_interventions"
@@ -22,6 +23,11 @@ PLAIN = {
     "sum_to_one": False,
     "min_train_units": 1,
 }
+
+
+def synthetic_interventions(data, targets, *, random_state=0, **kwargs):
+    """The method called as the runner does: parameters checked by the spec, then passed."""
+    return _si_fn(data, targets, SIParams.from_kwargs(SI, kwargs), random_state=random_state)
 
 
 @pytest.fixture(scope="module")
@@ -64,20 +70,13 @@ def test_batched_matches_reference(small, params):
     data, t = small
     res = synthetic_interventions(data, t, random_state=3, **params)
     folds = np.random.default_rng(3).permutation(np.arange(data.n_features) % 5)
-    ref_params = {k: v for k, v in params.items() if k != "preset"}
-    ref_params.update(
-        _resolve_preset(
-            params.get("preset"),
-            params.get("donors", "perturbations"),
-            **{
-                k: params.get(k)
-                for k in ("ridge", "select", "fallback", "min_train_units", "sum_to_one")
-            },
-        )
-    )
-    ref_params.pop("preset")
     ref = reference_si(
-        data.Y, data.measured, t, control=data.control, feature_folds=folds, **ref_params
+        data.Y,
+        data.measured,
+        t,
+        SIParams.from_kwargs(SI, params),
+        control=data.control,
+        feature_folds=folds,
     )
     np.testing.assert_allclose(res.prediction, ref["prediction"], rtol=1e-5, atol=1e-5)
     assert list(res.source) == list(ref["source"])

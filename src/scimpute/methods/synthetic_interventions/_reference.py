@@ -10,12 +10,11 @@ Nothing here is on a hot path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from ._base import grid_data
-from .baselines import context_mean
+from .._base import grid_data
+from .._stats import CONTEXT_FIRST, fallback_chain
+from ._params import SIParams
 
 GD_OMEGA = (0.56, -0.95, 1.82, 1.43)  # omega(b) ~ 0.56 b^3 - 0.95 b^2 + 1.82 b + 1.43
 RANK_TOL = 1e-10  # eigenvalues (squared singular values) below RANK_TOL * largest are zero
@@ -125,46 +124,33 @@ def _f(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def _as_list(x) -> list:
-    if isinstance(x, str) or x is None or np.isscalar(x):
-        return [x]
-    return list(x)
-
-
 def reference_si(
     Y: np.ndarray,
     measured: np.ndarray,
     targets: np.ndarray,
+    params: SIParams | None = None,
     *,
     control: int | None = None,
-    donors: str = "perturbations",
-    rank: int | str | Sequence | None = None,
-    energy: float = 1.0,
-    ridge: float | Sequence[float] = (0.0, 0.01, 0.1, 1.0),
-    select: str = "validation",
-    fallback: bool = True,
-    fallback_margin: float = 0.1,
-    min_train_units: int = 1,
-    min_win_fraction: float = 0.0,
-    single_unit_redundancy: float = 1.5,
-    sum_to_one: bool = True,
-    max_donors: int | None = None,
-    n_feature_folds: int = 5,
     feature_folds: np.ndarray | None = None,
-    subspace_energy: float = 0.99,
 ) -> dict:
     """Synthetic interventions, one target at a time (see the module docstring).
 
-    Parameters are those of
-    :func:`scimpute.methods.synthetic_interventions.synthetic_interventions`, except
-    ``feature_folds`` (fold index of each feature; the batched implementation draws them
-    from ``random_state``).
+    ``params`` are those of
+    :func:`scimpute.methods.synthetic_interventions.synthetic_interventions` (resolved by
+    their preset here); ``feature_folds`` is the fold index of each feature (the batched
+    implementation draws them from ``random_state``; default ``arange(p) % n_feature_folds``).
 
     Returns
     -------
     Dict with ``prediction`` (n, p), ``source`` (n,) and the per-target diagnostics.
 
     """
+    params = (SIParams() if params is None else params).resolved()
+    donors, energy, select = params.donors, params.energy, params.select
+    max_donors, min_train_units = params.max_donors, params.min_train_units
+    sum_to_one, fallback = params.sum_to_one, params.fallback
+    fallback_margin, min_win_fraction = params.fallback_margin, params.min_win_fraction
+    single_unit_redundancy, subspace_energy = params.single_unit_redundancy, params.subspace_energy
     M = np.asarray(measured, dtype=bool)
     targets = np.asarray(targets, dtype=np.int64).reshape(-1, 2)
     n_t, p = targets.shape[0], Y.shape[2]
@@ -173,9 +159,9 @@ def reference_si(
         ctrl_mask[control] = True
     treated = M & ~ctrl_mask[None, :]
     if feature_folds is None:
-        feature_folds = np.arange(p) % n_feature_folds
+        feature_folds = np.arange(p) % params.n_feature_folds
     K = int(feature_folds.max()) + 1
-    regs = [(r, g) for r in _as_list(rank) for g in _as_list(ridge)]
+    regs = params.regularisations
 
     def cm(c: int, exclude: int | None = None) -> np.ndarray | None:
         m = treated[c].copy()
@@ -195,7 +181,7 @@ def reference_si(
         "subspace_stat": np.full(n_t, np.nan),
         "weights": [None] * n_t,
     }
-    base_res = context_mean(grid_data(Y, M, control=control), targets)
+    base_res = fallback_chain(grid_data(Y, M, control=control), targets, list(CONTEXT_FIRST))
     out["reason"] = np.full(n_t, "", dtype=object)
 
     def fall_back(i: int, reason: str) -> None:
