@@ -28,7 +28,6 @@ from ._params import SIParams
 
 #: floats per intermediate array of a kernel call (bounds the memory of one chunk)
 _CHUNK_BUDGET = 2**22
-_SHOW_PROGRESS = 20000  # targets above which progress bars are shown
 
 
 def _pow2(x: np.ndarray | int, lo: int = 1) -> np.ndarray:
