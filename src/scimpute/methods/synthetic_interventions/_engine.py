@@ -441,10 +441,10 @@ def fit_all(
     used = np.flatnonzero(counts)
     R_pad = cfg.ridge.size
     bar = tqdm(total=L, desc="synthetic interventions", disable=not progress, unit="pair")
+    exact_J = kind[used] == 1
     plan = _bucket_plan(
-        used, paths.n_D[used], J[used], counts[used], order, cstart, R_pad, _fit_floats,
-        kind[used] == 1,
-    )  # fmt: skip
+        used, paths.n_D[used], J[used], counts[used], order, cstart, R_pad, _fit_floats, exact_J
+    )
     for (Dp, Jp, Np, size), vkeys, vcand in plan:
         for lo, hi in _chunks(len(vkeys), size):
             ks, cand, ks_p = _padded_chunk(vkeys, vcand, lo, hi, size, Np)
