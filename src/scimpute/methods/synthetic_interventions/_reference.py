@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..._keys import SI_DIAGNOSTICS, SI_RIDGE, SI_SUBSPACE_PASS
 from .._base import grid_data
 from .._stats import CONTEXT_FIRST, fallback_chain
 from ._params import SIParams
@@ -204,15 +205,8 @@ def reference_si(
     return out
 
 
-_DIAGNOSTICS = (
-    "n_donors",
-    "n_train",
-    "r2_train",
-    "r2_heldout",
-    "validation_mse",
-    "context_mean_validation_mse",
-    "subspace_stat",
-)
+#: the per-target diagnostics the reference computes (all but the chosen ridge and the pass)
+_DIAGNOSTICS = tuple(k for k in SI_DIAGNOSTICS if k not in (SI_RIDGE, SI_SUBSPACE_PASS))
 
 
 @dataclass
