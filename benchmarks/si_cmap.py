@@ -15,27 +15,39 @@ import json
 import os
 import platform
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 import scimpute as si
+from scimpute._params import Params, param
 from scimpute.methods import register
-from scimpute.methods.synthetic_interventions import synthetic_interventions
+from scimpute.methods.synthetic_interventions import SIParams, synthetic_interventions
 
 RESULTS = Path(__file__).parent / "results"
 SI = "synthetic_interventions"
 
 
-@register("_si_log_benchmark", description="SI-Action on log2(1 + x), back-transformed.")
-def si_log(data, targets, *, random_state=0, published=False):
+@dataclass(frozen=True)
+class LogParams(Params):
+    """Parameters of the log-scale SI-Action variant."""
+
+    published: bool = param(False, doc="Use preset 'published' (else 'validated').")
+
+
+@register(
+    "_si_log_benchmark",
+    description="SI-Action on log2(1 + x), back-transformed.",
+    params=LogParams,
+)
+def si_log(data, targets, params: LogParams | None = None, *, random_state=0):
     """SI-Action fitted on log2(1 + intensity); predictions mapped back to intensities."""
+    published = (params or LogParams()).published
     logged = replace(data, Y=np.log2(1 + np.clip(np.asarray(data.Y, dtype=np.float64), 0, None)))
-    res = synthetic_interventions(
-        logged, targets, random_state=random_state, preset="published" if published else None
-    )
+    spec = SIParams(preset="published" if published else "validated")
+    res = synthetic_interventions(logged, targets, spec, random_state=random_state)
     res.prediction = 2.0**res.prediction - 1
     return res
 

@@ -2,7 +2,7 @@
 
 Imputes every unmeasured pair of a simulated 70 contexts x 5,000 perturbations x 978
 features grid with 10% of pairs measured, and times the plain per-pair numpy reference
-(:func:`scimpute.methods._si_reference.reference_si`) on a random sample of the same targets
+(:func:`scimpute.methods.synthetic_interventions._reference.reference_si`) on a random sample of the same targets
 in the same run:
 
     PYTHONPATH=src python benchmarks/si_scale.py            # full size (a few minutes)
@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 import scimpute as si
-from scimpute.methods._si_reference import reference_si
 from scimpute.methods.baselines import context_mean
-from scimpute.methods.synthetic_interventions import _resolve_preset, synthetic_interventions
+from scimpute.methods.synthetic_interventions import SIParams, synthetic_interventions
+from scimpute.methods.synthetic_interventions._reference import reference_si
 from scimpute.tl._data import default_targets, to_grid_data
 
 RESULTS = Path(__file__).parent / "results"
@@ -77,25 +77,20 @@ def peak_rss_gb() -> float:
 
 
 def run_config(data, targets, truth_sample, sample, params, n_ref, seed):
+    spec = SIParams.from_kwargs("synthetic_interventions", params)
     gc.collect()
     tracemalloc.start()
     with RSSSampler() as rss:
         t0 = time.perf_counter()
-        res = synthetic_interventions(data, targets, random_state=seed, **params)
+        res = synthetic_interventions(data, targets, spec, random_state=seed)
         wall = time.perf_counter() - t0
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    ref_params = {k: v for k, v in params.items() if k != "preset"}
-    keys = ("ridge", "select", "fallback", "min_train_units", "sum_to_one")
-    ref_params.update(
-        _resolve_preset(params.get("preset"), "perturbations", **{k: params.get(k) for k in keys})
-    )
-    ref_params.pop("preset")
     folds = np.random.default_rng(seed).permutation(np.arange(data.n_features) % 5)
     ref_t = targets[sample[:n_ref]]
     t1 = time.perf_counter()
     ref = reference_si(
-        data.Y, data.measured, ref_t, control=data.control, feature_folds=folds, **ref_params
+        data.Y, data.measured, ref_t, spec, control=data.control, feature_folds=folds
     )
     ref_wall = time.perf_counter() - t1
     diff = np.abs(res.prediction[sample[:n_ref]] - ref["prediction"])

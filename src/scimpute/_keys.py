@@ -84,3 +84,41 @@ SI_DONOR_WEIGHTS: Final = "donor_weights"
 SI_TRAIN_UNITS: Final = "train_units"
 #: default ``key_added`` of ``impute(..., method="synthetic_interventions")``.
 SI_DEFAULT_KEY: Final = "imputed_synthetic_interventions"
+#: ``.uns[key]`` entries of synthetic interventions (besides donor weights and training units).
+SI_DONOR_LABELS: Final = "donor_labels"
+SI_UNIT_LABELS: Final = "unit_labels"
+SI_DONOR_INTERCEPTS: Final = "donor_intercepts"
+SI_DONOR_AXIS: Final = "donor_axis"
+SI_TARGET_CONTEXTS: Final = "target_contexts"
+SI_TARGET_PERTURBATIONS: Final = "target_perturbations"
+SI_FALLBACK_REASONS: Final = "fallback_reasons"
+SI_REGULARISATIONS: Final = "regularisations"
+SI_SUBSPACE_THRESHOLD: Final = "subspace_threshold"
+SI_N_GROUPS: Final = "n_groups"
+SI_SETTINGS: Final = "settings"
+SI_CONTEXT_DONOR_WEIGHTS: Final = "context_donor_weights"
+SI_CONTEXT_DONOR_INTERCEPTS: Final = "context_donor_intercepts"
+SI_ACTION_FALLBACK_REASONS: Final = "action_fallback_reasons"
+SI_CONTEXT_FALLBACK_REASONS: Final = "context_fallback_reasons"
+#: per-pair diagnostics of synthetic interventions (``obs[Key.obs.diagnostic(key, name)]``).
+SI_N_DONORS: Final = "n_donors"
+SI_N_TRAIN: Final = "n_train"
+SI_R2_TRAIN: Final = "r2_train"
+SI_R2_HELDOUT: Final = "r2_heldout"
+SI_VALIDATION_MSE: Final = "validation_mse"
+SI_CONTEXT_MEAN_VALIDATION_MSE: Final = "context_mean_validation_mse"
+SI_RIDGE: Final = "ridge"
+SI_SUBSPACE_STAT: Final = "subspace_stat"
+SI_SUBSPACE_PASS: Final = "subspace_pass"
+SI_ACTION_SHARE: Final = "action_share"
+SI_DIAGNOSTICS: Final = (
+    SI_N_DONORS,
+    SI_N_TRAIN,
+    SI_R2_TRAIN,
+    SI_R2_HELDOUT,
+    SI_VALIDATION_MSE,
+    SI_CONTEXT_MEAN_VALIDATION_MSE,
+    SI_RIDGE,
+    SI_SUBSPACE_STAT,
+    SI_SUBSPACE_PASS,
+)

@@ -7,11 +7,15 @@ import pytest
 import scipy.sparse as sp
 
 import scimpute as si
-from scimpute.methods import grid_data
-from scimpute.methods._si_engine import greedy_paths
-from scimpute.methods._si_reference import reference_levels, reference_si
+from scimpute import _keys
+from scimpute._params import ParamError
+from scimpute.methods import get_method, grid_data
+from scimpute.methods._registry import _REGISTRY
 from scimpute.methods.baselines import context_mean
-from scimpute.methods.synthetic_interventions import _resolve_preset, synthetic_interventions
+from scimpute.methods.synthetic_interventions import PRESETS, SIParams
+from scimpute.methods.synthetic_interventions import synthetic_interventions as _si_fn
+from scimpute.methods.synthetic_interventions._engine import greedy_paths
+from scimpute.methods.synthetic_interventions._reference import reference_levels, reference_si
 from scimpute.tl._data import default_targets, to_grid_data
 
 SI = "synthetic_interventions"
@@ -22,6 +26,11 @@ PLAIN = {
     "sum_to_one": False,
     "min_train_units": 1,
 }
+
+
+def synthetic_interventions(data, targets, *, random_state=0, **kwargs):
+    """The method called as the runner does: parameters checked by the spec, then passed."""
+    return _si_fn(data, targets, SIParams.from_kwargs(SI, kwargs), random_state=random_state)
 
 
 @pytest.fixture(scope="module")
@@ -64,20 +73,13 @@ def test_batched_matches_reference(small, params):
     data, t = small
     res = synthetic_interventions(data, t, random_state=3, **params)
     folds = np.random.default_rng(3).permutation(np.arange(data.n_features) % 5)
-    ref_params = {k: v for k, v in params.items() if k != "preset"}
-    ref_params.update(
-        _resolve_preset(
-            params.get("preset"),
-            params.get("donors", "perturbations"),
-            **{
-                k: params.get(k)
-                for k in ("ridge", "select", "fallback", "min_train_units", "sum_to_one")
-            },
-        )
-    )
-    ref_params.pop("preset")
     ref = reference_si(
-        data.Y, data.measured, t, control=data.control, feature_folds=folds, **ref_params
+        data.Y,
+        data.measured,
+        t,
+        SIParams.from_kwargs(SI, params),
+        control=data.control,
+        feature_folds=folds,
     )
     np.testing.assert_allclose(res.prediction, ref["prediction"], rtol=1e-5, atol=1e-5)
     assert list(res.source) == list(ref["source"])
@@ -330,6 +332,145 @@ def test_bad_input_errors(small):
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             synthetic_interventions(data, t, **bad)
+
+
+# --------------------------------------------------------------------------------------
+# the typed spec
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("donors", 3),
+        ("rank", 2.5),
+        ("rank", True),
+        ("rank", 0),
+        ("rank", [2, 0]),
+        ("rank", []),
+        ("rank", "gd"),
+        ("energy", "big"),
+        ("energy", 1.5),
+        ("energy", float("nan")),
+        ("preset", None),
+        ("ridge", [0.1, -1.0]),
+        ("ridge", float("inf")),
+        ("ridge", ()),
+        ("select", "best"),
+        ("fallback", "yes"),
+        ("fallback", 1),
+        ("fallback_margin", 1.0),
+        ("min_train_units", 1.5),
+        ("min_win_fraction", 2),
+        ("single_unit_redundancy", -0.1),
+        ("sum_to_one", 1),
+        ("max_donors", 0),
+        ("n_feature_folds", 1),
+        ("subspace_energy", 0),
+        ("subspace_threshold", 1.1),
+    ],
+)
+def test_spec_rejects_ill_typed_and_out_of_range_values(name, value):
+    with pytest.raises(ParamError, match=rf"^{SI}: {name} must .*, got "):
+        SIParams.from_kwargs(SI, {name: value})
+
+
+def test_spec_rejects_unknown_names_and_impute_checks_before_computing(small):
+    with pytest.raises(TypeError, match="rnak"):
+        SIParams.from_kwargs(SI, {"rnak": 2})
+    g = si.datasets.simulate_grid(6, 8, 20, rank=2, fraction_measured=0.6, random_state=0)
+    before = g.copy()
+    with pytest.raises(TypeError, match="rnak"):
+        si.tl.impute(g, method=SI, rnak=2)
+    with pytest.raises(ValueError, match=f"^{SI}: energy must be a number > 0 and <= 1"):
+        si.tl.impute(g, method=SI, energy=2.0)
+    assert set(g.uns) == set(before.uns) and set(g.layers) == set(before.layers)
+    data, t = small
+    with pytest.raises(ValueError, match=f"^{SI}: n_feature_folds must be at most"):
+        synthetic_interventions(data, t, n_feature_folds=data.n_features + 1)
+
+
+def test_spec_accepts_numpy_and_list_values():
+    spec = SIParams.from_kwargs(
+        SI, {"rank": [np.int64(2), "gavish_donoho", None], "ridge": [0, np.float64(0.5)]}
+    )
+    assert spec.rank == (2, "gavish_donoho", None)
+    assert spec.ridge == (0.0, 0.5)
+    assert spec.regularisations == tuple(
+        (r, g) for r in (2, "gavish_donoho", None) for g in (0.0, 0.5)
+    )
+
+
+def test_effective_defaults_are_the_public_ones(small):
+    # the old checker had its own default (2.0) for single_unit_redundancy, against the
+    # public 1.5: the spec's default is now the only one, at every layer
+    public = SIParams.defaults()
+    assert public["single_unit_redundancy"] == 1.5
+    assert SIParams().resolved().single_unit_redundancy == 1.5
+    assert get_method(SI).defaults == public
+    data, t = small
+    implicit = _si_fn(data, t)  # params=None
+    explicit = _si_fn(data, t, SIParams(single_unit_redundancy=1.5))
+    np.testing.assert_array_equal(implicit.prediction, explicit.prediction)
+    ref = reference_si(data.Y, data.measured, t[:5], control=data.control)
+    ref15 = reference_si(
+        data.Y, data.measured, t[:5], SIParams(single_unit_redundancy=1.5), control=data.control
+    )
+    np.testing.assert_array_equal(ref["prediction"], ref15["prediction"])
+
+
+def test_presets_resolve_in_one_place():
+    for name, values in PRESETS.items():
+        r = SIParams(preset=name).resolved()
+        assert {k: getattr(r, k) for k in values} == values
+    # an explicit value wins over the preset; the preset fills only what is left at None
+    r = SIParams(preset="published", ridge=0.1, fallback=True).resolved()
+    assert (r.ridge, r.fallback, r.select, r.sum_to_one) == (0.1, True, "max_donors", False)
+    s = SIParams(preset="published").settings()
+    assert s["preset"] == "published" and s["select"] == "max_donors"
+    np.testing.assert_array_equal(s["ridge"], [0.0])
+
+
+def test_registered_once_with_its_spec():
+    m = get_method(SI)
+    assert m.params is SIParams
+    assert not getattr(m.fn, "_legacy_kwargs", False)
+    assert sum(x.fn is m.fn for x in _REGISTRY.values()) == 1
+    assert list(si.methods.available_methods().index).count(SI) == 1
+
+
+def test_kernels_compile_once_across_regularisations(small):
+    data, t = small
+    from scimpute.methods.synthetic_interventions import _kernels
+
+    synthetic_interventions(data, t, ridge=[0.0, 0.1], energy=0.9)
+    n = _kernels.fit_keys._cache_size()
+    synthetic_interventions(data, t, ridge=[0.5, 2.0], energy=0.8, rank=[3, "gavish_donoho"])
+    assert _kernels.fit_keys._cache_size() == n  # traced settings: no new compilation
+
+
+def test_records_use_the_key_constants(imputed_grid):
+    rec = imputed_grid.uns["imputed_synthetic_interventions"]
+    for name in (
+        _keys.SI_DONOR_WEIGHTS,
+        _keys.SI_TRAIN_UNITS,
+        _keys.SI_DONOR_LABELS,
+        _keys.SI_UNIT_LABELS,
+        _keys.SI_DONOR_INTERCEPTS,
+        _keys.SI_DONOR_AXIS,
+        _keys.SI_TARGET_CONTEXTS,
+        _keys.SI_TARGET_PERTURBATIONS,
+        _keys.SI_FALLBACK_REASONS,
+        _keys.SI_REGULARISATIONS,
+        _keys.SI_SUBSPACE_THRESHOLD,
+        _keys.SI_N_GROUPS,
+        _keys.SI_SETTINGS,
+    ):
+        assert name in rec, name
+    for name in _keys.SI_DIAGNOSTICS:
+        assert _keys.Key.obs.diagnostic("imputed_synthetic_interventions", name) in (
+            imputed_grid.obs
+        )
 
 
 # --------------------------------------------------------------------------------------

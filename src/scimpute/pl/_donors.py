@@ -8,7 +8,20 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._keys import SI_DEFAULT_KEY, SI_DONOR_WEIGHTS, SI_TRAIN_UNITS, Key
+from .._keys import (
+    SI_DEFAULT_KEY,
+    SI_DONOR_AXIS,
+    SI_DONOR_INTERCEPTS,
+    SI_DONOR_LABELS,
+    SI_DONOR_WEIGHTS,
+    SI_R2_TRAIN,
+    SI_SUBSPACE_STAT,
+    SI_TARGET_CONTEXTS,
+    SI_TARGET_PERTURBATIONS,
+    SI_TRAIN_UNITS,
+    SI_UNIT_LABELS,
+    Key,
+)
 from .._validate import _suggest, check_grid
 
 
@@ -71,8 +84,8 @@ def donors(
             "scimpute.tl.impute(grid, method='synthetic_interventions') first (or pass key=)."
         )
     rec = grid.uns[key]
-    ctx = np.asarray(rec["target_contexts"]).astype(str)
-    pert = np.asarray(rec["target_perturbations"]).astype(str)
+    ctx = np.asarray(rec[SI_TARGET_CONTEXTS]).astype(str)
+    pert = np.asarray(rec[SI_TARGET_PERTURBATIONS]).astype(str)
     hit = np.flatnonzero((ctx == str(context)) & (pert == str(perturbation)))
     if hit.size == 0:
         pairs = [f"{c}|{p}" for c, p in zip(ctx[:200], pert[:200], strict=True)]
@@ -83,7 +96,7 @@ def donors(
         )
     i = int(hit[0])
     W = sp.csr_matrix(rec[SI_DONOR_WEIGHTS])
-    labels = np.asarray(rec["donor_labels"]).astype(str)
+    labels = np.asarray(rec[SI_DONOR_LABELS]).astype(str)
     row = W.getrow(i)
     d_idx, w = row.indices, row.data
     if ax is None:
@@ -122,11 +135,11 @@ def donors(
             )
             if m
         }
-        units = np.asarray(rec["unit_labels"]).astype(str)[
+        units = np.asarray(rec[SI_UNIT_LABELS]).astype(str)[
             sp.csr_matrix(rec[SI_TRAIN_UNITS]).getrow(i).indices
         ]
-        b = float(np.asarray(rec["donor_intercepts"])[i])
-        action = str(rec["donor_axis"]) in ("perturbations", "both")
+        b = float(np.asarray(rec[SI_DONOR_INTERCEPTS])[i])
+        action = str(rec[SI_DONOR_AXIS]) in ("perturbations", "both")
         for u in units:
             target = (u, str(perturbation)) if action else (str(context), u)
             y = _grid_profile(grid, lookup, *target)
@@ -142,8 +155,8 @@ def donors(
         a1.plot([lo, hi], [lo, hi], color="0.4", lw=0.8)
         a1.set_xlabel("weighted donors")
         a1.set_ylabel(f"measured {perturbation}" if action else f"measured in {context}")
-        r2 = _obs_value(grid, key, context, perturbation, "r2_train")
-        sub = _obs_value(grid, key, context, perturbation, "subspace_stat")
+        r2 = _obs_value(grid, key, context, perturbation, SI_R2_TRAIN)
+        sub = _obs_value(grid, key, context, perturbation, SI_SUBSPACE_STAT)
         a1.set_title(f"used: {source}; in-sample R2 {r2:.3f}; subspace {sub:.3f}")
         if len(units) <= 10:
             a1.legend(fontsize="small", markerscale=3, title="training units")

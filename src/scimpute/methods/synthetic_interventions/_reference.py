@@ -10,12 +10,14 @@ Nothing here is on a hot path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from ._base import grid_data
-from .baselines import context_mean
+from ..._keys import SI_DIAGNOSTICS, SI_RIDGE, SI_SUBSPACE_PASS
+from .._base import grid_data
+from .._stats import CONTEXT_FIRST, fallback_chain
+from ._params import SIParams
 
 GD_OMEGA = (0.56, -0.95, 1.82, 1.43)  # omega(b) ~ 0.56 b^3 - 0.95 b^2 + 1.82 b + 1.43
 RANK_TOL = 1e-10  # eigenvalues (squared singular values) below RANK_TOL * largest are zero
@@ -125,78 +127,43 @@ def _f(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def _as_list(x) -> list:
-    if isinstance(x, str) or x is None or np.isscalar(x):
-        return [x]
-    return list(x)
-
-
 def reference_si(
     Y: np.ndarray,
     measured: np.ndarray,
     targets: np.ndarray,
+    params: SIParams | None = None,
     *,
     control: int | None = None,
-    donors: str = "perturbations",
-    rank: int | str | Sequence | None = None,
-    energy: float = 1.0,
-    ridge: float | Sequence[float] = (0.0, 0.01, 0.1, 1.0),
-    select: str = "validation",
-    fallback: bool = True,
-    fallback_margin: float = 0.1,
-    min_train_units: int = 1,
-    min_win_fraction: float = 0.0,
-    single_unit_redundancy: float = 1.5,
-    sum_to_one: bool = True,
-    max_donors: int | None = None,
-    n_feature_folds: int = 5,
     feature_folds: np.ndarray | None = None,
-    subspace_energy: float = 0.99,
 ) -> dict:
     """Synthetic interventions, one target at a time (see the module docstring).
 
-    Parameters are those of
-    :func:`scimpute.methods.synthetic_interventions.synthetic_interventions`, except
-    ``feature_folds`` (fold index of each feature; the batched implementation draws them
-    from ``random_state``).
+    ``params`` are those of
+    :func:`scimpute.methods.synthetic_interventions.synthetic_interventions` (resolved by
+    their preset here); ``feature_folds`` is the fold index of each feature (the batched
+    implementation draws them from ``random_state``; default ``arange(p) % n_feature_folds``).
 
     Returns
     -------
     Dict with ``prediction`` (n, p), ``source`` (n,) and the per-target diagnostics.
 
     """
+    params = (SIParams() if params is None else params).resolved()
     M = np.asarray(measured, dtype=bool)
     targets = np.asarray(targets, dtype=np.int64).reshape(-1, 2)
     n_t, p = targets.shape[0], Y.shape[2]
-    ctrl_mask = np.zeros(M.shape[1], dtype=bool)
+    treated = M.copy()
     if control is not None:
-        ctrl_mask[control] = True
-    treated = M & ~ctrl_mask[None, :]
+        treated[:, control] = False
     if feature_folds is None:
-        feature_folds = np.arange(p) % n_feature_folds
-    K = int(feature_folds.max()) + 1
-    regs = [(r, g) for r in _as_list(rank) for g in _as_list(ridge)]
-
-    def cm(c: int, exclude: int | None = None) -> np.ndarray | None:
-        m = treated[c].copy()
-        if exclude is not None:
-            m[exclude] = False
-        return _f(Y[c, m]).mean(axis=0) if m.any() else None
-
-    out = {
-        "prediction": np.zeros((n_t, p)),
-        "source": np.empty(n_t, dtype=object),
-        "n_donors": np.full(n_t, np.nan),
-        "n_train": np.full(n_t, np.nan),
-        "r2_train": np.full(n_t, np.nan),
-        "r2_heldout": np.full(n_t, np.nan),
-        "validation_mse": np.full(n_t, np.nan),
-        "context_mean_validation_mse": np.full(n_t, np.nan),
-        "subspace_stat": np.full(n_t, np.nan),
-        "weights": [None] * n_t,
-    }
-    base_res = context_mean(grid_data(Y, M, control=control), targets)
+        feature_folds = np.arange(p) % params.n_feature_folds
+    pb = _Problem(Y, treated, params, feature_folds)
+    out = {k: np.full(n_t, np.nan) for k in _DIAGNOSTICS}
+    out["prediction"] = np.zeros((n_t, p))
+    out["source"] = np.empty(n_t, dtype=object)
+    out["weights"] = [None] * n_t
     out["reason"] = np.full(n_t, "", dtype=object)
+    base_res = fallback_chain(grid_data(Y, M, control=control), targets, list(CONTEXT_FIRST))
 
     def fall_back(i: int, reason: str) -> None:
         out["prediction"][i] = base_res.prediction[i]
@@ -204,77 +171,15 @@ def reference_si(
         out["reason"][i] = reason
 
     for i, (c, a) in enumerate(targets):
-        if donors == "perturbations":
+        if params.donors == "perturbations":
             Yd, Md, u, v = Y, M, c, a
         else:
             Yd, Md, u, v = Y.transpose(1, 0, 2), M.T, a, c
-        all_levels = reference_levels(Md, u, v, max_donors=max_donors)
-        levels = [(T, D) for T, D in all_levels if T.size >= min_train_units]
-        if select == "max_donors":
+        all_levels = reference_levels(Md, u, v, max_donors=params.max_donors)
+        levels = [(T, D) for T, D in all_levels if T.size >= params.min_train_units]
+        if params.select == "max_donors":
             levels = levels[-1:]
-        cands = []
-        for T, D in levels:
-            for r, g in regs:
-                filt = {"rank": r, "energy": energy, "ridge": g, "sum_to_one": sum_to_one}
-                # validation folds: held-out training units, else held-out features
-                sse, sst, n_val, cm_sse = 0.0, 0.0, 0, 0.0
-                cm_ok = True
-                wins = 0
-                if T.size >= 2:
-                    for j, t in enumerate(T):
-                        Tr = np.delete(T, j)
-                        X = np.concatenate([_f(Yd[s][D]).T for s in Tr])
-                        y = np.concatenate([_f(Yd[s, v]) for s in Tr])
-                        w, b, _ = reference_fit(X, y, **filt)
-                        res = _f(Yd[t, v]) - _f(Yd[t][D]).T @ w - b
-                        sse += res @ res
-                        sse_t = res @ res
-                        yt = _f(Yd[t, v])
-                        sst += np.sum((yt - yt.mean()) ** 2)
-                        n_val += p
-                        # context_mean on the held-out training pair
-                        ctx, pert = (t, v) if donors == "perturbations" else (v, t)
-                        base = cm(ctx, exclude=pert)
-                        if base is None:
-                            cm_ok = False
-                        else:
-                            cm_t = np.sum((_f(Y[ctx, pert]) - base) ** 2)
-                            cm_sse += cm_t
-                            wins += sse_t < cm_t
-                else:
-                    (t,) = T
-                    for k in range(K):
-                        tr, te = feature_folds != k, feature_folds == k
-                        X, y = _f(Yd[t][D][:, tr]).T, _f(Yd[t, v][tr])
-                        w, b, _ = reference_fit(X, y, **filt)
-                        res = _f(Yd[t, v][te]) - _f(Yd[t][D][:, te]).T @ w - b
-                        sse += res @ res
-                        n_val += int(te.sum())
-                    ctx, pert = (t, v) if donors == "perturbations" else (v, t)
-                    base = cm(ctx, exclude=pert)
-                    if base is None:
-                        cm_ok = False
-                    else:
-                        cm_sse = np.sum((_f(Y[ctx, pert]) - base) ** 2)
-                    sst = np.nan
-                    # trust a single unit only if the donors over-span its design
-                    Xs = _f(Yd[t][D]).T
-                    if sum_to_one:
-                        Xs = Xs - Xs.mean(axis=1, keepdims=True)
-                    rank90 = _top_right(Xs - Xs.mean(axis=0), 0.9).shape[0]
-                    if D.size < single_unit_redundancy * rank90:
-                        sse = np.inf
-                cands.append(
-                    {
-                        "T": T,
-                        "D": D,
-                        "filt": filt,
-                        "mse": sse / n_val,
-                        "cm_mse": cm_sse / n_val if cm_ok else np.inf,
-                        "r2_heldout": 1 - sse / sst if T.size >= 2 else np.nan,
-                        "win_frac": wins / T.size,
-                    }
-                )
+        cands = [pb.score(Yd, T, D, v, r, g) for T, D in levels for r, g in params.regularisations]
         if not cands:
             if not np.delete(Md[:, v], u).any():
                 fall_back(i, "no_training_units")
@@ -283,41 +188,140 @@ def reference_si(
             else:
                 fall_back(i, "no_donors")
             continue
-        if len(cands) == 1:
-            best = cands[0]
+        best = min(cands, key=lambda d: d["mse"])  # first minimum: earliest level, reg
+        pred, w, diag = pb.final_fit(Yd, u, v, best)
+        for k, x in diag.items():
+            out[k][i] = x
+        use_si = not params.fallback or (
+            best["mse"] < (1 - params.fallback_margin) * best["cm_mse"]
+            and best["win_frac"] >= params.min_win_fraction - 1e-12
+        )
+        if use_si:
+            out["prediction"][i] = pred
+            out["source"][i] = "synthetic_interventions"
+            out["weights"][i] = (best["D"], w)
         else:
-            best = min(cands, key=lambda d: d["mse"])  # first minimum: earliest level, reg
+            fall_back(i, "validation")
+    return out
+
+
+#: the per-target diagnostics the reference computes (all but the chosen ridge and the pass)
+_DIAGNOSTICS = tuple(k for k in SI_DIAGNOSTICS if k not in (SI_RIDGE, SI_SUBSPACE_PASS))
+
+
+@dataclass
+class _Problem:
+    """The grid and settings every per-target computation of :func:`reference_si` reads."""
+
+    Y: np.ndarray  # (contexts, perturbations, features)
+    treated: np.ndarray  # measured non-control pairs
+    params: SIParams  # resolved
+    feature_folds: np.ndarray
+
+    def cm_error(self, unit: int, v: int) -> float | None:
+        """SSE of ``context_mean`` on the held-out training pair (None: undefined)."""
+        ctx, pert = (unit, v) if self.params.donors == "perturbations" else (v, unit)
+        m = self.treated[ctx].copy()
+        m[pert] = False
+        if not m.any():
+            return None
+        return np.sum((_f(self.Y[ctx, pert]) - _f(self.Y[ctx, m]).mean(axis=0)) ** 2)
+
+    def score(self, Yd, T, D, v, rank, ridge) -> dict:
+        """Validation of one (level, regularisation): held-out units, else held-out features."""
+        filt = {
+            "rank": rank,
+            "energy": self.params.energy,
+            "ridge": ridge,
+            "sum_to_one": self.params.sum_to_one,
+        }
+        if T.size >= 2:
+            sse, sst, n_val, cm_sse, cm_ok, wins = self._leave_units_out(Yd, T, D, v, filt)
+        else:
+            sse, sst, n_val, cm_sse, cm_ok, wins = self._leave_features_out(Yd, T, D, v, filt)
+        return {
+            "T": T,
+            "D": D,
+            "filt": filt,
+            "mse": sse / n_val,
+            "cm_mse": cm_sse / n_val if cm_ok else np.inf,
+            "r2_heldout": 1 - sse / sst if T.size >= 2 else np.nan,
+            "win_frac": wins / T.size,
+        }
+
+    def _leave_units_out(self, Yd, T, D, v, filt):
+        sse, sst, n_val, cm_sse, cm_ok, wins = 0.0, 0.0, 0, 0.0, True, 0
+        for j, t in enumerate(T):
+            Tr = np.delete(T, j)
+            X = np.concatenate([_f(Yd[s][D]).T for s in Tr])
+            y = np.concatenate([_f(Yd[s, v]) for s in Tr])
+            w, b, _ = reference_fit(X, y, **filt)
+            res = _f(Yd[t, v]) - _f(Yd[t][D]).T @ w - b
+            sse += res @ res
+            sse_t = res @ res
+            yt = _f(Yd[t, v])
+            sst += np.sum((yt - yt.mean()) ** 2)
+            n_val += Yd.shape[2]
+            cm_t = self.cm_error(t, v)  # context_mean on the held-out pair
+            if cm_t is None:
+                cm_ok = False
+            else:
+                cm_sse += cm_t
+                wins += sse_t < cm_t
+        return sse, sst, n_val, cm_sse, cm_ok, wins
+
+    def _leave_features_out(self, Yd, T, D, v, filt):
+        (t,) = T
+        sse, n_val = 0.0, 0
+        folds = self.feature_folds
+        for k in range(int(folds.max()) + 1):
+            tr, te = folds != k, folds == k
+            X, y = _f(Yd[t][D][:, tr]).T, _f(Yd[t, v][tr])
+            w, b, _ = reference_fit(X, y, **filt)
+            res = _f(Yd[t, v][te]) - _f(Yd[t][D][:, te]).T @ w - b
+            sse += res @ res
+            n_val += int(te.sum())
+        cm_t = self.cm_error(t, v)
+        # trust a single unit only if the donors over-span its design
+        Xs = _f(Yd[t][D]).T
+        if self.params.sum_to_one:
+            Xs = Xs - Xs.mean(axis=1, keepdims=True)
+        rank90 = _top_right(Xs - Xs.mean(axis=0), 0.9).shape[0]
+        if D.size < self.params.single_unit_redundancy * rank90:
+            sse = np.inf
+        return sse, np.nan, n_val, (0.0 if cm_t is None else cm_t), cm_t is not None, 0
+
+    def final_fit(self, Yd, u, v, best) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Fit of the chosen candidate on all its training units.
+
+        Returns the prediction, the weights and the diagnostics of the target.
+        """
         T, D = best["T"], best["D"]
         X = np.concatenate([_f(Yd[s][D]).T for s in T])
         y = np.concatenate([_f(Yd[s, v]) for s in T])
         w, b, _ = reference_fit(X, y, **best["filt"])
         resid = y - X @ w - b
-        out["n_donors"][i] = D.size
-        out["n_train"][i] = T.size
-        out["r2_train"][i] = 1 - resid @ resid / np.sum((y - y.mean()) ** 2)
-        out["r2_heldout"][i] = best["r2_heldout"]
-        out["validation_mse"][i] = best["mse"]
-        out["context_mean_validation_mse"][i] = best["cm_mse"]
-        # subspace inclusion: target unit's donor rows vs the training design's rows
         Xt = _f(Yd[u][D]).T
+        diag = {
+            "n_donors": D.size,
+            "n_train": T.size,
+            "r2_train": 1 - resid @ resid / np.sum((y - y.mean()) ** 2),
+            "r2_heldout": best["r2_heldout"],
+            "validation_mse": best["mse"],
+            "context_mean_validation_mse": best["cm_mse"],
+            "subspace_stat": self._subspace_stat(X, Xt),
+        }
+        return Xt @ w + b, w, diag
+
+    def _subspace_stat(self, X, Xt) -> float:
+        """Subspace inclusion: target unit's donor rows vs the training design's rows."""
         Xs, Xts = X, Xt
-        if sum_to_one:
+        if self.params.sum_to_one:
             Xs, Xts = X - X.mean(axis=1, keepdims=True), Xt - Xt.mean(axis=1, keepdims=True)
-        V1 = _top_right(Xs - Xs.mean(axis=0), subspace_energy)
-        V2 = _top_right(Xts - Xts.mean(axis=0), subspace_energy)
+        V1 = _top_right(Xs - Xs.mean(axis=0), self.params.subspace_energy)
+        V2 = _top_right(Xts - Xts.mean(axis=0), self.params.subspace_energy)
         gap = V2 - (V2 @ V1.T) @ V1
-        out["subspace_stat"][i] = np.sum(gap**2) / V2.shape[0] if V2.shape[0] else 0.0
-        use_si = not fallback or (
-            best["mse"] < (1 - fallback_margin) * best["cm_mse"]
-            and best["win_frac"] >= min_win_fraction - 1e-12
-        )
-        if use_si:
-            out["prediction"][i] = Xt @ w + b
-            out["source"][i] = "synthetic_interventions"
-            out["weights"][i] = (D, w)
-        else:
-            fall_back(i, "validation")
-    return out
+        return np.sum(gap**2) / V2.shape[0] if V2.shape[0] else 0.0
 
 
 def _top_right(X: np.ndarray, energy: float) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Host-side orchestration of batched synthetic interventions (greedy paths, keys, buckets).
 
 The estimator is specified in :mod:`scimpute.methods.synthetic_interventions` and, as plain
-per-pair code, in :mod:`scimpute.methods._si_reference`. This module computes the same
+per-pair code, in :mod:`scimpute.methods.synthetic_interventions._reference`. This module computes the same
 numbers for every target at once:
 
 1. per-unit statistics, once: feature means of every measured profile, and the Gram
@@ -9,7 +9,7 @@ numbers for every target at once:
 2. the greedy donor path of every target, vectorised with bit sets of training units;
 3. every (target unit, training units, donors) combination on a path becomes a *key*;
    targets share keys, and keys of similar size share a padded *bucket* so that the JAX
-   kernels (:mod:`._si_kernels`) compile once per bucket shape;
+   kernels (:mod:`._kernels`) compile once per bucket shape;
 4. per target, the (level, regularisation) with the smallest validation error is kept and
    compared with ``context_mean`` on the same held-out pairs;
 5. predictions ``W @ Y[u, D] + b`` are computed key by key.
@@ -23,11 +23,11 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _si_kernels as K
+from . import _kernels as K
+from ._params import SIParams
 
 #: floats per intermediate array of a kernel call (bounds the memory of one chunk)
 _CHUNK_BUDGET = 2**22
-_SHOW_PROGRESS = 20000  # targets above which progress bars are shown
 
 
 def _pow2(x: np.ndarray | int, lo: int = 1) -> np.ndarray:
@@ -143,111 +143,128 @@ def _ragged(mask: np.ndarray, labels: np.ndarray | None = None):
 def greedy_paths(Md: np.ndarray, targets: np.ndarray, max_donors: int | None) -> Paths:
     """Greedy donor paths of ``targets`` ((n, 2) unit, donor-axis index) on mask ``Md``.
 
-    See :func:`scimpute.methods._si_reference.reference_levels` for the rule. Targets of
-    one unit are processed together with bit sets of training units; identical
-    (unit, training units, donors) levels become one key.
+    See :func:`._reference.reference_levels` for the rule. Targets of one unit are processed
+    together with bit sets of training units; identical (unit, training units, donors)
+    levels become one key.
     """
     n_meas = Md.sum(axis=0)
-    cap = np.iinfo(np.int64).max if max_donors is None else int(max_donors)
-    c_t, c_s, c_k = [], [], []
-    k_u, k_T, k_D = [], [], []
-    n_keys = 0
     n_start = np.zeros(len(targets), dtype=np.int64)
+    parts = []
     order_t = np.argsort(targets[:, 0], kind="stable")
     bounds = np.flatnonzero(np.diff(targets[order_t, 0])) + 1
     for grp in np.split(order_t, bounds):  # one iteration per target unit
         if grp.size == 0:
             continue
         u = int(targets[grp[0], 0])
-        vs = targets[grp, 1]
         P = np.flatnonzero(Md[u])
         P = P[np.lexsort((P, -n_meas[P]))]  # more measured units first, then index
-        S = Md[:, vs].T.astype(np.float32)  # (n, U) current training units
+        S = Md[:, targets[grp, 1]].T.astype(np.float32)  # (n, U) current training units
         S[:, u] = 0
-        nS = S.sum(axis=1)
-        n_start[grp] = nS.astype(np.int64)
+        n_start[grp] = S.sum(axis=1).astype(np.int64)
         if P.size == 0:
             continue
-        MP = Md[:, P].astype(np.float32)  # (U, nP)
-        n = grp.size
-        used = np.zeros((n, P.size), dtype=bool)  # added as donor, or skipped by the cap
-        D_in = used if max_donors is None else np.zeros((n, P.size), dtype=bool)
-        n_don = np.zeros(n, dtype=np.int64)
-        active = nS > 0
-        step = np.zeros(n, dtype=np.int64)
-        r_t, r_s, r_T, r_D = [], [], [], []
-        while active.any():
-            act = np.flatnonzero(active)
-            Sa = S[act]
-            cnt = Sa @ MP  # (na, nP): training units each candidate is measured in (exact)
-            ua = used[act]
-            full = (cnt == nS[act, None]) & ~ua
-            if max_donors is None:
-                add = full
-            else:
-                room = cap - n_don[act]
-                add = full & (np.cumsum(full, axis=1) <= room[:, None])
-            ua |= full  # full candidates beyond the cap are dropped as well
-            used[act] = ua
-            if max_donors is not None:
-                D_in[act] |= add
-            n_don[act] += add.sum(axis=1)
-            cnt_r = np.where(ua, -1.0, cnt)
-            best = cnt_r.max(axis=1)
-            stop = (n_don[act] >= cap) | (best <= 0)
-            rec = n_don[act] > 0
-            if rec.any():
-                donors_now = ua[rec] if max_donors is None else D_in[act[rec]]
-                r_t.append(act[rec])
-                r_s.append(step[act[rec]])
-                r_T.append(Sa[rec] > 0)
-                r_D.append(donors_now)
-                step[act[rec]] += 1
-            go = ~stop
-            if go.any():
-                j = np.argmax(cnt_r[go] == best[go, None], axis=1)
-                S[act[go]] = Sa[go] * MP[:, j].T
-                nS[act[go]] = S[act[go]].sum(axis=1)
-            active[act[stop]] = False
-        if not r_t:
-            continue
-        lt = np.concatenate(r_t)
-        Tm = np.concatenate(r_T)
-        Db = np.concatenate(r_D)
-        raw = np.concatenate([np.packbits(Tm, axis=1), np.packbits(Db, axis=1)], axis=1)
-        raw = np.ascontiguousarray(raw)
-        void = raw.view(np.dtype((np.void, raw.shape[1]))).ravel()
-        _, first, inv = np.unique(void, return_index=True, return_inverse=True)
-        c_t.append(grp[lt])
-        c_s.append(np.concatenate(r_s))
-        c_k.append(n_keys + inv.ravel())
-        k_T.append(_ragged(Tm[first]))
-        k_D.append(_ragged(Db[first], P))
-        k_u.append(np.full(first.size, u, dtype=np.int64))
-        n_keys += first.size
+        levels = _walk(Md[:, P].astype(np.float32), S, max_donors)
+        if levels is not None:
+            parts.append(_unit_keys(grp, u, P, *levels))
+    return _assemble_paths(parts, n_start)
 
-    def cat_ragged(parts):
-        if not parts:
-            return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        flats, offs, base = [], [0], 0
-        for flat, off in parts:
-            flats.append(flat)
-            offs.append(off[1:] + base)
-            base += off[-1]
-        return np.concatenate(flats).astype(np.int64), np.concatenate(
-            [np.asarray(o, dtype=np.int64).ravel() for o in offs]
-        )
 
-    def cat(x):
-        return np.concatenate(x).astype(np.int64) if x else np.zeros(0, dtype=np.int64)
+def _walk(MP: np.ndarray, S: np.ndarray, max_donors: int | None):
+    """The greedy paths of one unit's targets, level by level.
 
-    T_flat, T_off = cat_ragged(k_T)
-    D_flat, D_off = cat_ragged(k_D)
+    ``MP`` (U, nP) marks where each ordered candidate donor is measured, ``S`` (n, U) the
+    starting training units of each target (updated in place). Returns ``(target rows, steps,
+    training-unit masks, donor masks)`` of every recorded level, or ``None``.
+    """
+    n, nP = S.shape[0], MP.shape[1]
+    cap = np.iinfo(np.int64).max if max_donors is None else int(max_donors)
+    nS = S.sum(axis=1)
+    used = np.zeros((n, nP), dtype=bool)  # added as donor, or skipped by the cap
+    D_in = used if max_donors is None else np.zeros((n, nP), dtype=bool)
+    n_don = np.zeros(n, dtype=np.int64)
+    active = nS > 0
+    step = np.zeros(n, dtype=np.int64)
+    r_t, r_s, r_T, r_D = [], [], [], []
+    while active.any():
+        act = np.flatnonzero(active)
+        Sa = S[act]
+        cnt = Sa @ MP  # (na, nP): training units each candidate is measured in (exact)
+        ua = used[act]
+        full = (cnt == nS[act, None]) & ~ua
+        if max_donors is None:
+            add = full
+        else:
+            room = cap - n_don[act]
+            add = full & (np.cumsum(full, axis=1) <= room[:, None])
+        ua |= full  # full candidates beyond the cap are dropped as well
+        used[act] = ua
+        if max_donors is not None:
+            D_in[act] |= add
+        n_don[act] += add.sum(axis=1)
+        cnt_r = np.where(ua, -1.0, cnt)
+        best = cnt_r.max(axis=1)
+        stop = (n_don[act] >= cap) | (best <= 0)
+        rec = n_don[act] > 0
+        if rec.any():
+            r_t.append(act[rec])
+            r_s.append(step[act[rec]])
+            r_T.append(Sa[rec] > 0)
+            r_D.append(ua[rec] if max_donors is None else D_in[act[rec]])
+            step[act[rec]] += 1
+        go = ~stop
+        if go.any():
+            j = np.argmax(cnt_r[go] == best[go, None], axis=1)
+            S[act[go]] = Sa[go] * MP[:, j].T
+            nS[act[go]] = S[act[go]].sum(axis=1)
+        active[act[stop]] = False
+    if not r_t:
+        return None
+    return tuple(np.concatenate(x) for x in (r_t, r_s, r_T, r_D))
+
+
+def _unit_keys(grp, u, P, lt, steps, Tm, Db):
+    """One unit's levels as candidates of deduplicated keys (unit-local key ids)."""
+    raw = np.concatenate([np.packbits(Tm, axis=1), np.packbits(Db, axis=1)], axis=1)
+    raw = np.ascontiguousarray(raw)
+    void = raw.view(np.dtype((np.void, raw.shape[1]))).ravel()
+    _, first, inv = np.unique(void, return_index=True, return_inverse=True)
+    return {
+        "target": grp[lt],
+        "step": steps,
+        "key": inv.ravel(),
+        "T": _ragged(Tm[first]),
+        "D": _ragged(Db[first], P),
+        "unit": np.full(first.size, u, dtype=np.int64),
+    }
+
+
+def _cat(x) -> np.ndarray:
+    return np.concatenate(x).astype(np.int64) if x else np.zeros(0, dtype=np.int64)
+
+
+def _cat_ragged(parts) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    flats, offs, base = [], [0], 0
+    for flat, off in parts:
+        flats.append(flat)
+        offs.append(off[1:] + base)
+        base += off[-1]
+    return np.concatenate(flats).astype(np.int64), np.concatenate(
+        [np.asarray(o, dtype=np.int64).ravel() for o in offs]
+    )
+
+
+def _assemble_paths(parts: list[dict], n_start: np.ndarray) -> Paths:
+    """Concatenate the units' keys (renumbered globally) into one :class:`Paths`."""
+    key_base = np.cumsum([0] + [x["unit"].size for x in parts])
+    T_flat, T_off = _cat_ragged([x["T"] for x in parts])
+    D_flat, D_off = _cat_ragged([x["D"] for x in parts])
     return Paths(
-        cand_target=cat(c_t),
-        cand_step=cat(c_s),
-        cand_key=cat(c_k),
-        key_unit=cat(k_u),
+        cand_target=_cat([x["target"] for x in parts]),
+        cand_step=_cat([x["step"] for x in parts]),
+        cand_key=_cat([k0 + x["key"] for k0, x in zip(key_base[:-1], parts, strict=True)]),
+        key_unit=_cat([x["unit"] for x in parts]),
         T_flat=T_flat,
         T_off=T_off,
         D_flat=D_flat,
@@ -275,6 +292,7 @@ class Fits:
     w_off: np.ndarray  # (L + 1,) offsets of each candidate's weights in w_flat
     b: np.ndarray  # (L,) intercepts of the best full fits
     val_blocks: np.ndarray  # (sum of |T| over candidates,) held-out SSE per training unit
+    val_blocks_off: np.ndarray  # (L + 1,) offsets of each candidate's blocks in val_blocks
     subspace: np.ndarray  # (nK,) subspace statistic of each key
     rank90: np.ndarray  # (nK,) components holding 90% of the full design's energy
 
@@ -351,26 +369,38 @@ def _fit_floats(Dp, Jp, Np, R):
     return 4 * max((Jp + 1) * Dp * Dp, Np * R * (Jp + 1) * Dp, Np * Jp * Dp)
 
 
-def fit_all(
-    store: UnitStore,
-    paths: Paths,
-    targets: np.ndarray,
-    *,
-    regs: tuple,
-    energy: float,
-    sub_energy: float,
-    sum_to_one: bool,
-    n_features: int,
-    progress: bool,
-) -> Fits:
-    """Run :func:`._si_kernels.fit_keys` on every key of ``paths``."""
-    L = paths.cand_key.size
+def fit_settings(params: SIParams) -> tuple[K.FitSettings, int]:
+    """Kernel settings of a resolved spec, and the number R of real regularisations.
+
+    The regularisations are padded to a power of two (>= 4) by repeating the last one, so
+    that every setting with as many choices shares one compilation.
+    """
+    regs = params.regularisations
     R = len(regs)
+    rank_code = np.array(
+        [
+            K.RANK_ENERGY if r is None else K.RANK_GD if isinstance(r, str) else int(r)
+            for r, _ in regs
+        ]
+    )
+    ridge = np.array([g for _, g in regs], dtype=np.float64)
+    R_pad = int(_pow2(R, 4))
+    cfg = K.FitSettings(
+        rank_code=np.concatenate([rank_code, np.repeat(rank_code[-1:], R_pad - R)]),
+        ridge=np.concatenate([ridge, np.repeat(ridge[-1:], R_pad - R)]),
+        energy=float(params.energy),
+        sub_energy=float(params.subspace_energy),
+        sum_to_one=bool(params.sum_to_one),
+    )
+    return cfg, R
+
+
+def _empty_fits(paths: Paths, R: int) -> Fits:
+    L = paths.cand_key.size
     nK = paths.key_unit.size
-    cand_nD = paths.n_D[paths.cand_key]
-    w_off = np.concatenate([[0], np.cumsum(cand_nD)])
+    w_off = np.concatenate([[0], np.cumsum(paths.n_D[paths.cand_key])])
     t_off = np.concatenate([[0], np.cumsum(paths.n_T[paths.cand_key])])
-    fits = Fits(
+    return Fits(
         val_sse=np.full((L, R), np.nan),
         best=np.zeros(L, dtype=np.int64),
         val_n=np.zeros(L),
@@ -380,176 +410,200 @@ def fit_all(
         w_flat=np.zeros(int(w_off[-1])),
         w_off=w_off,
         b=np.full(L, np.nan),
-        val_blocks=np.full(int(np.sum(paths.n_T[paths.cand_key])), np.nan),
+        val_blocks=np.full(int(t_off[-1]), np.nan),
+        val_blocks_off=t_off,
         subspace=np.full(nK, np.nan),
         rank90=np.zeros(nK, dtype=np.int64),
     )
+
+
+def fit_all(
+    store: UnitStore,
+    paths: Paths,
+    targets: np.ndarray,
+    params: SIParams,
+    *,
+    n_features: int,
+    progress: bool,
+) -> Fits:
+    """Run :func:`._kernels.fit_keys` on every key of ``paths`` (``params`` resolved)."""
+    cfg, R = fit_settings(params)
+    fits = _empty_fits(paths, R)
+    L = paths.cand_key.size
     if L == 0:
         return fits
-    n_folds = store.fold_n.size
-    nT, nD = paths.n_T, paths.n_D
-    kind = (nT == 1).astype(np.int64)  # 0: leave-one-unit-out, 1: feature folds
-    J = np.where(kind == 1, n_folds, nT)
+    nK = paths.key_unit.size
+    kind = (paths.n_T == 1).astype(np.int64)  # 0: leave-one-unit-out, 1: feature folds
+    J = np.where(kind == 1, store.fold_n.size, paths.n_T)
     order = np.argsort(paths.cand_key, kind="stable")
     counts = np.bincount(paths.cand_key, minlength=nK)
     cstart = np.concatenate([[0], np.cumsum(counts)[:-1]])
     used = np.flatnonzero(counts)
-    p = n_features
-    rank_code = np.array(
-        [
-            K.RANK_ENERGY if r is None else K.RANK_GD if isinstance(r, str) else int(r)
-            for r, _ in regs
-        ]
-    )
-    ridge = np.array([g for _, g in regs], dtype=np.float64)
-    # pad the regularisations to a power of two (>= 4) by repeating the last one, so that
-    # every setting with as many choices shares one compilation
-    R_pad = int(_pow2(R, 4))
-    rank_code = np.concatenate([rank_code, np.repeat(rank_code[-1:], R_pad - R)])
-    ridge = np.concatenate([ridge, np.repeat(ridge[-1:], R_pad - R)])
+    R_pad = cfg.ridge.size
     bar = tqdm(total=L, desc="synthetic interventions", disable=not progress, unit="pair")
+    exact_J = kind[used] == 1
     plan = _bucket_plan(
-        used, nD[used], J[used], counts[used], order, cstart, R_pad, _fit_floats, kind[used] == 1
+        used, paths.n_D[used], J[used], counts[used], order, cstart, R_pad, _fit_floats, exact_J
     )
     for (Dp, Jp, Np, size), vkeys, vcand in plan:
         for lo, hi in _chunks(len(vkeys), size):
             ks, cand, ks_p = _padded_chunk(vkeys, vcand, lo, hi, size, Np)
-            parts = [np.flatnonzero(kind[ks_p] == knd) for knd in (0, 1)]
-            pieces = [
-                _gather(store, paths, targets, ks_p[ix], cand[ix], knd, Dp, Jp, Np, p)
-                for knd, ix in enumerate(parts)
-                if ix.size
-            ]
-            back = np.argsort(np.concatenate([ix for ix in parts if ix.size]))
-            inputs = [np.concatenate(arrs)[back] for arrs in zip(*pieces, strict=True)]
-            sst_in, sst_ho = _totals(inputs)
-            out = K.fit_keys(*inputs, rank_code, ridge, energy, sub_energy, sum_to_one=sum_to_one)
-            out = jax.tree_util.tree_map(np.asarray, out)
-            real = np.arange(ks.size)
-            fits.subspace[ks] = out["subspace"][real]
-            fits.rank90[ks] = out["rank90"][real]
-            kk, nn = np.nonzero(cand[real] >= 0)
-            ci = cand[kk, nn]
-            fits.val_sse[ci] = out["val_sse"][kk, nn, :R]
-            fits.best[ci] = out["best"][kk, nn]
-            fits.val_n[ci] = out["val_n"][kk]
-            fits.sst_ho[ci] = sst_ho[kk, nn]
-            fits.sse_in[ci] = out["sse_in"][kk, nn]
-            fits.sst_in[ci] = sst_in[kk, nn]
-            fits.b[ci] = out["b"][kk, nn]
-            # per-block validation errors of leave-one-unit-out candidates
-            nTc = paths.n_T[paths.cand_key[ci]]
-            loco = nTc >= 2
-            if loco.any():
-                bl = np.arange(Jp)[None, :] < np.where(loco, nTc, 0)[:, None]
-                rr, jj = np.nonzero(bl)
-                fits.val_blocks[t_off[ci][rr] + jj] = out["val_blocks"][kk[rr], nn[rr], jj]
-            wk = out["w"][kk, nn]  # (n, Dp)
-            dl = cand_nD[ci]
-            if sum_to_one:  # weights of the centred fit -> affine weights on the donors
-                real_d = np.arange(Dp)[None, :] < dl[:, None]
-                wk = np.where(real_d, wk + (1 - wk.sum(axis=1, keepdims=True)) / dl[:, None], 0)
-            dm = np.arange(Dp)[None, :] < dl[:, None]
-            rr, dd = np.nonzero(dm)
-            fits.w_flat[w_off[ci][rr] + dd] = wk[rr, dd]
-            bar.update(ci.size)
+            blocks = _chunk_blocks(
+                store, paths, targets, ks_p, cand, kind, (Dp, Jp, Np), n_features
+            )
+            out = jax.tree_util.tree_map(np.asarray, K.fit_keys(blocks, cfg))
+            _store_chunk(fits, paths, ks, cand, Jp, R, blocks, out, params.sum_to_one)
+            bar.update(int((cand[: ks.size] >= 0).sum()))
     bar.close()
     return fits
 
 
-def _totals(inputs):
+def _chunk_blocks(store, paths, targets, ks_p, cand, kind, shape, p) -> K.Blocks:
+    """Block statistics of a padded chunk whose keys mix both validation kinds."""
+    parts = [np.flatnonzero(kind[ks_p] == knd) for knd in (0, 1)]
+    pieces = [
+        _gather(store, paths, targets, ks_p[ix], cand[ix], knd, shape, p)
+        for knd, ix in enumerate(parts)
+        if ix.size
+    ]
+    back = np.argsort(np.concatenate([ix for ix in parts if ix.size]))
+    return K.Blocks(*(np.concatenate(arrs)[back] for arrs in zip(*pieces, strict=True)))
+
+
+def _store_chunk(fits, paths, ks, cand, Jp, R, blocks, out, sum_to_one) -> None:
+    """Copy the kernel outputs of the real keys and candidates of a chunk into ``fits``."""
+    sst_in, sst_ho = _totals(blocks)
+    real = np.arange(ks.size)
+    fits.subspace[ks] = out["subspace"][real]
+    fits.rank90[ks] = out["rank90"][real]
+    kk, nn = np.nonzero(cand[real] >= 0)
+    ci = cand[kk, nn]
+    fits.val_sse[ci] = out["val_sse"][kk, nn, :R]
+    fits.best[ci] = out["best"][kk, nn]
+    fits.val_n[ci] = out["val_n"][kk]
+    fits.sst_ho[ci] = sst_ho[kk, nn]
+    fits.sse_in[ci] = out["sse_in"][kk, nn]
+    fits.sst_in[ci] = sst_in[kk, nn]
+    fits.b[ci] = out["b"][kk, nn]
+    # per-block validation errors of leave-one-unit-out candidates
+    nTc = paths.n_T[paths.cand_key[ci]]
+    loco = nTc >= 2
+    if loco.any():
+        bl = np.arange(Jp)[None, :] < np.where(loco, nTc, 0)[:, None]
+        rr, jj = np.nonzero(bl)
+        fits.val_blocks[fits.val_blocks_off[ci][rr] + jj] = out["val_blocks"][kk[rr], nn[rr], jj]
+    wk = out["w"][kk, nn]  # (n, Dp)
+    Dp = wk.shape[1]
+    dl = paths.n_D[paths.cand_key[ci]]
+    if sum_to_one:  # weights of the centred fit -> affine weights on the donors
+        real_d = np.arange(Dp)[None, :] < dl[:, None]
+        wk = np.where(real_d, wk + (1 - wk.sum(axis=1, keepdims=True)) / dl[:, None], 0)
+    dm = np.arange(Dp)[None, :] < dl[:, None]
+    rr, dd = np.nonzero(dm)
+    fits.w_flat[fits.w_off[ci][rr] + dd] = wk[rr, dd]
+
+
+def _totals(b: K.Blocks):
     """Sums of squares of the targets around their means: in-sample and per held-out block."""
-    _, _, nb, _, bmask, _, _, _, Gvv, sv, mv = inputs
-    bm = bmask[:, None, :].astype(float)
-    n_all = np.sum(nb[:, None, :] * bm, axis=-1, keepdims=True)
-    ybar = np.sum((sv + nb[:, None, :] * mv) * bm, axis=-1, keepdims=True) / np.where(
+    bm = b.bmask[:, None, :].astype(float)
+    n_all = np.sum(b.nb[:, None, :] * bm, axis=-1, keepdims=True)
+    ybar = np.sum((b.sv + b.nb[:, None, :] * b.mv) * bm, axis=-1, keepdims=True) / np.where(
         n_all > 0, n_all, 1.0
     )
-    eps = mv - ybar
-    sst_in = np.sum((Gvv + 2 * eps * sv + nb[:, None, :] * eps**2) * bm, axis=-1)
-    nb_safe = np.where(nb > 0, nb, 1.0)[:, None, :]
-    sst_ho = np.sum((Gvv - sv**2 / nb_safe) * bm, axis=-1)
+    eps = b.mv - ybar
+    sst_in = np.sum((b.Gvv + 2 * eps * b.sv + b.nb[:, None, :] * eps**2) * bm, axis=-1)
+    nb_safe = np.where(b.nb > 0, b.nb, 1.0)[:, None, :]
+    sst_ho = np.sum((b.Gvv - b.sv**2 / nb_safe) * bm, axis=-1)
     return sst_in, sst_ho
 
 
-def _gather(store, paths, targets, ks, cand, knd, Dp, Jp, Np, p):
-    """Block statistics of keys ``ks`` and their candidates ``cand`` (-1: padding)."""
+def _padded_rows(flat: np.ndarray, off: np.ndarray, length: np.ndarray, width: int):
+    """Ragged rows ``flat[off[i]:off[i] + length[i]]`` padded with 0 to ``width``, and the mask."""
+    mask = np.arange(width)[None, :] < length[:, None]
+    idx = np.minimum(off[:, None] + np.arange(width), flat.size - 1)
+    return np.where(mask, flat[idx], 0), mask
+
+
+def _flat_index(base, pos_a, pos_b, n):
+    """Index of entry (pos_a, pos_b) of the (n x n) blocks at ``base``; -1 positions -> -1."""
+    ok = (pos_a >= 0) & (pos_b >= 0)
+    return np.where(ok, base + pos_a * n + pos_b, -1)
+
+
+def _gather(store, paths, targets, ks, cand, knd, shape, p) -> K.Blocks:
+    """Block statistics of keys ``ks`` and their candidates ``cand`` (-1: padding).
+
+    ``knd`` 0: the blocks are the training units; 1: the feature folds of the single
+    training unit. ``shape`` is the padded ``(Dp, Jp, Np)``.
+    """
+    Dp, Jp, _ = shape
     nk = ks.size
     n_folds = store.fold_n.size
-    # donors
-    d_len = paths.n_D[ks]
-    dmask = np.arange(Dp)[None, :] < d_len[:, None]
-    Dm = np.where(
-        dmask,
-        paths.D_flat[np.minimum(paths.D_off[ks][:, None] + np.arange(Dp), paths.D_flat.size - 1)],
-        0,
-    )
-    # blocks: training units (kind 0) or folds of the single training unit (kind 1)
+    Dm, dmask = _padded_rows(paths.D_flat, paths.D_off[ks], paths.n_D[ks], Dp)
     if knd == 0:
-        t_len = paths.n_T[ks]
-        bmask = np.arange(Jp)[None, :] < t_len[:, None]
-        Tm = np.where(
-            bmask,
-            paths.T_flat[
-                np.minimum(paths.T_off[ks][:, None] + np.arange(Jp), paths.T_flat.size - 1)
-            ],
-            0,
-        )
+        Tm, bmask = _padded_rows(paths.T_flat, paths.T_off[ks], paths.n_T[ks], Jp)
     else:
         bmask = np.broadcast_to(np.arange(Jp)[None, :] < n_folds, (nk, Jp))
         Tm = np.repeat(paths.T_flat[paths.T_off[ks]][:, None], Jp, axis=1)
-    # candidates of each key
     cmask = cand >= 0
     v = np.where(cmask, targets[paths.cand_target[np.maximum(cand, 0)], 1], 0)
 
-    sentinel = store.gram.size - 1
     n_u = store.n_meas[Tm]  # (nk, J)
     posD = store.pos[Tm[:, :, None], Dm[:, None, :]]  # (nk, J, D)
     posD = np.where(dmask[:, None, :] & bmask[:, :, None], posD, -1)
     posv = store.pos[Tm[:, None, :], v[:, :, None]]  # (nk, N, J)
     posv = np.where(cmask[:, :, None] & bmask[:, None, :], posv, -1)
     base = store.off[Tm]  # (nk, J)
-    gi = base[:, :, None, None] + posD[:, :, :, None] * n_u[:, :, None, None] + posD[:, :, None, :]
-    gi = np.where((posD[:, :, :, None] >= 0) & (posD[:, :, None, :] >= 0), gi, sentinel)
-    vi = base[:, None, :, None] + posD[:, None, :, :] * n_u[:, None, :, None] + posv[..., None]
-    vi = np.where((posD[:, None, :, :] >= 0) & (posv[..., None] >= 0), vi, sentinel)
-    vvi = base[:, None, :] + posv * n_u[:, None, :] + posv
-    vvi = np.where(posv >= 0, vvi, sentinel)
+    sentinel = store.gram.size - 1
+    gi = _flat_index(
+        base[:, :, None, None], posD[:, :, :, None], posD[:, :, None, :], n_u[:, :, None, None]
+    )
+    vi = _flat_index(
+        base[:, None, :, None], posD[:, None, :, :], posv[..., None], n_u[:, None, :, None]
+    )
+    vvi = _flat_index(base[:, None, :], posv, posv, n_u[:, None, :])
+    gi, vi, vvi = (np.where(x >= 0, x, sentinel) for x in (gi, vi, vvi))
     m = np.where(posD >= 0, store.means[Tm[:, :, None], Dm[:, None, :]], 0.0)
     mv = np.where(posv >= 0, store.means[Tm[:, None, :], v[:, :, None]], 0.0)
     if knd == 0:
-        G = store.gram[gi]
-        Gv = store.gram[vi]
-        Gvv = store.gram[vvi]
+        G, Gv, Gvv = store.gram[gi], store.gram[vi], store.gram[vvi]
         s = np.zeros((nk, Jp, Dp))
-        sv = np.zeros((nk, Np, Jp))
+        sv = np.zeros((nk, shape[2], Jp))
         nb = np.where(bmask, float(p), 0.0)
     else:
-        fold = np.minimum(np.arange(Jp), n_folds - 1)
-        G = store.fold_gram[fold[None, :, None, None], gi]
-        Gv = store.fold_gram[fold[None, None, :, None], vi]
-        Gvv = store.fold_gram[fold[None, None, :], vvi]
-        rs = store.fold_sum.shape[1] - 1
-        ri = np.where(posD >= 0, store.row_off[Tm][:, :, None] + posD, rs)
-        s = store.fold_sum[fold[None, :, None], ri]
-        rv = np.where(posv >= 0, store.row_off[Tm][:, None, :] + posv, rs)
-        sv = store.fold_sum[fold[None, None, :], rv]
-        nb = np.where(bmask, store.fold_n[fold][None, :].astype(float), 0.0)
-        G = np.where(bmask[:, :, None, None], G, 0.0)
-        Gv = np.where(bmask[:, None, :, None], Gv, 0.0)
-        Gvv = np.where(bmask[:, None, :], Gvv, 0.0)
-        s = np.where(bmask[:, :, None], s, 0.0)
-        sv = np.where(bmask[:, None, :], sv, 0.0)
-    # target unit's own donor Gram (for the subspace statistic)
-    u = paths.key_unit[ks]
+        G, s, nb, Gv, Gvv, sv = _fold_stats(store, Tm, posD, posv, bmask, gi, vi, vvi)
+    Gu = _unit_gram(store, paths.key_unit[ks], Dm, dmask, sentinel)
+    return K.Blocks(G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv)
+
+
+def _fold_stats(store, Tm, posD, posv, bmask, gi, vi, vvi):
+    """Per-fold Grams and sums of the single training unit of feature-fold keys."""
+    Jp = bmask.shape[1]
+    fold = np.minimum(np.arange(Jp), store.fold_n.size - 1)
+    G = store.fold_gram[fold[None, :, None, None], gi]
+    Gv = store.fold_gram[fold[None, None, :, None], vi]
+    Gvv = store.fold_gram[fold[None, None, :], vvi]
+    rs = store.fold_sum.shape[1] - 1
+    ri = np.where(posD >= 0, store.row_off[Tm][:, :, None] + posD, rs)
+    s = store.fold_sum[fold[None, :, None], ri]
+    rv = np.where(posv >= 0, store.row_off[Tm][:, None, :] + posv, rs)
+    sv = store.fold_sum[fold[None, None, :], rv]
+    nb = np.where(bmask, store.fold_n[fold][None, :].astype(float), 0.0)
+    G = np.where(bmask[:, :, None, None], G, 0.0)
+    Gv = np.where(bmask[:, None, :, None], Gv, 0.0)
+    Gvv = np.where(bmask[:, None, :], Gvv, 0.0)
+    s = np.where(bmask[:, :, None], s, 0.0)
+    sv = np.where(bmask[:, None, :], sv, 0.0)
+    return G, s, nb, Gv, Gvv, sv
+
+
+def _unit_gram(store, u, Dm, dmask, sentinel):
+    """The target unit's own donor Gram of each key (for the subspace statistic)."""
     pu = np.where(dmask, store.pos[u[:, None], Dm], -1)
-    ui = (
-        store.off[u][:, None, None]
-        + pu[:, :, None] * store.n_meas[u][:, None, None]
-        + pu[:, None, :]
+    ui = _flat_index(
+        store.off[u][:, None, None], pu[:, :, None], pu[:, None, :], store.n_meas[u][:, None, None]
     )
-    Gu = store.gram[np.where((pu[:, :, None] >= 0) & (pu[:, None, :] >= 0), ui, sentinel)]
-    return (G, s, nb, m, bmask, dmask, Gu, Gv, Gvv, sv, mv)
+    return store.gram[np.where(ui >= 0, ui, sentinel)]
 
 
 def predict_selected(
@@ -588,14 +642,7 @@ def predict_selected(
         for lo, hi in _chunks(len(vkeys), size):
             _, idx, ks_p = _padded_chunk(vkeys, vcand, lo, hi, size, Np)
             d_len = paths.n_D[ks_p]
-            dmask = np.arange(Dp)[None, :] < d_len[:, None]
-            Dm = np.where(
-                dmask,
-                paths.D_flat[
-                    np.minimum(paths.D_off[ks_p][:, None] + np.arange(Dp), paths.D_flat.size - 1)
-                ],
-                0,
-            )
+            Dm, dmask = _padded_rows(paths.D_flat, paths.D_off[ks_p], d_len, Dp)
             u = paths.key_unit[ks_p]
             X = np.where(dmask[:, :, None], Yd[u[:, None], Dm], 0.0).astype(np.float64)
             Wk = np.zeros((size, Np, Dp))
