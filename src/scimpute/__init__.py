@@ -22,7 +22,18 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 if TYPE_CHECKING:
     from . import datasets, methods, metrics, mm, nn, pl, pp, tl
 
-__getattr__, __dir__, __all__ = attach(
+__all__ = [
+    "datasets",
+    "methods",
+    "metrics",
+    "mm",
+    "nn",
+    "pl",
+    "pp",
+    "tl",
+]
+
+__getattr__, __dir__ = attach(
     __name__,
     globals(),
     submodules=["datasets", "methods", "metrics", "mm", "nn", "pl", "pp", "tl"],

@@ -17,16 +17,19 @@ def attach(
     *,
     submodules: Iterable[str] = (),
     attributes: Mapping[str, str] | None = None,
-) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
-    """Module ``__getattr__``, ``__dir__`` and ``__all__`` of a package with lazy members.
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Module ``__getattr__`` and ``__dir__`` of a package with lazy members.
+
+    The package spells its ``__all__`` literally (for readers, linters and type checkers);
+    it must name exactly the lazy members, which is checked here.
 
     Parameters
     ----------
     package
         ``__name__`` of the package.
     namespace
-        The package's ``globals()``: resolved attributes are cached there, so each is looked
-        up once.
+        The package's ``globals()`` (holding ``__all__``): resolved attributes are cached
+        there, so each is looked up once.
     submodules
         Names of submodules exposed as attributes (``scimpute.tl``).
     attributes
@@ -35,12 +38,17 @@ def attach(
 
     Returns
     -------
-    ``(__getattr__, __dir__, __all__)`` to assign in the package's ``__init__``.
+    ``(__getattr__, __dir__)`` to assign in the package's ``__init__``.
 
     """
     subs = frozenset(submodules)
     attrs = dict(attributes or {})
     names = sorted(subs | set(attrs))
+    declared = sorted(namespace.get("__all__", ()))
+    if declared != names:
+        raise ImportError(
+            f"{package}.__all__ and its lazy members differ: {sorted(set(declared) ^ set(names))}"
+        )
 
     def __getattr__(name: str) -> Any:
         if name in subs:
@@ -56,4 +64,4 @@ def attach(
     def __dir__() -> list[str]:
         return sorted(set(namespace) | set(names))
 
-    return __getattr__, __dir__, names
+    return __getattr__, __dir__

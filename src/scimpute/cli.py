@@ -310,9 +310,7 @@ def _cmd_impute(args: argparse.Namespace) -> int:
 
     key = args.key_added or Key.uns.imputed(args.method)
     _run(
-        lambda: tl.impute(
-            grid, method=args.method, key_added=key, random_state=args.seed, **params
-        )
+        lambda: tl.impute(grid, method=args.method, key_added=key, random_state=args.seed, **params)
     )
     _run(lambda: _atomic_write(out, grid.write_h5ad))
     sources = grid.obs[Key.obs.source(key)].astype(str)
@@ -571,7 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     _seed_arg(m)
     p.add_argument("-o", "--output", required=True, help="output file (.h5ad)")
     p.add_argument(
-        "--force", action="store_true", help="allow OUTPUT to be the input file (replaced atomically)"
+        "--force",
+        action="store_true",
+        help="allow OUTPUT to be the input file (replaced atomically)",
     )
     p.set_defaults(func=_cmd_impute)
 
@@ -632,7 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     p.add_argument(
-        "--data-dir", default=None, help="directory of the shared datasets (default: $SCIMPUTE_DATA_DIR)"
+        "--data-dir",
+        default=None,
+        help="directory of the shared datasets (default: $SCIMPUTE_DATA_DIR)",
     )
     p.add_argument("--out-dir", default="scimpute_demo", help="directory of the results")
     p.add_argument(

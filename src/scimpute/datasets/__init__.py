@@ -25,7 +25,22 @@ if TYPE_CHECKING:
     from ._simulate_cells import simulate_cells
     from ._simulate_mm import simulate_multimodal
 
-__getattr__, __dir__, __all__ = attach(
+__all__ = [
+    "DATASETS",
+    "cmap",
+    "data_dir",
+    "dataset_path",
+    "kang",
+    "korkut",
+    "lincs_doses",
+    "pbmc_citeseq",
+    "scicar",
+    "simulate_cells",
+    "simulate_grid",
+    "simulate_multimodal",
+]
+
+__getattr__, __dir__ = attach(
     __name__,
     globals(),
     attributes={

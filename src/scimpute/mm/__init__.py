@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from ._normalize import normalize
     from ._translate import translate
 
-__getattr__, __dir__, __all__ = attach(
+__all__ = [
+    "integrate",
+    "invariant_features",
+    "normalize",
+    "translate",
+]
+
+__getattr__, __dir__ = attach(
     __name__,
     globals(),
     attributes={

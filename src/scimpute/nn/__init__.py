@@ -23,7 +23,24 @@ if TYPE_CHECKING:
     from ._shift import latent_shift, shift_by_context
     from ._train import TrainResult, decode, encode, select, train_networks
 
-__getattr__, __dir__, __all__ = attach(
+__all__ = [
+    "MLP",
+    "MODELS",
+    "NetConfig",
+    "Network",
+    "TrainResult",
+    "build_network",
+    "decode",
+    "encode",
+    "latent_shift",
+    "network_from_arrays",
+    "network_to_arrays",
+    "select",
+    "shift_by_context",
+    "train_networks",
+]
+
+__getattr__, __dir__ = attach(
     __name__,
     globals(),
     attributes={

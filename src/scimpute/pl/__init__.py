@@ -17,7 +17,17 @@ if TYPE_CHECKING:
     from ._mm import invariance, latent
     from ._prediction import prediction
 
-__getattr__, __dir__, __all__ = attach(
+__all__ = [
+    "cross_validation",
+    "donors",
+    "grid",
+    "invariance",
+    "latent",
+    "prediction",
+    "signature_alignment",
+]
+
+__getattr__, __dir__ = attach(
     __name__,
     globals(),
     attributes={

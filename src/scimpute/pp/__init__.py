@@ -10,7 +10,12 @@ if TYPE_CHECKING:
     from ._grid import perturbation_grid
     from ._labels import parse_perturbation
 
-__getattr__, __dir__, __all__ = attach(
+__all__ = [
+    "parse_perturbation",
+    "perturbation_grid",
+]
+
+__getattr__, __dir__ = attach(
     __name__,
     globals(),
     attributes={"parse_perturbation": "_labels", "perturbation_grid": "_grid"},

@@ -16,7 +16,19 @@ if TYPE_CHECKING:
     from ._impute import impute
     from ._transfer import compare_transfer, fit_transfer, load_network, transfer
 
-__getattr__, __dir__, __all__ = attach(
+__all__ = [
+    "compare_transfer",
+    "cross_validate",
+    "cross_validate_transfer",
+    "fit_transfer",
+    "impute",
+    "load_network",
+    "signature_alignment",
+    "summarize_cross_validation",
+    "transfer",
+]
+
+__getattr__, __dir__ = attach(
     __name__,
     globals(),
     attributes={
