@@ -193,12 +193,24 @@ def _check_input(path: str) -> Path:
             f"input {path!r} is a MuData file (.h5mu); this command reads one AnnData (.h5ad). "
             "Write the modality you want with mdata[mod].write_h5ad(...)."
         )
-    with p.open("rb") as fh:
-        head = fh.read(len(_HDF5_SIGNATURE))
-    if head != _HDF5_SIGNATURE:
-        what = "an empty file" if not head else "not an HDF5 file"
-        raise CLIError(f"input {path!r} is {what}; expected an AnnData .h5ad file.")
+    size = p.stat().st_size
+    if size == 0:
+        raise CLIError(f"input {path!r} is an empty file; expected an AnnData .h5ad file.")
+    if not _is_hdf5(p, size):
+        raise CLIError(f"input {path!r} is not an HDF5 file; expected an AnnData .h5ad file.")
     return p
+
+
+def _is_hdf5(path: Path, size: int) -> bool:
+    """Whether the HDF5 signature is at offset 0, 512, 1024, 2048, ... (after a user block)."""
+    offset = 0
+    with path.open("rb") as fh:
+        while offset + len(_HDF5_SIGNATURE) <= size:
+            fh.seek(offset)
+            if fh.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+                return True
+            offset = 512 if offset == 0 else 2 * offset
+    return False
 
 
 def _read_h5ad(path: Path):
