@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._keys import COMBINATION_SEP, DOSE_SEP
+from .._keys import COMBINATION_SEP, DOSE_SEP, Key
 from .._params import ParamError, Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state
 from ..pp import perturbation_grid
@@ -230,10 +230,10 @@ def _simulate_grid(spec: SimulateGridParams, rng: np.random.Generator) -> AnnDat
         var=pd.DataFrame(index=[f"g{i}" for i in range(p)]),
     )
     grid = perturbation_grid(bulk, "context", "perturbation", control=control)
-    grid.layers["truth"] = truth.reshape(-1, p)
+    grid.layers[Key.layers.truth] = truth.reshape(-1, p)
     if keep_noisy:
-        grid.layers["noisy"] = noisy.reshape(-1, p)
-    grid.uns["simulation"] = {
+        grid.layers[Key.layers.noisy] = noisy.reshape(-1, p)
+    grid.uns[Key.uns.simulation] = {
         "params": {
             "rank": rank,
             "noise": float(noise),

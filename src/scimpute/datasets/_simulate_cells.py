@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._keys import Key
 from .._params import Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state
 
@@ -145,7 +146,7 @@ def simulate_cells(
     )
     adata.obsm["X_latent_true"] = z.astype(np.float32)
     adata.layers["mean"] = mean.astype(np.float32)
-    adata.uns["simulation"] = {
+    adata.uns[Key.uns.simulation] = {
         "W": W,
         "b": b,
         "centres": centres,

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._keys import Key
 from .._params import ParamError, Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state
 
@@ -218,7 +219,7 @@ def simulate_multimodal(
     idx = pd.Index(cell_names).get_indexer(mdata.obs_names)
     mdata.obs["label"] = pd.Categorical(label_cat[idx], categories=label_cat.categories)
     mdata.obsm["shared_factors"] = shared[idx]
-    mdata.uns["simulation"] = {
+    mdata.uns[Key.uns.simulation] = {
         "params": {
             "n_shared": int(n_shared),
             "n_private": int(n_private),

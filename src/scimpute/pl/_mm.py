@@ -11,7 +11,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .._keys import MM_INVARIANCE_KEY, MM_KEY
+from .._keys import MM_INVARIANCE_KEY, MM_KEY, Key
+from .._params import check_choice
 from .._validate import _suggest
 
 
@@ -131,6 +132,7 @@ def latent(
     The Axes for one panel, the Figure for several; ``None`` when ``show=True``.
 
     """
+    check_choice("pl.latent", "basis", basis, ("pca", "latent"))
     colors = [color] if isinstance(color, str) else list(color)
     mods = [m for m in (modalities or mdata.mod) if key in mdata[m].obsm]
     if not mods:
@@ -145,11 +147,9 @@ def latent(
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         xy = centred @ vt[:2].T
         labels = ("PC1 of latent", "PC2 of latent")
-    elif basis == "latent":
+    else:  # basis == "latent"
         xy = stacked[:, :2]
         labels = ("latent 0", "latent 1")
-    else:
-        raise ValueError(f"basis must be 'pca' or 'latent', got {basis!r}.")
     if xy.shape[1] < 2:
         xy = np.hstack([xy, np.zeros((xy.shape[0], 2 - xy.shape[1]))])
     offsets = np.cumsum([0] + [e.shape[0] for e in emb])
@@ -216,10 +216,14 @@ def invariance(
     The Axes for one panel, the Figure for several; ``None`` when ``show=True``.
 
     """
+    check_choice("pl.invariance", "kind", kind, ("features", "latent"))
     if kind == "latent":
-        if key not in mdata.uns or "latent" not in mdata.uns[key]:
-            raise KeyError(f"mdata.uns[{key!r}]['latent'] not found: run invariant_features.")
-        table = pd.DataFrame(mdata.uns[key]["latent"])
+        entry = Key.uns.invariance_latent
+        if key not in mdata.uns or entry not in mdata.uns[key]:
+            raise KeyError(
+                f"mdata.uns[{key!r}][{entry!r}] not found: run scimpute.mm.invariant_features."
+            )
+        table = pd.DataFrame(mdata.uns[key][entry])
         fig, axes = _panels(1, ax, (max(4.0, 0.35 * table["dimension"].nunique() + 2), 3.5))
         a = axes[0]
         pairs = list(pd.unique(table["modalities"]))
@@ -236,8 +240,6 @@ def invariance(
         a.set_ylim(min(-0.1, float(table["ci_low"].min()) - 0.05), 1.05)
         a.legend(frameon=False, fontsize=8)
         return _finish(fig, a, show, save)
-    if kind != "features":
-        raise ValueError(f"kind must be 'features' or 'latent', got {kind!r}.")
     if isinstance(modalities, str):
         modalities = [modalities]
     mods = [m for m in (modalities or mdata.mod) if key in mdata[m].var.columns]
@@ -254,7 +256,7 @@ def invariance(
         y = np.arange(len(score))[::-1]
         colours = ["#d7191c" if f in highlight else "#2b83ba" for f in score.index]
         a.barh(y, score.to_numpy(), color=colours)
-        self_col = f"{key}_r2_self"
+        self_col = Key.var.r2_self(key)
         if self_col in var.columns:
             a.plot(
                 var.loc[score.index, self_col].to_numpy(),
