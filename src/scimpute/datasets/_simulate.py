@@ -83,6 +83,9 @@ def simulate_grid(
     measured value is ``truth + noise * N(0, 1)``. The tensor is low rank in contexts and in
     interventions, the setting in which synthetic interventions are consistent.
 
+    Every parameter is checked before anything is drawn: an invalid one raises a
+    :class:`ValueError` that names it.
+
     Combinations ``"pI+pJ"`` have ``v = v_I + v_J + interaction * N(0, 1)``. With ``doses``,
     every single perturbation is expanded to ``"pI@d"`` with ``v = hill_I(d) * v_I``,
     ``hill_I(d) = d^h / (d^h + ec50_I^h)`` (``h`` in [1, 3], ``ec50`` log-uniform over the
@@ -115,9 +118,6 @@ def simulate_grid(
         ``layers["noisy"]``.
     random_state
         Seed (a non-negative int), generator, or ``None``.
-
-    Every parameter is checked before anything is drawn (:class:`SimulateGridParams`): an
-    invalid one raises a :class:`ValueError` naming it.
 
     Returns
     -------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,9 @@ from anndata import AnnData
 from .._keys import Key
 from .._params import ParamError, Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state
+
+if TYPE_CHECKING:
+    from mudata import MuData
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def simulate_multimodal(
     fraction_paired: float = 1.0,
     nonlinear: bool = True,
     random_state: RandomState = 0,
-):
+) -> MuData:
     """Simulate cells measured in several modalities from shared and private latent factors.
 
     Every cell ``i`` has

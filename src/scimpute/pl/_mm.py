@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,6 +15,9 @@ from matplotlib.figure import Figure
 from .._keys import MM_INVARIANCE_KEY, MM_KEY, Key
 from .._params import check_choice
 from .._validate import _suggest
+
+if TYPE_CHECKING:
+    from mudata import MuData
 
 
 def _finish(fig: Figure, out, show: bool | None, save: str | Path | None):
@@ -37,7 +41,7 @@ def _panels(n: int, ax: Axes | None, size: tuple[float, float]) -> tuple[Figure,
     return fig, list(axes[0])
 
 
-def _obs_values(mdata, m: str, names: pd.Index, col: str) -> np.ndarray:
+def _obs_values(mdata: MuData, m: str, names: pd.Index, col: str) -> np.ndarray:
     if col in mdata[m].obs.columns:
         return mdata[m].obs[col].reindex(names).to_numpy()
     if col in mdata.obs.columns:
@@ -84,7 +88,7 @@ def _scatter(ax: Axes, xy: np.ndarray, values: np.ndarray, title: str, size: flo
 
 
 def latent(
-    mdata,
+    mdata: MuData,
     *,
     key: str = MM_KEY,
     color: str | Sequence[str] = "modality",
@@ -178,7 +182,7 @@ def latent(
 
 
 def invariance(
-    mdata,
+    mdata: MuData,
     *,
     key: str = MM_INVARIANCE_KEY,
     kind: str = "features",
