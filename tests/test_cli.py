@@ -306,3 +306,22 @@ def test_subprocess_entry_point(tmp_path):
         [sys.executable, "-m", "scimpute", "--help"], capture_output=True, text=True, env=env
     )
     assert res.returncode == 0 and "impute" in res.stdout
+
+
+def test_grid_input_is_read_through_its_record(grid_file, tmp_path, capsys):
+    out = str(tmp_path / "o.h5ad")
+    args = ["impute", str(grid_file), "--method", "additive", "-o", out]
+    assert main([*args, "--context-key", "context"]) == 0  # the grid's own key: fine
+    capsys.readouterr()
+    assert main([*args, "--context-key", "cell_type"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "impute")
+    assert "built with --context-key 'context', not 'cell_type'" in line
+    # a grid whose record was damaged is bad input, not a traceback
+    g = ad.read_h5ad(grid_file)
+    g.uns["perturbation_grid"] = {"control": "control"}
+    bad = tmp_path / "bad_grid.h5ad"
+    g.write_h5ad(bad)
+    assert main(["impute", str(bad), "--method", "additive", "-o", out]) == 2
+    assert "lacks 'context_key', 'perturbation_key'" in _one_error_line(
+        capsys.readouterr().err, "impute"
+    )

@@ -252,7 +252,16 @@ def _load_grid(args: argparse.Namespace, path: Path):
     if Key.uns.grid in adata.uns:
         from ._validate import check_grid
 
-        _usage(lambda: check_grid(adata))
+        info = _usage(lambda: check_grid(adata))
+        given = {"--context-key": args.context_key, "--perturbation-key": args.perturbation_key}
+        recorded = {"--context-key": info.context_key, "--perturbation-key": info.perturbation_key}
+        for option, value in given.items():
+            if value is not None and value != recorded[option]:
+                raise CLIError(
+                    f"input {str(path)!r} is a grid built with {option} "
+                    f"{recorded[option]!r}, not {value!r}: drop the grid options, or pass the "
+                    "cells the grid was built from."
+                )
         return adata
     if not args.context_key or not args.perturbation_key:
         raise CLIError(
