@@ -325,3 +325,14 @@ def test_grid_input_is_read_through_its_record(grid_file, tmp_path, capsys):
     assert "lacks 'context_key', 'perturbation_key'" in _one_error_line(
         capsys.readouterr().err, "impute"
     )
+
+
+def test_demo_checks_methods_and_out_dir_first(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out-dir", str(out), "--methods", "context_mean,nope"]) == 2
+    assert "Unknown method 'nope'" in _one_error_line(capsys.readouterr().err, "demo")
+    assert not out.exists()  # nothing was created or computed
+    afile = tmp_path / "file"
+    afile.write_text("")
+    assert main(["demo", "--out-dir", str(afile)]) == 2
+    assert "is not a directory" in _one_error_line(capsys.readouterr().err, "demo")
