@@ -37,6 +37,9 @@ def test_impute_and_benchmark_commands(tmp_path, capsys):
     assert rc == 0
     res = ad.read_h5ad(out)
     assert np.isfinite(res.layers["imputed_additive"]).all()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() makes it
     assert "imputed" in capsys.readouterr().out
     table = tmp_path / "summary.csv"
     rc = main(
