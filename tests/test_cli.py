@@ -339,3 +339,19 @@ def test_demo_checks_methods_and_out_dir_first(tmp_path, capsys):
     afile.write_text("")
     assert main(["demo", "--out-dir", str(afile)]) == 2
     assert "is not a directory" in _one_error_line(capsys.readouterr().err, "demo")
+
+
+def test_method_needing_a_control_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from scimpute.methods import _registry, get_method
+
+    needy = dataclasses.replace(get_method("additive"), name="needs_ctrl", needs_control=True)
+    monkeypatch.setitem(_registry._REGISTRY, "needs_ctrl", needy)
+    g = si.datasets.simulate_grid(4, 4, 6, control=None, random_state=0)
+    src = tmp_path / "effects.h5ad"
+    g.write_h5ad(src)
+    out = tmp_path / "o.h5ad"
+    assert main(["impute", str(src), "--method", "needs_ctrl", "-o", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err, "impute")
+    assert "'needs_ctrl' need a control perturbation" in line and not out.exists()
