@@ -72,6 +72,7 @@ def test_context_key_is_followed_from_pp_through_tl_to_a_plot(tmp_path):
         [(c, p) for c in lines for p in cpds if (c, p) != ("L3", "C")],
         columns=["cell_line", "compound"],
     )
+    obs.index = [f"s{i}" for i in range(len(obs))]
     cells = ad.AnnData(rng.normal(size=(len(obs), 5)).astype(np.float32), obs=obs)
     g = si.pp.perturbation_grid(cells, "cell_line", "compound", control="DMSO")
     info = check_grid(g)
