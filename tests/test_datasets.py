@@ -54,3 +54,48 @@ def test_missing_file_names_the_source(tmp_path, monkeypatch):
         si.datasets.cmap(tmp_path)
     with pytest.raises(ValueError, match="Unknown dataset"):
         si.datasets.dataset_path("nope")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_contexts": 0}, "simulate_grid: n_contexts must be an integer >= 1, got 0"),
+        ({"rank": 0}, "simulate_grid: rank must be an integer >= 1, got 0"),
+        ({"n_features": 2.5}, "n_features must be an integer >= 1, got 2.5"),
+        ({"noise": -0.1}, "noise must be a number >= 0"),
+        ({"fraction_measured": 0}, "fraction_measured must be a number > 0 and <= 1"),
+        ({"doses": []}, "doses must hold at least one dose level"),
+        ({"doses": [0, 1]}, "doses must be"),
+        ({"n_perturbations": 3, "n_combinations": 4}, "n_combinations must be <= 3"),
+        ({"control": " "}, "control must be a non-empty label or None"),
+        ({"random_state": -1}, "random_state must be a non-negative integer"),
+        ({"keep_noisy": "yes"}, "keep_noisy must be True or False"),
+    ],
+)
+def test_simulate_grid_rejects_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        si.datasets.simulate_grid(**{"n_contexts": 3, "n_perturbations": 4, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("fn", "kwargs", "match"),
+    [
+        ("simulate_cells", {"n_contexts": 0}, "simulate_cells: n_contexts must be an integer >= 1"),
+        ("simulate_cells", {"n_cells": 0}, "n_cells must be an integer >= 1"),
+        ("simulate_cells", {"latent_dim": 0}, "latent_dim must be an integer >= 1"),
+        ("simulate_cells", {"noise": -1.0}, "noise must be a number >= 0"),
+        ("simulate_multimodal", {"n_cells": 1}, "n_cells must be an integer >= 2"),
+        ("simulate_multimodal", {"n_features": (0, 5)}, "n_features must be"),
+        ("simulate_multimodal", {"modalities": ("a", "a")}, "modalities must be unique"),
+        ("simulate_multimodal", {"modalities": ("a",)}, "same length >= 2"),
+        ("simulate_multimodal", {"fraction_paired": 1.5}, "fraction_paired must be"),
+    ],
+)
+def test_simulators_reject_bad_parameters(fn, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        getattr(si.datasets, fn)(**kwargs)
+
+
+def test_simulators_take_numpy_integers():
+    g = si.datasets.simulate_grid(np.int64(3), np.int32(4), 5, rank=np.int64(2), random_state=0)
+    assert g.n_obs == 3 * 5 and g.uns["simulation"]["params"]["rank"] == 2

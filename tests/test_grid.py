@@ -5,6 +5,9 @@ import pytest
 import scipy.sparse as sp
 
 import scimpute as si
+from scimpute._keys import Key
+from scimpute._records import GridInfo
+from scimpute._validate import _suggest, check_grid, check_layer
 
 
 def _cells(n=600, n_genes=30, seed=0):
@@ -69,9 +72,10 @@ def test_grid_order_and_metadata():
     assert list(grid.obs["cell_type"].cat.categories) == sorted(adata.obs.cell_type.unique())
     # context-major order
     assert list(grid.obs["drug"][:5]) == perts
-    info = grid.uns["perturbation_grid"]
-    assert info["context_key"] == "cell_type" and info["control"] == "control"
-    assert info["params"]["n_measured"] == int(grid.obs.measured.sum())
+    info = check_grid(grid)
+    assert info.context_key == "cell_type" and info.control == "control"
+    assert info.n_measured == int(grid.obs.measured.sum())
+    assert (info.n_contexts, info.n_perturbations) == (4, 5)
     assert grid.var_names.equals(adata.var_names)
 
 
@@ -104,7 +108,8 @@ def test_layer_and_no_control():
     grid = si.pp.perturbation_grid(adata, "cell_type", "drug", layer="counts", control=None)
     ref = si.pp.perturbation_grid(adata, "cell_type", "drug", control=None)
     np.testing.assert_allclose(grid.X, ref.X * 2, rtol=1e-6)
-    assert grid.uns["perturbation_grid"]["has_control"] is False
+    info = check_grid(grid)
+    assert info.control is None and not info.has_control and info.layer == "counts"
 
 
 def test_dose_labels():
@@ -140,7 +145,8 @@ def test_grid_roundtrip(tmp_path):
     grid.write_h5ad(tmp_path / "g.h5ad")
     back = ad.read_h5ad(tmp_path / "g.h5ad")
     np.testing.assert_array_equal(back.X, grid.X)
-    assert back.uns["perturbation_grid"]["control"] == "control"
+    assert check_grid(back) == check_grid(grid)
+    assert check_grid(back).control == "control"
     assert back.obs["measured"].dtype == bool
     si.tl.impute(back, method="context_mean")  # still a valid grid
 
@@ -187,3 +193,51 @@ def test_bad_inputs(mutate, kwargs, err, match):
     if adata.n_obs:
         np.testing.assert_array_equal(adata.X, before.X)
         pd.testing.assert_frame_equal(adata.obs, before.obs)
+
+
+# --- defects of issue 9 (#6, #11): each test fails before the refactor --------------------
+
+
+def test_float16_input_is_aggregated():
+    # scipy.sparse cannot hold float16, so the matrix is dense (the sparse path is int/float)
+    adata = _cells(n=200)
+    ref = si.pp.perturbation_grid(adata, "cell_type", "drug")
+    adata.X = adata.X.astype(np.float16)  # the counts are small integers: exact in float16
+    grid = si.pp.perturbation_grid(adata, "cell_type", "drug")
+    assert grid.X.dtype == np.float32
+    np.testing.assert_array_equal(grid.X, ref.X)
+    assert adata.X.dtype == np.float16  # the input is untouched
+
+
+@pytest.mark.parametrize("label", ["d1+", "+d1", "a++b", "a+ +b"])
+def test_combination_with_empty_component_is_rejected(label):
+    adata = _cells(n=100)
+    adata.obs.loc[adata.obs_names[0], "drug"] = label
+    with pytest.raises(ValueError, match=r"has an empty component"):
+        si.pp.perturbation_grid(adata, "cell_type", "drug")
+    with pytest.raises(ValueError, match=r"empty component"):
+        si.pp.parse_perturbation(label)
+    # another separator: "+" is then part of a name
+    adata.obs["drug"] = adata.obs["drug"].astype(str).str.replace("a+b", "a&b", regex=False)
+    grid = si.pp.perturbation_grid(adata, "cell_type", "drug", combination_sep="&")
+    assert label in set(grid.obs["drug"]) and check_grid(grid).combination_sep == "&"
+
+
+def test_suggestions_never_list_nothing():
+    adata = _cells(n=20)
+    with pytest.raises(KeyError) as exc:
+        check_layer(adata, "counts")
+    assert "Available: ." not in str(exc.value) and "There are none." in str(exc.value)
+    assert _suggest("x", []) == " There are none."
+    assert "Did you mean 'counts'" in _suggest("count", ["counts", "data"])
+
+
+def test_grid_record_is_typed_and_survives_h5ad(tmp_path):
+    adata = _cells()
+    grid = si.pp.perturbation_grid(adata, "cell_type", "drug", min_cells=2)
+    info = check_grid(grid)
+    assert isinstance(info, GridInfo)
+    assert info == GridInfo.from_uns(grid.uns[Key.uns.grid])
+    assert (info.min_cells, info.layer, info.dose_key) == (2, "X", None)
+    grid.write_h5ad(tmp_path / "g.h5ad")
+    assert check_grid(ad.read_h5ad(tmp_path / "g.h5ad")) == info

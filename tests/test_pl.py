@@ -55,3 +55,50 @@ def test_prediction_plot(grid):
 def test_show_returns_none(grid, monkeypatch):
     monkeypatch.setattr(plt, "show", lambda: None)
     assert si.pl.grid(grid, show=True) is None
+
+
+def test_context_key_is_followed_from_pp_through_tl_to_a_plot(tmp_path):
+    """One typed record: the keys given to pp are the ones tl uses and pl labels the axes with."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    from scimpute._records import GridInfo
+    from scimpute._validate import check_grid
+
+    rng = np.random.default_rng(0)
+    lines, cpds = ["L1", "L2", "L3"], ["DMSO", "A", "B", "C"]
+    obs = pd.DataFrame(
+        [(c, p) for c in lines for p in cpds if (c, p) != ("L3", "C")],
+        columns=["cell_line", "compound"],
+    )
+    obs.index = [f"s{i}" for i in range(len(obs))]
+    cells = ad.AnnData(rng.normal(size=(len(obs), 5)).astype(np.float32), obs=obs)
+    g = si.pp.perturbation_grid(cells, "cell_line", "compound", control="DMSO")
+    info = check_grid(g)
+    assert info == GridInfo(
+        context_key="cell_line",
+        perturbation_key="compound",
+        control="DMSO",
+        n_contexts=3,
+        n_perturbations=4,
+        n_measured=11,
+    )
+    si.tl.impute(g, method="additive", key_added="imp")
+    g.write_h5ad(tmp_path / "g.h5ad")
+    back = ad.read_h5ad(tmp_path / "g.h5ad")
+    assert check_grid(back) == info
+    ax = si.pl.grid(back, key="imp")
+    assert ax.get_ylabel() == info.context_key and ax.get_xlabel() == info.perturbation_key
+    assert [t.get_text() for t in ax.get_yticklabels()] == lines
+    ax = si.pl.prediction(back, "L1", "A", key="imp", truth_layer=None)
+    assert ax.get_title().startswith("L1 | A")
+
+
+def test_plot_options_use_the_house_message(grid):
+    with pytest.raises(ValueError, match=r"^pl.cross_validation: metric must be one of 'r2'"):
+        si.pl.cross_validation(grid, metric="auc")
+    with pytest.raises(ValueError, match=r"^pl.cross_validation: kind must be one of 'box'"):
+        si.pl.cross_validation(grid, kind="bar")
+    with pytest.raises(KeyError, match="Did you mean 'additive'"):
+        si.pl.grid(grid, score="r2", method="additiv")

@@ -28,8 +28,26 @@ class Key:
             """Column holding a per-pair diagnostic of an imputation run."""
             return f"{key}_{name}"
 
+    class var:
+        """Columns of ``.var``."""
+
+        @staticmethod
+        def r2_self(key: str) -> str:
+            """R2 of a feature reconstructed from its own modality (``mm.invariant_features``)."""
+            return f"{key}_r2_self"
+
+        @staticmethod
+        def r2_cross(key: str) -> str:
+            """R2 of a feature predicted from the other modalities (``mm.invariant_features``)."""
+            return f"{key}_r2_cross"
+
     class layers:
         """Layers of the grid."""
+
+        #: noise-free profiles of every pair of a simulated grid.
+        truth: Final = "truth"
+        #: noisy profiles of every pair of a simulated grid (``keep_noisy=True``).
+        noisy: Final = "noisy"
 
         @staticmethod
         def effect(key: str) -> str:
@@ -41,11 +59,26 @@ class Key:
 
         grid: Final = "perturbation_grid"
         cross_validation: Final = "cross_validation"
+        #: parameters and factors of a simulator.
+        simulation: Final = "simulation"
+        #: entry of a record that holds a table (cross-validation, signature alignment).
+        scores: Final = "scores"
+        #: entry of ``uns[key]`` of ``mm.invariant_features``: per-dimension concordance.
+        invariance_latent: Final = "latent"
 
         @staticmethod
         def imputed(method: str) -> str:
             """Default ``key_added`` of :func:`scimpute.tl.impute`."""
             return f"imputed_{method}"
+
+    class table:
+        """Columns of the per-pair tables of :func:`scimpute.tl.cross_validate`."""
+
+        method: Final = "method"
+        context: Final = "context"
+        perturbation: Final = "perturbation"
+        fold: Final = "fold"
+        source: Final = "source"
 
 
 #: value of ``obs[Key.obs.source(key)]`` for rows that were measured.

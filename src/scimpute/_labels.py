@@ -39,6 +39,11 @@ def parse_perturbation(
     One ``(name, dose)`` tuple per component, ``dose`` is ``None`` when the label has none or it
     is not a number.
 
+    Raises
+    ------
+    ValueError
+        If a component is empty (``"A+"``, ``"+A"``, ``"A++B"``).
+
     Examples
     --------
     >>> parse_perturbation("A@1.5+B@6")
@@ -46,7 +51,13 @@ def parse_perturbation(
 
     """
     out: list[tuple[str, float | None]] = []
-    for part in str(label).split(sep):
+    parts = str(label).split(sep)
+    if any(not part.strip() for part in parts):
+        raise ValueError(
+            f"Perturbation label {label!r} has an empty component (components are separated "
+            f"by {sep!r})."
+        )
+    for part in parts:
         name, has_dose, dose = part.rpartition(dose_sep) if dose_sep in part else (part, "", "")
         value: float | None = None
         if has_dose:

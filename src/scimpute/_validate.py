@@ -19,7 +19,10 @@ from ._records import GridInfo, read_grid_info
 
 
 def _suggest(name: str, options: Iterable[str]) -> str:
+    """A hint to append to a message: close matches, else the options (or that there are none)."""
     options = [str(o) for o in options]
+    if not options:
+        return " There are none."
     close = get_close_matches(str(name), options, n=3)
     if close:
         return f" Did you mean {', '.join(repr(c) for c in close)}?"

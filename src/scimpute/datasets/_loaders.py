@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anndata as ad
 
 from .._keys import DATA_DIR_ENV
+
+if TYPE_CHECKING:
+    from mudata import MuData
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,15 @@ def _candidates(data_dir: str | os.PathLike | None) -> list[Path]:
 def data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The first existing directory among ``data_dir``, ``$SCIMPUTE_DATA_DIR``, ``../shared/data``.
 
-    Returns ``None`` when none exists.
+    Parameters
+    ----------
+    data_dir
+        A directory to try first.
+
+    Returns
+    -------
+    The resolved directory, or ``None`` when none exists.
+
     """
     for c in _candidates(data_dir):
         if c.is_dir():
@@ -79,7 +91,27 @@ def data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
 
 
 def dataset_path(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """Path of one shared dataset file, or a :class:`FileNotFoundError` naming its source."""
+    """Path of one shared dataset file.
+
+    Parameters
+    ----------
+    name
+        One of :data:`DATASETS` (``"cmap"``, ``"kang"``, ...).
+    data_dir
+        Directory to look in first (then ``$SCIMPUTE_DATA_DIR``, ``../shared/data``).
+
+    Returns
+    -------
+    The resolved path of the file.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``name``.
+    FileNotFoundError
+        When the file is in none of the directories; the message names its public source.
+
+    """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; available: {', '.join(DATASETS)}.")
     ds = DATASETS[name]
@@ -118,6 +150,16 @@ def cmap(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
         Directory holding the file; defaults to ``$SCIMPUTE_DATA_DIR``, then
         ``../shared/data``.
 
+    Returns
+    -------
+    The profiles as an :class:`~anndata.AnnData`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is not found; the message names where it was looked for and its
+        public source.
+
     """
     return _read("cmap", data_dir)
 
@@ -126,8 +168,24 @@ def kang(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Kang et al. 2018 IFN-beta stimulated PBMC (scGen's validation split).
 
     1,975 log-normalised cells x 6,998 genes; ``obs["cell_type"]`` (7 types) and
-    ``obs["condition"]`` (``"control"`` / ``"stimulated"``). See :func:`cmap` for
-    ``data_dir``.
+    ``obs["condition"]`` (``"control"`` / ``"stimulated"``).
+
+    Parameters
+    ----------
+    data_dir
+        Directory holding the file; defaults to ``$SCIMPUTE_DATA_DIR``, then
+        ``../shared/data``.
+
+    Returns
+    -------
+    The data as a :class:`~anndata.AnnData`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is not found; the message names where it was looked for and its
+        public source.
+
     """
     return _read("kang", data_dir)
 
@@ -136,8 +194,24 @@ def korkut(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Korkut et al. 2015 SKMEL-133 drug singles and pairs (RPPA, log2 ratio to control).
 
     52 conditions x 87 readouts; ``obs["perturbation"]`` is ``"A"`` or ``"A+B"``,
-    ``obs["dose"]`` the doses in the same order; a ``"control"`` row of zeros. See
-    :func:`cmap` for ``data_dir``.
+    ``obs["dose"]`` the doses in the same order; a ``"control"`` row of zeros.
+
+    Parameters
+    ----------
+    data_dir
+        Directory holding the file; defaults to ``$SCIMPUTE_DATA_DIR``, then
+        ``../shared/data``.
+
+    Returns
+    -------
+    The data as a :class:`~anndata.AnnData`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is not found; the message names where it was looked for and its
+        public source.
+
     """
     return _read("korkut", data_dir)
 
@@ -146,23 +220,73 @@ def lincs_doses(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """LINCS L1000 plate LJP005: A375, 59 compounds x 6 doses, Level-4 z-scores.
 
     377 wells x 978 genes; ``obs["pert_iname"]``, ``obs["pert_dose_um"]`` (uM),
-    ``obs["pert_type"]``. See :func:`cmap` for ``data_dir``.
+    ``obs["pert_type"]``.
+
+    Parameters
+    ----------
+    data_dir
+        Directory holding the file; defaults to ``$SCIMPUTE_DATA_DIR``, then
+        ``../shared/data``.
+
+    Returns
+    -------
+    The data as a :class:`~anndata.AnnData`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is not found; the message names where it was looked for and its
+        public source.
+
     """
     return _read("lincs_doses", data_dir)
 
 
-def scicar(data_dir: str | os.PathLike | None = None):
+def scicar(data_dir: str | os.PathLike | None = None) -> MuData:
     """sci-CAR A549 co-assay (MuData): RNA (2,613 genes) and ATAC (815 peaks), 1,874 cells.
 
-    ``obs["treatment_time_h"]`` is 0, 1 or 3 h of dexamethasone. See :func:`cmap` for
-    ``data_dir``.
+    ``obs["treatment_time_h"]`` is 0, 1 or 3 h of dexamethasone.
+
+    Parameters
+    ----------
+    data_dir
+        Directory holding the file; defaults to ``$SCIMPUTE_DATA_DIR``, then
+        ``../shared/data``.
+
+    Returns
+    -------
+    The data as a :class:`~mudata.MuData`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is not found; the message names where it was looked for and its
+        public source.
+
     """
     return _read("scicar", data_dir)
 
 
-def pbmc_citeseq(data_dir: str | os.PathLike | None = None):
+def pbmc_citeseq(data_dir: str | os.PathLike | None = None) -> MuData:
     """10x PBMC CITE-seq (MuData): raw RNA counts (``rna``) and 14 protein ADTs (``prot``).
 
-    200 cells. See :func:`cmap` for ``data_dir``.
+    200 cells.
+
+    Parameters
+    ----------
+    data_dir
+        Directory holding the file; defaults to ``$SCIMPUTE_DATA_DIR``, then
+        ``../shared/data``.
+
+    Returns
+    -------
+    The data as a :class:`~mudata.MuData`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is not found; the message names where it was looked for and its
+        public source.
+
     """
     return _read("pbmc_citeseq", data_dir)

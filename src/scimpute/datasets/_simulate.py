@@ -3,15 +3,54 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._keys import COMBINATION_SEP, DOSE_SEP
+from .._keys import COMBINATION_SEP, DOSE_SEP, Key
+from .._params import ParamError, Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state
 from ..pp import perturbation_grid
 from ..pp._labels import format_dose
+
+
+def _non_empty(value: str | None) -> str | None:
+    return "must be a non-empty label or None" if value is not None and not value.strip() else None
+
+
+@dataclass(frozen=True)
+class SimulateGridParams(Params):
+    """Parameters of :func:`simulate_grid`, declared and checked once."""
+
+    owner = "datasets.simulate_grid"
+
+    n_contexts: int = param(20, ge=1, doc="number of contexts")
+    n_perturbations: int = param(30, ge=1, doc="number of single perturbations")
+    n_features: int = param(200, ge=1, doc="number of features")
+    rank: int = param(5, ge=1, doc="rank of the latent factors")
+    noise: float = param(0.1, ge=0, doc="standard deviation of the measurement noise")
+    fraction_measured: float = param(0.5, gt=0, le=1, doc="fraction of pairs measured")
+    context_strength: float = param(1.0, doc="scale of the per-context component")
+    effect_strength: float = param(1.0, doc="scale of the effects")
+    shared_effect: float = param(1.0, doc="part of the context loadings shared by all")
+    control: str | None = param("control", check=_non_empty, doc="control label or None")
+    n_combinations: int = param(0, ge=0, doc="random pairs 'pI+pJ' added")
+    interaction: float = param(0.0, ge=0, doc="scale of a combination's non-additive part")
+    doses: tuple[float, ...] | None = param(None, gt=0, doc="dose levels (positive)")
+    keep_noisy: bool = param(False, doc="store the noisy profiles of every pair")
+
+    def validate(self, owner: str) -> None:
+        """Checks across parameters: dose levels given, enough distinct pairs."""
+        if self.doses is not None and len(self.doses) == 0:
+            raise ParamError(f"{owner}: doses must hold at least one dose level, got ().")
+        n_pairs = self.n_perturbations * (self.n_perturbations - 1) // 2
+        if self.n_combinations > n_pairs:
+            raise ParamError(
+                f"{owner}: n_combinations must be <= {n_pairs} (the distinct pairs of "
+                f"{self.n_perturbations} perturbations), got {self.n_combinations}."
+            )
 
 
 def simulate_grid(
@@ -44,6 +83,9 @@ def simulate_grid(
     measured value is ``truth + noise * N(0, 1)``. The tensor is low rank in contexts and in
     interventions, the setting in which synthetic interventions are consistent.
 
+    Every parameter is checked before anything is drawn: an invalid one raises a
+    :class:`ValueError` that names it.
+
     Combinations ``"pI+pJ"`` have ``v = v_I + v_J + interaction * N(0, 1)``. With ``doses``,
     every single perturbation is expanded to ``"pI@d"`` with ``v = hill_I(d) * v_I``,
     ``hill_I(d) = d^h / (d^h + ec50_I^h)`` (``h`` in [1, 3], ``ec50`` log-uniform over the
@@ -75,7 +117,7 @@ def simulate_grid(
         Also store the noisy profiles of every pair (hidden ones included) in
         ``layers["noisy"]``.
     random_state
-        Seed or generator.
+        Seed (a non-negative int), generator, or ``None``.
 
     Returns
     -------
@@ -84,9 +126,36 @@ def simulate_grid(
     factors ``U``, ``V``, ``W``, ``G``, ``H``, ``mu``).
 
     """
-    rng = check_random_state(random_state)
-    if not 0 < fraction_measured <= 1:
-        raise ValueError("fraction_measured must be in (0, 1].")
+    spec = SimulateGridParams.from_kwargs(
+        SimulateGridParams.owner,
+        {
+            "n_contexts": n_contexts,
+            "n_perturbations": n_perturbations,
+            "n_features": n_features,
+            "rank": rank,
+            "noise": noise,
+            "fraction_measured": fraction_measured,
+            "context_strength": context_strength,
+            "effect_strength": effect_strength,
+            "shared_effect": shared_effect,
+            "control": control,
+            "n_combinations": n_combinations,
+            "interaction": interaction,
+            "doses": doses,
+            "keep_noisy": keep_noisy,
+        },
+    )
+    check_random_state_value(SimulateGridParams.owner, random_state)
+    return _simulate_grid(spec, check_random_state(random_state))
+
+
+def _simulate_grid(spec: SimulateGridParams, rng: np.random.Generator) -> AnnData:
+    n_contexts, n_perturbations = spec.n_contexts, spec.n_perturbations
+    rank, n_features, noise = spec.rank, spec.n_features, spec.noise
+    fraction_measured, control, doses = spec.fraction_measured, spec.control, spec.doses
+    context_strength, effect_strength = spec.context_strength, spec.effect_strength
+    shared_effect, n_combinations = spec.shared_effect, spec.n_combinations
+    interaction, keep_noisy = spec.interaction, spec.keep_noisy
     r, p = rank, n_features
     mu = rng.normal(size=p)
     G = rng.normal(size=(n_contexts, r))
@@ -112,8 +181,6 @@ def simulate_grid(
                 V_rows.append(V1[i] * x ** hill[i] / (x ** hill[i] + ec50[i] ** hill[i]))
     if n_combinations:
         all_pairs = [(i, j) for i in range(n_perturbations) for j in range(i + 1, n_perturbations)]
-        if n_combinations > len(all_pairs):
-            raise ValueError(f"At most {len(all_pairs)} distinct pairs exist.")
         pick = rng.choice(len(all_pairs), size=n_combinations, replace=False)
         for k in np.sort(pick):
             i, j = all_pairs[k]
@@ -163,10 +230,10 @@ def simulate_grid(
         var=pd.DataFrame(index=[f"g{i}" for i in range(p)]),
     )
     grid = perturbation_grid(bulk, "context", "perturbation", control=control)
-    grid.layers["truth"] = truth.reshape(-1, p)
+    grid.layers[Key.layers.truth] = truth.reshape(-1, p)
     if keep_noisy:
-        grid.layers["noisy"] = noisy.reshape(-1, p)
-    grid.uns["simulation"] = {
+        grid.layers[Key.layers.noisy] = noisy.reshape(-1, p)
+    grid.uns[Key.uns.simulation] = {
         "params": {
             "rank": rank,
             "noise": float(noise),

@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._keys import Key
+from .._params import Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state
+
+
+@dataclass(frozen=True)
+class SimulateCellsParams(Params):
+    """Parameters of :func:`simulate_cells`, declared and checked once."""
+
+    owner = "datasets.simulate_cells"
+
+    n_contexts: int = param(4, ge=1, doc="number of contexts (cell types)")
+    n_perturbations: int = param(2, ge=1, doc="number of perturbations besides the control")
+    n_genes: int = param(50, ge=1, doc="number of genes")
+    n_cells: int = param(100, ge=1, doc="cells per (context, perturbation) pair")
+    latent_dim: int = param(4, ge=1, doc="dimension of the latent space")
+    context_scale: float = param(2.0, ge=0, doc="spread of the context centres")
+    effect_scale: float = param(2.0, ge=0, doc="spread of the shifts")
+    latent_noise: float = param(0.5, ge=0, doc="cell-to-cell variation in the latent space")
+    noise: float = param(0.1, ge=0, doc="measurement noise")
+    nonlinear: bool = param(True, doc="softplus link")
+    control: str = param(
+        "control",
+        check=lambda v: "must be a non-empty label" if not v.strip() else None,
+        doc="label of the control",
+    )
 
 
 def simulate_cells(
@@ -64,8 +91,33 @@ def simulate_cells(
     ``centres``, ``shifts`` and the parameters).
 
     """
+    spec = SimulateCellsParams.from_kwargs(
+        SimulateCellsParams.owner,
+        {
+            "n_contexts": n_contexts,
+            "n_perturbations": n_perturbations,
+            "n_genes": n_genes,
+            "n_cells": n_cells,
+            "latent_dim": latent_dim,
+            "context_scale": context_scale,
+            "effect_scale": effect_scale,
+            "latent_noise": latent_noise,
+            "noise": noise,
+            "nonlinear": nonlinear,
+            "control": control,
+        },
+    )
+    check_random_state_value(SimulateCellsParams.owner, random_state)
+    n_contexts, n_perturbations, n_genes = spec.n_contexts, spec.n_perturbations, spec.n_genes
+    n_cells, latent_noise, noise, control = (
+        spec.n_cells,
+        spec.latent_noise,
+        spec.noise,
+        spec.control,
+    )
+    context_scale, effect_scale, nonlinear = spec.context_scale, spec.effect_scale, spec.nonlinear
     rng = check_random_state(random_state)
-    k = int(latent_dim)
+    k = spec.latent_dim
     centres = context_scale * rng.normal(size=(n_contexts, k))
     shifts = np.vstack(
         [np.zeros((1, k)), effect_scale * rng.normal(size=(n_perturbations, k)) / np.sqrt(k)]
@@ -94,7 +146,7 @@ def simulate_cells(
     )
     adata.obsm["X_latent_true"] = z.astype(np.float32)
     adata.layers["mean"] = mean.astype(np.float32)
-    adata.uns["simulation"] = {
+    adata.uns[Key.uns.simulation] = {
         "W": W,
         "b": b,
         "centres": centres,

@@ -4,12 +4,51 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._keys import Key
+from .._params import ParamError, Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state
+
+if TYPE_CHECKING:
+    from mudata import MuData
+
+
+@dataclass(frozen=True)
+class SimulateMultimodalParams(Params):
+    """Parameters of :func:`simulate_multimodal`, declared and checked once."""
+
+    owner = "datasets.simulate_multimodal"
+
+    n_cells: int = param(600, ge=2, doc="number of distinct cells")
+    n_features: tuple[int, ...] = param((120, 80), ge=1, doc="features of each modality")
+    modalities: tuple[str, ...] = param(("m0", "m1"), doc="names of the modalities")
+    n_shared: int = param(3, ge=1, doc="shared factors")
+    n_private: int = param(2, ge=1, doc="private factors per modality")
+    n_labels: int = param(4, ge=1, doc="mixture components of the shared factors")
+    shared_strength: float = param(1.0, ge=0, doc="scale of the shared signal")
+    private_strength: float = param(1.0, ge=0, doc="scale of the private signal")
+    shortcut_strength: float = param(2.0, ge=0, doc="scale of the shortcut signal")
+    fraction_shared_features: float = param(0.5, gt=0, lt=1, doc="shared features")
+    fraction_shortcut_features: float = param(0.25, ge=0, le=1, doc="shortcut features")
+    noise: float = param(0.3, ge=0, doc="measurement noise")
+    fraction_paired: float = param(1.0, ge=0, le=1, doc="cells measured in every modality")
+    nonlinear: bool = param(True, doc="monotone nonlinearity")
+
+    def validate(self, owner: str) -> None:
+        """Checks across parameters: one feature count per (unique) modality."""
+        if len(self.modalities) != len(self.n_features) or len(self.modalities) < 2:
+            raise ParamError(
+                f"{owner}: modalities and n_features must have the same length >= 2, got "
+                f"{len(self.modalities)} and {len(self.n_features)}."
+            )
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ParamError(f"{owner}: modalities must be unique, got {list(self.modalities)}.")
 
 
 def simulate_multimodal(
@@ -29,7 +68,7 @@ def simulate_multimodal(
     fraction_paired: float = 1.0,
     nonlinear: bool = True,
     random_state: RandomState = 0,
-):
+) -> MuData:
     """Simulate cells measured in several modalities from shared and private latent factors.
 
     Every cell ``i`` has
@@ -93,19 +132,35 @@ def simulate_multimodal(
     """
     import mudata as md
 
+    spec = SimulateMultimodalParams.from_kwargs(
+        SimulateMultimodalParams.owner,
+        {
+            "n_cells": n_cells,
+            "n_features": n_features,
+            "modalities": modalities,
+            "n_shared": n_shared,
+            "n_private": n_private,
+            "n_labels": n_labels,
+            "shared_strength": shared_strength,
+            "private_strength": private_strength,
+            "shortcut_strength": shortcut_strength,
+            "fraction_shared_features": fraction_shared_features,
+            "fraction_shortcut_features": fraction_shortcut_features,
+            "noise": noise,
+            "fraction_paired": fraction_paired,
+            "nonlinear": nonlinear,
+        },
+    )
+    check_random_state_value(SimulateMultimodalParams.owner, random_state)
     rng = check_random_state(random_state)
-    names = [str(m) for m in modalities]
-    n_features = [int(p) for p in n_features]
-    if len(names) != len(n_features) or len(names) < 2:
-        raise ValueError("Give at least 2 modalities and one n_features entry per modality.")
-    if len(set(names)) != len(names):
-        raise ValueError(f"Modality names must be unique, got {names}.")
-    if not 0 <= fraction_paired <= 1:
-        raise ValueError("fraction_paired must be in [0, 1].")
-    if not 0 < fraction_shared_features < 1:
-        raise ValueError("fraction_shared_features must be in (0, 1).")
-    if n_shared < 1 or n_private < 1 or n_labels < 1:
-        raise ValueError("n_shared, n_private and n_labels must be at least 1.")
+    names = list(spec.modalities)
+    n_features = list(spec.n_features)
+    n_cells, n_shared, n_private, n_labels = (
+        spec.n_cells,
+        spec.n_shared,
+        spec.n_private,
+        spec.n_labels,
+    )
 
     labels = rng.integers(0, n_labels, size=n_cells)
     centres = 1.5 * rng.normal(size=(n_labels, n_shared))
@@ -168,7 +223,7 @@ def simulate_multimodal(
     idx = pd.Index(cell_names).get_indexer(mdata.obs_names)
     mdata.obs["label"] = pd.Categorical(label_cat[idx], categories=label_cat.categories)
     mdata.obsm["shared_factors"] = shared[idx]
-    mdata.uns["simulation"] = {
+    mdata.uns[Key.uns.simulation] = {
         "params": {
             "n_shared": int(n_shared),
             "n_private": int(n_private),

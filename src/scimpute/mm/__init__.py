@@ -1,12 +1,36 @@
 """Multi-modal integration: a shared latent space, translation, modality-invariant features.
 
 ``normalize`` -> ``integrate`` -> ``translate`` / ``invariant_features``, on a
-:class:`~mudata.MuData` whose modalities hold the same (or overlapping) cells.
+:class:`~mudata.MuData` whose modalities hold the same (or overlapping) cells. Functions load
+on first use (PEP 562).
 """
 
-from ._integrate import integrate
-from ._invariance import invariant_features
-from ._normalize import normalize
-from ._translate import translate
+from __future__ import annotations
 
-__all__ = ["integrate", "invariant_features", "normalize", "translate"]
+from typing import TYPE_CHECKING
+
+from .._lazy import attach
+
+if TYPE_CHECKING:
+    from ._integrate import integrate
+    from ._invariance import invariant_features
+    from ._normalize import normalize
+    from ._translate import translate
+
+__all__ = [
+    "integrate",
+    "invariant_features",
+    "normalize",
+    "translate",
+]
+
+__getattr__, __dir__ = attach(
+    __name__,
+    globals(),
+    attributes={
+        "integrate": "_integrate",
+        "invariant_features": "_invariance",
+        "normalize": "_normalize",
+        "translate": "_translate",
+    },
+)

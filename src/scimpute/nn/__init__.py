@@ -1,19 +1,27 @@
 """Networks and training loops (JAX, equinox, optax) behind the latent-arithmetic methods.
 
 Pure functions on arrays: nothing here knows about AnnData. :mod:`scimpute.tl` wraps them.
+Names load on first use (PEP 562), so JAX is imported only when a network is needed.
 """
 
-from ._models import (
-    MLP,
-    MODELS,
-    NetConfig,
-    Network,
-    build_network,
-    network_from_arrays,
-    network_to_arrays,
-)
-from ._shift import latent_shift, shift_by_context
-from ._train import TrainResult, decode, encode, select, train_networks
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import attach
+
+if TYPE_CHECKING:
+    from ._models import (
+        MLP,
+        MODELS,
+        NetConfig,
+        Network,
+        build_network,
+        network_from_arrays,
+        network_to_arrays,
+    )
+    from ._shift import latent_shift, shift_by_context
+    from ._train import TrainResult, decode, encode, select, train_networks
 
 __all__ = [
     "MLP",
@@ -31,3 +39,24 @@ __all__ = [
     "shift_by_context",
     "train_networks",
 ]
+
+__getattr__, __dir__ = attach(
+    __name__,
+    globals(),
+    attributes={
+        "MLP": "_models",
+        "MODELS": "_models",
+        "NetConfig": "_models",
+        "Network": "_models",
+        "TrainResult": "_train",
+        "build_network": "_models",
+        "decode": "_train",
+        "encode": "_train",
+        "latent_shift": "_shift",
+        "network_from_arrays": "_models",
+        "network_to_arrays": "_models",
+        "select": "_train",
+        "shift_by_context": "_shift",
+        "train_networks": "_train",
+    },
+)

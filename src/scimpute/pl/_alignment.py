@@ -10,19 +10,20 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
-from .._keys import ALIGNMENT_KEY
+from .._keys import ALIGNMENT_KEY, Key
+from .._params import check_choice
 
 
 def _table(data, key: str) -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         return data
     if isinstance(data, AnnData):
-        if key not in data.uns or "scores" not in data.uns[key]:
+        if key not in data.uns or Key.uns.scores not in data.uns[key]:
             raise KeyError(
                 f"adata.uns[{key!r}] holds no alignment table; run "
                 "scimpute.tl.signature_alignment first."
             )
-        return data.uns[key]["scores"]
+        return data.uns[key][Key.uns.scores]
     raise TypeError("Expected a DataFrame from signature_alignment or an AnnData holding one.")
 
 
@@ -60,8 +61,7 @@ def signature_alignment(
     The :class:`~matplotlib.axes.Axes`, unless ``show=True``.
 
     """
-    if kind not in ("box", "hist"):
-        raise ValueError(f"kind must be 'box' or 'hist', got {kind!r}.")
+    check_choice("pl.signature_alignment", "kind", kind, ("box", "hist"))
     tables = (
         {str(k): _table(v, key) for k, v in data.items()}
         if isinstance(data, Mapping)

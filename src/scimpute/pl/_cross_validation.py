@@ -10,8 +10,11 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from .._keys import Key
+from .._params import check_choice
 from ..metrics import METRICS
 from ._utils import finish, get_ax
+
+_OWNER = "pl.cross_validation"
 
 
 def cross_validation(
@@ -49,18 +52,17 @@ def cross_validation(
     ``relative_mse``) at the top.
 
     """
+    check_choice(_OWNER, "metric", metric, METRICS)
+    check_choice(_OWNER, "kind", kind, ("box", "violin"))
     if isinstance(scores, AnnData):
-        if key not in scores.uns:
+        if key not in scores.uns or Key.uns.scores not in scores.uns[key]:
             raise KeyError(f"grid.uns[{key!r}] not found; run scimpute.tl.cross_validate first.")
-        scores = scores.uns[key]["scores"]
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}.")
-    if kind not in ("box", "violin"):
-        raise ValueError(f"kind must be 'box' or 'violin', got {kind!r}.")
+        scores = scores.uns[key][Key.uns.scores]
+    method_col = Key.table.method
     lower_better = metric in ("mse", "relative_mse")
-    med = scores.groupby("method")[metric].median().sort_values(ascending=lower_better)
+    med = scores.groupby(method_col)[metric].median().sort_values(ascending=lower_better)
     order = list(med.index)[::-1]  # best on top
-    data = [scores.loc[scores["method"] == m, metric].dropna().to_numpy() for m in order]
+    data = [scores.loc[scores[method_col] == m, metric].dropna().to_numpy() for m in order]
     if clip is not None:
         data = [np.clip(d, *clip) for d in data]
     ax = get_ax(ax, (6.0, 0.5 * len(order) + 1.5))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
+from matplotlib.axes import Axes
 
 from .._keys import (
     SI_DEFAULT_KEY,
@@ -41,9 +42,9 @@ def donors(
     *,
     key: str = SI_DEFAULT_KEY,
     n_top: int = 15,
-    ax=None,
+    ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
-):
+) -> list[Axes] | None:
     """Plot the donor weights of one imputed pair and the fit they come from.
 
     Left: the ``n_top`` largest donor weights (by absolute value) of the pair, as stored in

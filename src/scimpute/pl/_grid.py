@@ -12,7 +12,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 from .._keys import SOURCE_MEASURED, Key
-from .._validate import check_grid
+from .._validate import _suggest, check_grid
 from ..tl._data import grid_positions
 from ._utils import finish, get_ax
 
@@ -29,17 +29,21 @@ def _pair_scores(grid: AnnData, score: str, method: str | None, cv_key: str) -> 
             f"score={score!r} is neither a column of grid.obs nor available from "
             f"grid.uns[{cv_key!r}] (run scimpute.tl.cross_validate first)."
         )
-    table = grid.uns[cv_key]["scores"]
+    table = grid.uns[cv_key][Key.uns.scores]
     if score not in table.columns:
         raise KeyError(f"score={score!r} is not a column of the cross-validation table.")
-    methods = table["method"].unique()
+    methods = [str(m) for m in table[Key.table.method].unique()]
     if method is None:
         if len(methods) > 1:
-            raise ValueError(f"Pass method= (one of {list(methods)}) to choose whose scores.")
+            raise ValueError(
+                f"Pass method= (one of {', '.join(map(repr, methods))}) to choose whose scores."
+            )
         method = methods[0]
     if method not in methods:
-        raise KeyError(f"method={method!r} not in the cross-validation table: {list(methods)}.")
-    t = table[table["method"] == method]
+        raise KeyError(
+            f"method={method!r} is not in the cross-validation table." + _suggest(method, methods)
+        )
+    t = table[table[Key.table.method] == method]
     info = check_grid(grid)
     lookup = dict(
         zip(
@@ -52,7 +56,7 @@ def _pair_scores(grid: AnnData, score: str, method: str | None, cv_key: str) -> 
             strict=True,
         )
     )
-    mean = t.groupby(["context", "perturbation"])[score].mean()
+    mean = t.groupby([Key.table.context, Key.table.perturbation])[score].mean()
     out = pd.Series(np.nan, index=grid.obs_names)
     for (c, p), v in mean.items():
         out[lookup[(c, p)]] = v

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,8 +12,12 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .._keys import MM_INVARIANCE_KEY, MM_KEY
+from .._keys import MM_INVARIANCE_KEY, MM_KEY, Key
+from .._params import check_choice
 from .._validate import _suggest
+
+if TYPE_CHECKING:
+    from mudata import MuData
 
 
 def _finish(fig: Figure, out, show: bool | None, save: str | Path | None):
@@ -36,7 +41,7 @@ def _panels(n: int, ax: Axes | None, size: tuple[float, float]) -> tuple[Figure,
     return fig, list(axes[0])
 
 
-def _obs_values(mdata, m: str, names: pd.Index, col: str) -> np.ndarray:
+def _obs_values(mdata: MuData, m: str, names: pd.Index, col: str) -> np.ndarray:
     if col in mdata[m].obs.columns:
         return mdata[m].obs[col].reindex(names).to_numpy()
     if col in mdata.obs.columns:
@@ -83,7 +88,7 @@ def _scatter(ax: Axes, xy: np.ndarray, values: np.ndarray, title: str, size: flo
 
 
 def latent(
-    mdata,
+    mdata: MuData,
     *,
     key: str = MM_KEY,
     color: str | Sequence[str] = "modality",
@@ -131,6 +136,7 @@ def latent(
     The Axes for one panel, the Figure for several; ``None`` when ``show=True``.
 
     """
+    check_choice("pl.latent", "basis", basis, ("pca", "latent"))
     colors = [color] if isinstance(color, str) else list(color)
     mods = [m for m in (modalities or mdata.mod) if key in mdata[m].obsm]
     if not mods:
@@ -145,11 +151,9 @@ def latent(
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         xy = centred @ vt[:2].T
         labels = ("PC1 of latent", "PC2 of latent")
-    elif basis == "latent":
+    else:  # basis == "latent"
         xy = stacked[:, :2]
         labels = ("latent 0", "latent 1")
-    else:
-        raise ValueError(f"basis must be 'pca' or 'latent', got {basis!r}.")
     if xy.shape[1] < 2:
         xy = np.hstack([xy, np.zeros((xy.shape[0], 2 - xy.shape[1]))])
     offsets = np.cumsum([0] + [e.shape[0] for e in emb])
@@ -178,7 +182,7 @@ def latent(
 
 
 def invariance(
-    mdata,
+    mdata: MuData,
     *,
     key: str = MM_INVARIANCE_KEY,
     kind: str = "features",
@@ -216,10 +220,14 @@ def invariance(
     The Axes for one panel, the Figure for several; ``None`` when ``show=True``.
 
     """
+    check_choice("pl.invariance", "kind", kind, ("features", "latent"))
     if kind == "latent":
-        if key not in mdata.uns or "latent" not in mdata.uns[key]:
-            raise KeyError(f"mdata.uns[{key!r}]['latent'] not found: run invariant_features.")
-        table = pd.DataFrame(mdata.uns[key]["latent"])
+        entry = Key.uns.invariance_latent
+        if key not in mdata.uns or entry not in mdata.uns[key]:
+            raise KeyError(
+                f"mdata.uns[{key!r}][{entry!r}] not found: run scimpute.mm.invariant_features."
+            )
+        table = pd.DataFrame(mdata.uns[key][entry])
         fig, axes = _panels(1, ax, (max(4.0, 0.35 * table["dimension"].nunique() + 2), 3.5))
         a = axes[0]
         pairs = list(pd.unique(table["modalities"]))
@@ -236,8 +244,6 @@ def invariance(
         a.set_ylim(min(-0.1, float(table["ci_low"].min()) - 0.05), 1.05)
         a.legend(frameon=False, fontsize=8)
         return _finish(fig, a, show, save)
-    if kind != "features":
-        raise ValueError(f"kind must be 'features' or 'latent', got {kind!r}.")
     if isinstance(modalities, str):
         modalities = [modalities]
     mods = [m for m in (modalities or mdata.mod) if key in mdata[m].var.columns]
@@ -254,7 +260,7 @@ def invariance(
         y = np.arange(len(score))[::-1]
         colours = ["#d7191c" if f in highlight else "#2b83ba" for f in score.index]
         a.barh(y, score.to_numpy(), color=colours)
-        self_col = f"{key}_r2_self"
+        self_col = Key.var.r2_self(key)
         if self_col in var.columns:
             a.plot(
                 var.loc[score.index, self_col].to_numpy(),

@@ -13,6 +13,8 @@ from .._validate import _suggest, check_finite, check_layer, check_obs_key, fact
 from ._labels import combine_with_dose
 
 _CHUNK = 100_000
+#: dtypes summed as they are; others (int, bool, float16, which scipy.sparse lacks) as float64.
+_SUM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _ordered_levels(raw: pd.Series | None, codes: np.ndarray, labels: list[str]) -> list[str]:
@@ -28,6 +30,17 @@ def _recode(codes: np.ndarray, labels: list[str], order: list[str]) -> np.ndarra
     pos = {lab: i for i, lab in enumerate(order)}
     lut = np.array([pos.get(lab, -1) for lab in labels], dtype=np.int64)
     return lut[codes]
+
+
+def _check_components(levels: list[str], key: str, sep: str) -> None:
+    """Reject combination labels with an empty component (``"d1+"``, ``"+d1"``, ``"a++b"``)."""
+    for lev in levels:
+        if sep in lev and any(not part.strip() for part in lev.split(sep)):
+            raise ValueError(
+                f"Label {lev!r} of obs[{key!r}] has an empty component: combinations are "
+                f"written 'A{sep}B' with {sep!r} between two non-empty names. Fix the label, or "
+                "pass combination_sep= if the separator means something else in your labels."
+            )
 
 
 def _check_duplicates(levels: list[str], key: str, sep: str | None) -> None:
@@ -61,12 +74,13 @@ def _aggregate(x, codes: np.ndarray, n_groups: int) -> np.ndarray:
         if not (isinstance(block, np.ndarray) or sp.issparse(block)):
             block = block.to_memory() if hasattr(block, "to_memory") else np.asarray(block)
         if sp.issparse(block):
-            block = sp.csr_matrix(block)
-            if block.dtype.kind not in "f":
+            # scipy.sparse has no float16: cast its data before building the matrix
+            if block.dtype not in _SUM_DTYPES:
                 block = block.astype(np.float64)
+            block = sp.csr_matrix(block)
         else:
             block = np.asarray(block)
-            if block.dtype.kind not in "f":
+            if block.dtype not in _SUM_DTYPES:
                 block = block.astype(np.float64)
         check_finite(block, "The expression matrix")
         c = codes[start:stop]
@@ -184,6 +198,7 @@ def perturbation_grid(
     perts = _ordered_levels(pert_raw, pert_codes, pert_labels)
     if control is not None:
         perts = [control] + [p for p in perts if p != control]
+    _check_components(perts, perturbation_key, combination_sep)
     _check_duplicates(contexts, context_key, None)
     _check_duplicates(perts, perturbation_key, combination_sep)
 

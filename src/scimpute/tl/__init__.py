@@ -1,10 +1,20 @@
-"""Tools: impute grids and evaluate methods."""
+"""Tools: impute grids and evaluate methods.
 
-from ._alignment import signature_alignment
-from ._cross_validate import cross_validate, summarize_cross_validation
-from ._cross_validate_transfer import cross_validate_transfer
-from ._impute import impute
-from ._transfer import compare_transfer, fit_transfer, load_network, transfer
+Functions load on first use (PEP 562), so ``import scimpute.tl`` does not import JAX.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import attach
+
+if TYPE_CHECKING:
+    from ._alignment import signature_alignment
+    from ._cross_validate import cross_validate, summarize_cross_validation
+    from ._cross_validate_transfer import cross_validate_transfer
+    from ._impute import impute
+    from ._transfer import compare_transfer, fit_transfer, load_network, transfer
 
 __all__ = [
     "compare_transfer",
@@ -17,3 +27,19 @@ __all__ = [
     "summarize_cross_validation",
     "transfer",
 ]
+
+__getattr__, __dir__ = attach(
+    __name__,
+    globals(),
+    attributes={
+        "compare_transfer": "_transfer",
+        "cross_validate": "_cross_validate",
+        "cross_validate_transfer": "_cross_validate_transfer",
+        "fit_transfer": "_transfer",
+        "impute": "_impute",
+        "load_network": "_transfer",
+        "signature_alignment": "_alignment",
+        "summarize_cross_validation": "_cross_validate",
+        "transfer": "_transfer",
+    },
+)
