@@ -28,7 +28,7 @@ import pandas as pd
 
 from .._utils import RandomState, check_random_state, seed_from
 from ..metrics import METRICS, score_pairs
-from ..nn import NetConfig, decode, encode, select, train_networks
+from ..nn import NetConfig, TrainConfig, decode, encode, select, train_networks
 from ._base import GridData, MethodResult, as_targets
 from ._registry import register
 from .baselines import _chain, group_means
@@ -178,11 +178,13 @@ def fit_grid_networks(
         val_weights=V if use_val else None,
         input_mean=means,
         input_scale=scales,
-        batch_size=batch_size,
-        max_epochs=max_epochs,
-        patience=patience,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
+        config=TrainConfig(
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            patience=patience,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+        ),
         seed=seed_from(rng),
         progress=progress,
         desc=f"{cfg.model} x{W.shape[0]}",
