@@ -1,6 +1,8 @@
 import anndata as ad
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import scimpute as si
 
@@ -388,3 +390,42 @@ def test_float16_expression(cells, fast):
 def test_empty_anndata_names_the_problem(cells):
     with pytest.raises(ValueError, match="adata has no cells"):
         si.tl.fit_transfer(cells[:0].copy(), progress=False)
+
+
+class _OnDisk:
+    """Stands for a backed matrix: only ``shape`` and row slicing (sparse blocks)."""
+
+    def __init__(self, m):
+        self._m, self.shape = m, m.shape
+
+    def __getitem__(self, rows):
+        return self._m[rows]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(0, 40),
+    p=st.integers(1, 6),
+    chunk=st.integers(1, 50),
+    density=st.floats(0.0, 1.0),
+    dtype=st.sampled_from([np.float32, np.float64, np.int32]),
+    seed=st.integers(0, 2**16),
+)
+def test_dense_reads_every_layout_alike(n, p, chunk, density, dtype, seed):
+    import scipy.sparse as sp
+
+    from scimpute.tl._transfer._data import dense
+
+    rng = np.random.default_rng(seed)
+    ref = (rng.normal(size=(n, p)) * 10 * (rng.random((n, p)) < density)).astype(dtype)
+    want = ref.astype(np.float32)
+    for x in (
+        ref,
+        sp.csr_matrix(ref),
+        sp.csc_matrix(ref),
+        _OnDisk(sp.csr_matrix(ref)),
+        _OnDisk(ref),
+    ):
+        got = dense(x, chunk=chunk)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
