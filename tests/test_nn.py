@@ -3,6 +3,8 @@ import pytest
 
 from scimpute.nn import (
     NetConfig,
+    TrainConfig,
+    TrainingDivergedError,
     build_network,
     decode,
     encode,
@@ -90,10 +92,10 @@ def test_encode_matches_numpy_reference():
 
 def test_training_is_seeded_and_learns():
     X = _data()
-    kw = {"batch_size": 32, "max_epochs": 200, "progress": False}
-    r1 = train_networks(CFG, X, seed=1, **kw)
-    r2 = train_networks(CFG, X, seed=1, **kw)
-    r3 = train_networks(CFG, X, seed=2, **kw)
+    tc = TrainConfig(batch_size=32, max_epochs=200)
+    r1 = train_networks(CFG, X, tc, seed=1, progress=False)
+    r2 = train_networks(CFG, X, tc, seed=1, progress=False)
+    r3 = train_networks(CFG, X, tc, seed=2, progress=False)
     a1, a2, a3 = (network_to_arrays(select(r.networks, 0)) for r in (r1, r2, r3))
     for k in a1:
         np.testing.assert_array_equal(a1[k], a2[k])
@@ -107,9 +109,10 @@ def test_early_stopping_keeps_best_epoch():
     train = np.zeros((1, 32), np.float32)
     train[0, :24] = 1
     cfg = CFG
-    kw = {"train_weights": train, "val_weights": 1 - train, "batch_size": 32, "progress": False}
+    kw = {"train_weights": train, "val_weights": 1 - train, "progress": False}
     # no epoch after the first improves by more than min_delta: stop after `patience` more
-    res = train_networks(cfg, X, max_epochs=50, patience=3, min_delta=10.0, **kw)
+    tc = TrainConfig(batch_size=32, max_epochs=50, patience=3)
+    res = train_networks(cfg, X, tc, min_delta=10.0, **kw)
     assert res.n_epochs == 4
     assert res.best_epoch[0] == 0
     net = select(res.networks, 0)
@@ -117,7 +120,7 @@ def test_early_stopping_keeps_best_epoch():
     np.testing.assert_allclose(np.mean((rec - X[24:]) ** 2), res.val_loss[0, 0], rtol=1e-4)
     assert not np.isclose(res.val_loss[-1, 0], res.val_loss[0, 0])
     # without min_delta the kept epoch is the one with the lowest validation loss
-    res = train_networks(cfg, X, max_epochs=30, patience=3, **kw)
+    res = train_networks(cfg, X, tc.replace(max_epochs=30), **kw)
     assert res.val_loss[res.best_epoch[0], 0] == np.min(res.val_loss[:, 0])
 
 
@@ -125,7 +128,8 @@ def test_zero_weight_rows_do_not_influence_their_model():
     X = _data()
     W = np.ones((3, 32), np.float32)
     W[0, 5] = 0.0  # model 0 never learns from row 5
-    kw = {"train_weights": W, "max_epochs": 5, "batch_size": 32, "progress": False, "seed": 4}
+    tc = TrainConfig(max_epochs=5, batch_size=32)
+    kw = {"config": tc, "train_weights": W, "progress": False, "seed": 4}
     r1 = train_networks(CFG, X, **kw)
     X2 = X.copy()
     X2[5] += 10.0
@@ -178,3 +182,83 @@ def test_latent_shift_balancing():
         latent_shift(Z, ctx, treated & (ctx == 2), control & (ctx != 2), 3)
     with pytest.raises(ValueError, match="balance"):
         latent_shift(Z, ctx, treated, control, 3, balance="magic")
+
+
+def test_generic_fit_recovers_a_line_and_keeps_the_best_epoch():
+    import jax.numpy as jnp
+
+    from scimpute.nn import fit
+
+    x = np.linspace(-1, 1, 64, dtype=np.float32)
+    data = {"x": x, "y": 3 * x + 1}
+
+    def loss(p, d, idx, key, state):
+        return jnp.mean((p["a"] * d["x"][idx] + p["b"] - d["y"][idx]) ** 2), {"a": p["a"]}
+
+    def val(p, d, state):
+        return jnp.mean((p["a"] * d["x"] + p["b"] - d["y"]) ** 2)
+
+    cfg = TrainConfig(batch_size=16, max_epochs=400, patience=20, learning_rate=0.05)
+    p0 = {"a": jnp.zeros(()), "b": jnp.zeros(())}
+    res = fit(p0, loss, data, 64, cfg, val_fn=val, progress=False)
+    np.testing.assert_allclose([res.params["a"], res.params["b"]], [3.0, 1.0], atol=1e-2)
+    vl = res.history["val_loss"]
+    assert vl[res.best_epoch] == vl.min()
+    assert res.history["loss"].shape == res.history["a"].shape == (res.n_epochs,)
+    # the parameters kept are those of the best epoch, whose validation loss is recomputed
+    np.testing.assert_allclose(float(val(res.params, data, None)), vl.min(), atol=1e-9)
+    # equal keys give equal results; a custom schedule sees every row once per epoch
+    seen = []
+
+    def schedule(key, epoch):
+        seen.append(epoch)
+        return np.arange(64).reshape(4, 16)
+
+    r1 = fit(p0, loss, data, 64, cfg.replace(max_epochs=3), schedule=schedule, progress=False)
+    r2 = fit(p0, loss, data, 64, cfg.replace(max_epochs=3), schedule=schedule, progress=False)
+    assert seen == [0, 1, 2, 0, 1, 2]
+    assert float(r1.params["a"]) == float(r2.params["a"])
+    assert r1.best_epoch == 2 and not r1.stopped_early
+
+
+def test_generic_fit_aux_step_updates_state_before_each_step():
+    import jax.numpy as jnp
+
+    from scimpute.nn import fit
+
+    def aux(p, state, d, batch, key):
+        return {"n": state["n"] + 1}, {"n": state["n"]}
+
+    def loss(p, d, batch, key, state):
+        return jnp.sum((p - state["n"]) ** 2)
+
+    cfg = TrainConfig(batch_size=4, max_epochs=2, learning_rate=0.1)
+    res = fit(
+        jnp.zeros(()), loss, {"x": jnp.zeros(8)}, 8, cfg, aux_step=aux,
+        state={"n": jnp.zeros(())}, progress=False,
+    )  # fmt: skip
+    assert float(res.state["n"]) == 4.0  # 2 epochs of 2 steps
+    np.testing.assert_allclose(res.history["n"], [0.5, 2.5])  # mean of the value before each
+
+
+@pytest.mark.parametrize("where", ["train", "val"])
+def test_generic_fit_raises_on_divergence(where):
+    import jax.numpy as jnp
+
+    from scimpute.nn import fit
+
+    def loss(p, d, idx, key, state):
+        return jnp.mean(d["x"][idx] * p) + (jnp.nan if where == "train" else 0.0)
+
+    def val(p, d, state):
+        return jnp.log(-1.0 - p**2)  # NaN
+
+    with pytest.raises(TrainingDivergedError, match="diverged.*epoch 1"):
+        fit(jnp.ones(()), loss, {"x": jnp.ones(8)}, 8, TrainConfig(batch_size=4), val_fn=val,
+            progress=False)  # fmt: skip
+
+
+def test_train_networks_diverging_raises():
+    X = _data() * 1e30  # squares overflow float32
+    with pytest.raises(TrainingDivergedError, match="training loss is inf"):
+        train_networks(CFG, X, TrainConfig(batch_size=32, max_epochs=3), progress=False)

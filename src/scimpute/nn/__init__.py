@@ -11,6 +11,15 @@ from typing import TYPE_CHECKING
 from .._lazy import attach
 
 if TYPE_CHECKING:
+    from ._config import TrainConfig
+    from ._loop import (
+        FitResult,
+        TrainingDivergedError,
+        default_optimizer,
+        fit,
+        n_batches,
+        shuffled_batches,
+    )
     from ._models import (
         MLP,
         MODELS,
@@ -26,17 +35,24 @@ if TYPE_CHECKING:
 __all__ = [
     "MLP",
     "MODELS",
+    "FitResult",
     "NetConfig",
     "Network",
+    "TrainConfig",
     "TrainResult",
+    "TrainingDivergedError",
     "build_network",
     "decode",
+    "default_optimizer",
     "encode",
+    "fit",
     "latent_shift",
+    "n_batches",
     "network_from_arrays",
     "network_to_arrays",
     "select",
     "shift_by_context",
+    "shuffled_batches",
     "train_networks",
 ]
 
@@ -44,6 +60,13 @@ __getattr__, __dir__ = attach(
     __name__,
     globals(),
     attributes={
+        "FitResult": "_loop",
+        "TrainConfig": "_config",
+        "TrainingDivergedError": "_loop",
+        "default_optimizer": "_loop",
+        "fit": "_loop",
+        "n_batches": "_loop",
+        "shuffled_batches": "_loop",
         "MLP": "_models",
         "MODELS": "_models",
         "NetConfig": "_models",
