@@ -122,10 +122,10 @@ def layer_data(adata, layer: str | None, m: str):
         if names:
             close = _suggest(layer, names) if isinstance(layer, str) else ""
             listed = ", ".join(map(repr, names))
-            hint = f" Its layers: {listed}." + (close if close.startswith(" Did") else "")
+            hint = f". Its layers: {listed}." + (close if close.startswith(" Did") else "")
         else:
-            hint = " It has no layers; pass layer=None to use its X."
-        raise KeyError(f"Layer {layer!r} is not in mdata[{m!r}].layers.{hint}")
+            hint = f": mdata[{m!r}] has no layers; pass layer=None to use its X."
+        raise KeyError(f"Layer {layer!r} is not in mdata[{m!r}].layers{hint}")
     return adata.layers[layer]
 
 

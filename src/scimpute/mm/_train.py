@@ -14,7 +14,7 @@ epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import equinox as eqx
 import jax
@@ -126,7 +126,7 @@ def loss_function(cfg: LossConfig, sizes: DiscSizes):
     """``loss_fn(model, data, batch, key, state)`` of the trainer: :func:`ae_loss` with dropout."""
 
     def loss_fn(model, data, batch, key, state):
-        idx, aidx, amask = batch
+        idx, aidx, amask, key = batch  # mm's own dropout key (see _schedule)
         disc = _discriminator(sizes, state)
         return ae_loss(model, disc, data["weights"], data["x"], idx, aidx, amask, key, cfg, True)
 
@@ -172,10 +172,28 @@ def schedule_draws(pool: np.ndarray, n_steps: int, size: int, rng: np.random.Gen
     return draws[: n_steps * size].reshape(n_steps, size)
 
 
-def _schedule(ts: TrainingSet, n_steps: int, batch_size: int, rng: np.random.Generator):
-    """``schedule(key, epoch)`` of the trainer: every modality's and the anchors' batches."""
+@partial(jax.jit, static_argnums=1)
+def _key_chain(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """``(next key, (n, 2) step keys)``: ``key, k = split(key)`` repeated ``n`` times."""
+
+    def step(k, _):
+        k, out = jax.random.split(k)
+        return k, out
+
+    return jax.lax.scan(step, key, None, length=n)
+
+
+def _schedule(ts: TrainingSet, n_steps: int, batch_size: int, rng: np.random.Generator, seed: int):
+    """``schedule(key, epoch)`` of the trainer: every step's batches and dropout key.
+
+    Batches of every modality and of the anchors are drawn with ``rng``; the dropout keys
+    form one chain from ``seed`` across the steps of all epochs. Both are mm's own, so that a
+    seed gives the same numbers as before mm trained through :func:`scimpute.nn.fit` (whose
+    own per-step keys mm does not use).
+    """
     sizes = {m: min(batch_size, ts.train_rows[m].size) for m in ts.modalities}
     a_size = min(batch_size, ts.anchors.size)
+    chain = [jax.random.PRNGKey(seed)]
 
     def schedule(key, epoch):
         idx = {
@@ -186,7 +204,8 @@ def _schedule(ts: TrainingSet, n_steps: int, batch_size: int, rng: np.random.Gen
             aidx, amask = ts.anchor_batch(schedule_draws(ts.anchors, n_steps, a_size, rng))
         else:
             aidx, amask = {}, {}
-        return idx, aidx, amask
+        chain[0], keys = _key_chain(chain[0], n_steps)
+        return idx, aidx, amask, keys
 
     return schedule
 
@@ -240,10 +259,10 @@ def train(
         data,
         n_rows=max(r.size for r in ts.train_rows.values()),
         config=TrainConfig.pick(spec),
-        key=jax.random.PRNGKey(seed),
+        key=seed,
         optimizer=make_optimizer(spec.learning_rate, spec.weight_decay),
         val_fn=validation_function(cfg, sizes) if use_val else None,
-        schedule=_schedule(ts, n_steps, spec.batch_size, rng),
+        schedule=_schedule(ts, n_steps, spec.batch_size, rng, seed),
         aux_step=aux_step,
         state=state,
         early_stopping=spec.early_stopping,
