@@ -45,7 +45,7 @@ from ._model import (
     to_arrays,
 )
 from ._params import INTEGRATE, IntegrateParams, document_params
-from ._record import FitSummary, IntegrationRecord
+from ._record import FitSummary, IntegrationRecord, architecture
 from ._train import TrainingSet, train
 
 _VALIDATION = ROLES.index("validation")
@@ -156,19 +156,6 @@ def _training_set(
         val_pairs=val_cells[cells.paired[val_cells]],
     )
     return ts, std
-
-
-def _architecture(inputs: Inputs, ts: TrainingSet, spec: IntegrateParams) -> Architecture:
-    mods = inputs.modalities
-    return Architecture(
-        modalities=tuple(mods),
-        n_inputs=tuple(int(ts.inputs[m][0].shape[1]) for m in mods),
-        n_features=tuple(len(inputs.features[m]) for m in mods),
-        n_latent=spec.n_latent,
-        n_private=int(spec.n_private),
-        n_hidden=spec.n_hidden,
-        n_layers=spec.n_layers,
-    )
 
 
 def _build(arch: Architecture, spec: IntegrateParams, rng) -> tuple:
@@ -352,7 +339,8 @@ def integrate(
     if spec.n_private is None:  # without anchors nothing tells private from shared variation
         spec = spec.replace(n_private=4 if n_anchors else 0)
     ts, std = _training_set(inputs, cells, role, spec, rng)
-    arch = _architecture(inputs, ts, spec)
+    projection = {m: std[m].projection for m in inputs.modalities}
+    arch = architecture(spec, inputs.modalities, inputs.features, projection)
     seed, model, disc = _build(arch, spec, rng)
     cfg = LossConfig(
         alignment=spec.alignment,
@@ -377,7 +365,7 @@ def integrate(
         mean={m: std[m].mean for m in mods},
         scale={m: std[m].scale for m in mods},
         private_mean={m: np.asarray(emb.private_mean[m], np.float32) for m in mods},
-        projection={m: std[m].projection for m in mods},
+        projection=projection,
         weights=weights,
         history=trained.history,
         fit=FitSummary(

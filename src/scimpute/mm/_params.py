@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .._params import ParamError, Params, param
+from .._params import Params, param
 from ..nn._config import TrainConfig
 
 __all__ = [
@@ -34,10 +35,15 @@ NORMALIZE = "mm.normalize"
 TRANSLATE = "mm.translate"
 
 
-def _default(base: type[Params], name: str, value: Any) -> Any:
-    """The field ``name`` of ``base`` with another default (its constraints kept as declared)."""
+def _default(base: type[Params], name: str, value: Any, **narrower: Any) -> Any:
+    """The field ``name`` of ``base`` with another default, constraints kept as declared.
+
+    ``narrower`` replaces single constraints of the declaration (e.g. ``ge=2``); everything
+    else (type, the other bounds, the description) stays the base's.
+    """
     f = {x.name: x for x in dataclasses.fields(base)}[name]
-    return dataclasses.field(default=value, metadata=f.metadata)
+    spec = dataclasses.replace(f.metadata["spec"], **narrower)
+    return dataclasses.field(default=value, metadata={**f.metadata, "spec": spec})
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,8 @@ class IntegrateParams(LossParams, NetworkParams, TrainConfig):
 
     owner = INTEGRATE
 
+    # a batch of one cell has no variance (scale penalty) and no pairs (MMD)
+    batch_size: int = _default(TrainConfig, "batch_size", 128, ge=2)
     max_epochs: int = _default(TrainConfig, "max_epochs", 200)
     patience: int = _default(TrainConfig, "patience", 20)
     learning_rate: float = _default(TrainConfig, "learning_rate", 3e-4)
@@ -122,11 +130,6 @@ class IntegrateParams(LossParams, NetworkParams, TrainConfig):
         doc="Stop when the validation loss has not improved for patience epochs and keep the "
         "weights of the best epoch (needs validation cells in every modality).",
     )
-
-    def validate(self, owner: str) -> None:
-        """Batches of one cell have no variance (scale penalty) and no pairs (MMD)."""
-        if self.batch_size < 2:
-            raise ParamError(f"{owner}: batch_size must be an integer >= 2, got {self.batch_size}.")
 
 
 def _per_modality(
@@ -212,7 +215,9 @@ def document_params(spec: type[Params]) -> Callable[[Callable], Callable]:
         for row in spec.describe():
             extra = f", {row['constraint']}" if row["constraint"] else ""
             lines.append(f"    {row['name']} : {row['type']}{extra}, default {row['default']!r}")
-            lines.append(f"        {row['doc']}")
+            lines += textwrap.wrap(
+                row["doc"], 92, initial_indent=" " * 8, subsequent_indent=" " * 8
+            )
         if fn.__doc__:
             fn.__doc__ = fn.__doc__.replace("    {params}\n", "\n".join(lines) + "\n")
         return fn

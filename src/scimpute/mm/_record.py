@@ -9,7 +9,7 @@ code), of the expected shapes, with finite values.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,14 @@ from ._data import check_mudata, modality_matrix
 from ._model import Architecture, CrossModalAE, from_arrays
 from ._params import INTEGRATE, IntegrateParams
 
-__all__ = ["FitSummary", "Fitted", "IntegrationRecord", "load", "read_integration"]
+__all__ = [
+    "FitSummary",
+    "Fitted",
+    "IntegrationRecord",
+    "architecture",
+    "load",
+    "read_integration",
+]
 
 #: entries of ``uns[key]["params"]`` that are call options, not fields of the spec.
 CALL_OPTIONS = ("modalities", "pairing", "random_state")
@@ -58,6 +65,49 @@ def numeric_array(value: Any, what: str, *, ndim: int | None = None) -> np.ndarr
             "be NaN. Run scimpute.mm.integrate again."
         )
     return out
+
+
+def architecture(
+    params: IntegrateParams,
+    modalities: Sequence[str],
+    features: Mapping[str, pd.Index],
+    projection: Mapping[str, np.ndarray | None],
+) -> Architecture:
+    """Sizes of the networks of a run: the one place they are derived (fit and load)."""
+    mods = tuple(modalities)
+    return Architecture(
+        modalities=mods,
+        n_inputs=tuple(
+            len(features[m]) if projection[m] is None else int(projection[m].shape[1]) for m in mods
+        ),
+        n_features=tuple(len(features[m]) for m in mods),
+        n_latent=params.n_latent,
+        n_private=int(params.n_private or 0),
+        n_hidden=params.n_hidden,
+        n_layers=params.n_layers,
+    )
+
+
+def strings(value: Any, what: str) -> tuple[str, ...]:
+    """``value`` (a string, or a list or array of strings) as a tuple of strings.
+
+    Like :func:`numeric_array`, it only looks at the types of what is stored (``type(v) is
+    str``): no object's own conversion code runs.
+    """
+    if type(value) is str:
+        items: list = [value]
+    elif type(value) is list:
+        items = value
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "USO":
+        items = value.ravel().tolist() if value.dtype.kind == "O" else list(value.ravel())
+    else:
+        items = None
+    if items is None or not all(type(v) in (str, np.str_) for v in items):
+        raise ValueError(
+            f"{what} is not a string or a list of strings (got {type(value).__name__}): the "
+            "stored model is damaged or was not written by scimpute.mm.integrate."
+        )
+    return tuple(str(v) for v in items)
 
 
 @dataclass(frozen=True)
@@ -146,19 +196,7 @@ class IntegrationRecord:
     @property
     def arch(self) -> Architecture:
         """Sizes of the networks, from the options and the stored arrays."""
-        mods = self.modalities
-        return Architecture(
-            modalities=mods,
-            n_inputs=tuple(
-                len(self.features[m]) if self.projection[m] is None else self.projection[m].shape[1]
-                for m in mods
-            ),
-            n_features=tuple(len(self.features[m]) for m in mods),
-            n_latent=self.params.n_latent,
-            n_private=int(self.params.n_private or 0),
-            n_hidden=self.params.n_hidden,
-            n_layers=self.params.n_layers,
-        )
+        return architecture(self.params, self.modalities, self.features, self.projection)
 
     def to_uns(self) -> dict[str, Any]:
         """An h5ad-safe dict (survives :meth:`mudata.MuData.write` / :func:`mudata.read_h5mu`)."""
@@ -195,32 +233,37 @@ class IntegrationRecord:
                 f"{', '.join(repr(k) for k in need if not isinstance(rec, Mapping) or k not in rec)}"
                 "). Run integrate again."
             )
+        for k in need:
+            if not isinstance(rec[k], Mapping):
+                raise ValueError(
+                    f"{where}[{k!r}] is not a mapping (got {type(rec[k]).__name__}): the stored "
+                    "model is damaged. Run scimpute.mm.integrate again."
+                )
         stored = rec["params"]
-        mods = tuple(str(m) for m in np.atleast_1d(stored["modalities"]))
+        mods = strings(stored.get("modalities"), f"{where}['params']['modalities']")
         known = {k: _none(stored[k]) for k in IntegrateParams.names() if k in stored}
         params = IntegrateParams.from_kwargs(f"{INTEGRATE} (stored in {where})", known)
-        features = {m: pd.Index(np.asarray(rec["features"][m]).astype(str)) for m in mods}
+        features = {
+            m: pd.Index(strings(rec["features"].get(m), f"{where}['features'][{m!r}]"))
+            for m in mods
+        }
         proj_rec = rec.get("projection", {})
         projection: dict[str, np.ndarray | None] = {}
         for m in mods:
             v = proj_rec.get(m) if isinstance(proj_rec, Mapping) else None
-            projection[m] = (
-                None
-                if v is None or np.size(v) == 0
-                else numeric_array(v, f"{where}['projection'][{m!r}]", ndim=2)
-            )
+            if v is not None:
+                v = numeric_array(v, f"{where}['projection'][{m!r}]", ndim=2)
+            projection[m] = None if v is None or v.size == 0 else v  # (0, 0): no projection
 
         def per_mod(entry: str) -> dict[str, np.ndarray]:
             return {
-                m: numeric_array(rec[entry][m], f"{where}[{entry!r}][{m!r}]").reshape(-1)
+                m: numeric_array(rec[entry].get(m), f"{where}[{entry!r}][{m!r}]").reshape(-1)
                 for m in mods
             }
 
-        weights_rec = rec["weights"]
-        if not isinstance(weights_rec, Mapping):
-            raise ValueError(f"{where}['weights'] is not a mapping of arrays.")
         weights = {
-            str(k): numeric_array(v, f"{where}['weights'][{k!r}]") for k, v in weights_rec.items()
+            str(k): numeric_array(v, f"{where}['weights'][{k!r}]")
+            for k, v in rec["weights"].items()
         }
         fit_rec = rec.get("fit", stored)  # records of scimpute < 0.x kept these in params
         return cls(
@@ -229,7 +272,9 @@ class IntegrationRecord:
             pairing=_none(stored.get("pairing", "None")),
             random_state=stored.get("random_state", 0),
             features=features,
-            layer={m: _none(str(rec["layer"][m])) for m in mods},
+            layer={
+                m: _none(strings(rec["layer"].get(m), f"{where}['layer'][{m!r}]")[0]) for m in mods
+            },
             mean=per_mod("mean"),
             scale=per_mod("scale"),
             private_mean=per_mod("private_mean"),
