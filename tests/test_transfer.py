@@ -224,3 +224,167 @@ def test_pertpy_missing_gives_install_hint(train, monkeypatch):
     monkeypatch.setitem(sys.modules, "pertpy", None)  # makes `import pertpy` fail
     with pytest.raises(ImportError, match=r"pip install 'pertpy==1\.0\.3'"):
         si.tl.compare_transfer(train, train)
+
+
+# ---------------------------------------------------------------- defects of issue 9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_epochs": 0}, "fit_transfer: max_epochs must be an integer >= 1, got 0"),
+        ({"batch_size": 0}, "fit_transfer: batch_size must be an integer >= 1, got 0"),
+        ({"learning_rate": float("nan")}, "fit_transfer: learning_rate must be a number > 0"),
+        ({"learning_rate": -1e-3}, "fit_transfer: learning_rate must be a number > 0"),
+        ({"validation_fraction": 2.0}, "fit_transfer: validation_fraction must be a number"),
+        ({"validation_fraction": 0.6}, "fit_transfer: validation_fraction must be .* < 0.5"),
+        ({"width": "big"}, "fit_transfer: width must be an integer >= 1, got 'big'"),
+        ({"latent_dim": "abc"}, "fit_transfer: latent_dim must be an integer or None"),
+        ({"latent_dim": 2.5}, "fit_transfer: latent_dim must be an integer or None >= 1"),
+        ({"depth": 1.5}, "fit_transfer: depth must be an integer >= 1, got 1.5"),
+        ({"dropout": 1.0}, "fit_transfer: dropout must be a number >= 0 and < 1"),
+        ({"model": "vae", "latent_dim": None}, "fit_transfer: latent_dim must be an integer"),
+    ],
+)
+def test_bad_training_parameters_are_rejected_before_training(cells, kwargs, match):
+    a = cells.copy()
+    with pytest.raises(ValueError, match=match):
+        si.tl.fit_transfer(a, progress=False, **kwargs)
+    assert "transfer" not in a.uns and "X_transfer" not in a.obsm
+
+
+def test_unknown_parameter_is_a_type_error(cells):
+    with pytest.raises(TypeError, match="fit_transfer: unexpected parameter.*'widht'"):
+        si.tl.fit_transfer(cells.copy(), widht=3)
+
+
+def test_diverging_training_raises_and_stores_nothing(cells, fast):
+    a = cells.copy()
+    a.X = np.asarray(a.X, dtype=np.float32) * np.float32(1e30)
+    with pytest.raises(si.nn.TrainingDivergedError, match="diverged"):
+        si.tl.fit_transfer(a, progress=False, **fast)
+    assert "transfer" not in a.uns and "X_transfer" not in a.obsm
+
+
+def _damaged(train, fn):
+    a = train.copy()
+    rec = a.uns["transfer"]
+    rec["weights"] = dict(rec["weights"])
+    rec["params"] = dict(rec["params"])
+    fn(rec)
+    return a
+
+
+def test_nan_weights_are_refused_on_load(train):
+    def nan(rec):
+        w = rec["weights"]["encoder_layers_0_weight"].copy()
+        w[0, 0] = np.nan
+        rec["weights"]["encoder_layers_0_weight"] = w
+
+    a = _damaged(train, nan)
+    with pytest.raises(ValueError, match="'encoder_layers_0_weight' holds 1 NaN"):
+        si.tl.load_network(a)
+    with pytest.raises(ValueError, match="NaN"):
+        si.tl.transfer(a, target_context="ct0", target_perturbation="p0")
+
+
+def test_damaged_records_say_what_is_wrong(train, tmp_path):
+    a = _damaged(train, lambda r: r["weights"].update(decoder_layers_0_bias="not a weight"))
+    path = tmp_path / "text.h5ad"
+    a.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    with pytest.raises(ValueError, match="'decoder_layers_0_bias' is not a numeric array"):
+        si.tl.load_network(back)
+    a = _damaged(train, lambda r: r["params"].pop("width"))
+    with pytest.raises(ValueError, match="lacks the architecture entry 'width'"):
+        si.tl.load_network(a)
+    a = _damaged(train, lambda r: r["params"].update(depth="two"))
+    with pytest.raises(ValueError, match=r"\['depth'\] must be an integer, got 'two'"):
+        si.tl.load_network(a)
+    a = _damaged(train, lambda r: r["params"].update(width=0))
+    with pytest.raises(ValueError, match="invalid architecture: width must be a positive"):
+        si.tl.load_network(a)
+
+
+class _Payload:
+    """Unpickling this object would set a flag (stands for arbitrary code)."""
+
+    def __reduce__(self):
+        return (exec, ("import builtins; builtins._scimpute_pwned = True",))
+
+
+def test_pickled_weights_are_refused_without_unpickling(train, tmp_path):
+    import builtins
+    import pickle
+
+    blob = pickle.dumps(_Payload())
+    for value in (blob, np.void(blob), np.frombuffer(blob, dtype="S1"), np.array([_Payload()])):
+        a = _damaged(train, lambda r, v=value: r["weights"].update(encoder_layers_0_weight=v))
+        with pytest.raises(ValueError, match="'encoder_layers_0_weight' is not a numeric array"):
+            si.tl.load_network(a)
+    assert not hasattr(builtins, "_scimpute_pwned")
+
+
+def test_sparse_backed_anndata_fits_and_transfers(cells, fast, tmp_path):
+    import scipy.sparse as sp
+
+    mem = cells.copy()
+    mem.X = sp.csr_matrix(np.asarray(mem.X, dtype=np.float32))
+    path = tmp_path / "sparse.h5ad"
+    mem.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    si.tl.fit_transfer(backed, progress=False, **fast)
+    si.tl.fit_transfer(mem, progress=False, **fast)
+    np.testing.assert_array_equal(backed.obsm["X_transfer"], mem.obsm["X_transfer"])
+    p1 = si.tl.transfer(backed, target_context="ct0", target_perturbation="p0")
+    p2 = si.tl.transfer(mem, target_context="ct0", target_perturbation="p0")
+    np.testing.assert_array_equal(p1.X, p2.X)
+    backed.file.close()
+
+
+def test_chunked_reading_of_a_backed_matrix_equals_the_matrix(cells, tmp_path):
+    import scipy.sparse as sp
+
+    from scimpute.tl._transfer._data import dense
+
+    mem = cells.copy()
+    mem.X = sp.csr_matrix(np.asarray(mem.X, dtype=np.float32))
+    path = tmp_path / "chunks.h5ad"
+    mem.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    np.testing.assert_array_equal(dense(backed.X, chunk=7), mem.X.toarray())
+    backed.file.close()
+
+
+def test_kang_file_read_backed_transfers(data_dir):
+    path = data_dir / "kang2018_pbmc_ifnb_small.h5ad"
+    if not path.exists():
+        pytest.skip("kang2018_pbmc_ifnb_small.h5ad not in the data directory")
+    kang = ad.read_h5ad(path, backed="r")  # sparse X on disk
+    small = {"width": 16, "depth": 1, "latent_dim": 4, "max_epochs": 2, "batch_size": 256}
+    si.tl.fit_transfer(kang, "cell_type", "condition", progress=False, **small)
+    assert kang.obsm["X_transfer"].shape == (kang.n_obs, 4)
+    target = str(kang.obs["cell_type"].iloc[0])
+    pred = si.tl.transfer(
+        kang, "cell_type", "condition", target_context=target, target_perturbation="stimulated"
+    )
+    assert pred.n_obs > 0 and np.isfinite(pred.X).all()
+    kang.file.close()
+
+
+def test_float16_expression(cells, fast):
+    a = cells.copy()
+    a.X = np.asarray(a.X, dtype=np.float16)
+    b = cells.copy()
+    b.X = np.asarray(a.X, dtype=np.float32)  # the same values, float32
+    si.tl.fit_transfer(a, progress=False, **fast)
+    si.tl.fit_transfer(b, progress=False, **fast)
+    np.testing.assert_array_equal(a.obsm["X_transfer"], b.obsm["X_transfer"])
+    pa = si.tl.transfer(a, target_context="ct0", target_perturbation="p0", output="residual")
+    pb = si.tl.transfer(b, target_context="ct0", target_perturbation="p0", output="residual")
+    np.testing.assert_array_equal(pa.X, pb.X)
+
+
+def test_empty_anndata_names_the_problem(cells):
+    with pytest.raises(ValueError, match="adata has no cells"):
+        si.tl.fit_transfer(cells[:0].copy(), progress=False)

@@ -108,6 +108,55 @@ def score_pairs(
     return out
 
 
+def fold_scores(data, label: str, hidden, prediction, source, reference_pred, fold: int):
+    """The cross-validation table of one fold: one row per hidden pair, scored.
+
+    The one table builder of :func:`scimpute.tl.cross_validate` and of the grouped
+    refits: ``method``, ``context``, ``perturbation``, ``fold``, ``source`` and
+    :data:`METRICS`, with effects taken against the context's measured control.
+
+    Parameters
+    ----------
+    data
+        The full grid (a :class:`~scimpute.methods.GridData`).
+    label
+        Value of the ``method`` column.
+    hidden
+        ``(n, 2)`` pairs of the fold.
+    prediction, source
+        ``(n, p)`` predictions and ``(n,)`` estimator names.
+    reference_pred
+        ``(n, p)`` predictions of ``context_mean`` on the same fold (for ``relative_mse``).
+    fold
+        Value of the ``fold`` column.
+
+    Returns
+    -------
+    A :class:`pandas.DataFrame`.
+
+    """
+    import pandas as pd
+
+    hidden = np.asarray(hidden, dtype=np.int64).reshape(-1, 2)
+    truth = np.asarray(data.Y[hidden[:, 0], hidden[:, 1]], dtype=np.float64)
+    if data.control is None:
+        base = None
+    else:
+        has = data.measured[hidden[:, 0], data.control]
+        base = np.where(has[:, None], data.Y[hidden[:, 0], data.control], np.nan)
+    scores = score_pairs(truth, prediction, baseline=base, reference_pred=reference_pred)
+    return pd.DataFrame(
+        {
+            "method": label,
+            "context": np.asarray(data.contexts)[hidden[:, 0]].astype(str),
+            "perturbation": np.asarray(data.perturbations)[hidden[:, 1]].astype(str),
+            "fold": fold,
+            "source": np.asarray(source).astype(str),
+            **{k: scores[k] for k in METRICS},
+        }
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Multi-modal integration: agreement of two embeddings of the same cells
 # --------------------------------------------------------------------------------------------

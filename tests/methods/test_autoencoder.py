@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 
 import scimpute as si
-from scimpute.methods.autoencoder import latent_arithmetic, leave_one_out_predictions
+from scimpute.methods.autoencoder import (
+    AutoencoderParams,
+    VAEParams,
+    latent_arithmetic,
+    leave_one_out_predictions,
+)
+from scimpute.nn import TrainingDivergedError
 from scimpute.tl._data import to_grid_data
 
 # same architecture and batch as tests/test_nn.py: the training loops compile once
@@ -72,7 +78,8 @@ def test_identity_network_reduces_to_additive_model(grid):
 
 def test_leave_one_out_never_sees_the_target(grid):
     data, _ = to_grid_data(grid)
-    kw = {"n_groups": 3, "random_state": 3, "progress": False, **FAST}
+    spec = AutoencoderParams.from_kwargs("autoencoder", {"n_groups": 3, **FAST})
+    kw = {"params": spec, "random_state": 3}
     out = leave_one_out_predictions(data, **kw)
     t = out["targets"][0]
     Y2 = data.Y.copy()
@@ -127,3 +134,72 @@ def test_fallbacks_are_recorded(grid):
     } | ({"context_mean"} if ((ctx == "c0") & (pert == "p2")).any() else set())
     n_ctx = g.obs["imputed_autoencoder_n_contexts"]
     assert (n_ctx[src == "autoencoder"] > 0).all()
+
+
+def test_grouped_refit_is_the_registered_hook_and_honest_for_multi_pair_folds(grid):
+    data, _ = to_grid_data(grid)
+    m = si.methods.get_method("autoencoder")
+    assert m.grouped_refit is not None and si.methods.get_method("vae").grouped_refit
+    spec = m.parse({"n_groups": 2, **FAST})
+    from scimpute.tl._cross_validate import make_folds
+
+    folds = make_folds(data, "contexts", 3, 0)
+    res = m.grouped_refit(data, folds, spec, random_state=0, progress=False)
+    assert [r.prediction.shape[0] for r in res] == [f.shape[0] for f in folds]
+    # a fold's predictions do not depend on the fold's own profiles
+    f = folds[0]
+    Y2 = data.Y.copy()
+    Y2[f[:, 0], f[:, 1]] += 5.0
+    from dataclasses import replace
+
+    res2 = m.grouped_refit(replace(data, Y=Y2), folds, spec, random_state=0, progress=False)
+    np.testing.assert_allclose(res[0].prediction, res2[0].prediction, rtol=1e-5, atol=1e-5)
+    assert set(res[0].per_target["group"]) <= {0, 1}
+
+
+def test_parameters_are_declared_once():
+    import dataclasses
+
+    from scimpute.nn import TrainConfig
+
+    names = [f.name for f in dataclasses.fields(VAEParams)]
+    assert len(names) == len(set(names))
+    assert set(TrainConfig.names()) <= set(names)
+    assert AutoencoderParams().max_epochs == 300 and TrainConfig().max_epochs == 100
+    assert (VAEParams().depth, VAEParams().latent_dim, VAEParams().dropout) == (2, 16, 0.2)
+    assert "kl_weight" not in AutoencoderParams.names()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"learning_rate": float("nan")}, "autoencoder: learning_rate must be a number > 0"),
+        ({"learning_rate": -1.0}, "autoencoder: learning_rate must be a number > 0"),
+        ({"max_epochs": 0}, "autoencoder: max_epochs must be an integer >= 1, got 0"),
+        ({"batch_size": 0}, "autoencoder: batch_size must be an integer >= 1, got 0"),
+        ({"validation_fraction": 2.0}, "autoencoder: validation_fraction must be a number"),
+        ({"width": "big"}, "autoencoder: width must be an integer >= 1, got 'big'"),
+        ({"depth": 1.5}, "autoencoder: depth must be an integer >= 1, got 1.5"),
+        ({"latent_dim": 2.5}, "autoencoder: latent_dim must be an integer or None >= 1, got 2.5"),
+        ({"latent_dim": "big"}, "autoencoder: latent_dim must be"),
+        ({"output": "x"}, "autoencoder: output must be one of"),
+    ],
+)
+def test_bad_parameters_get_the_house_message(grid, kwargs, match):
+    g = grid.copy()
+    with pytest.raises(ValueError, match=match):
+        si.tl.impute(g, method="autoencoder", **{**FAST, **kwargs})
+    assert "imputed_autoencoder" not in g.layers
+
+
+def test_vae_needs_a_latent_dim(grid):
+    with pytest.raises(ValueError, match="vae: latent_dim must be an integer >= 1, got None"):
+        si.tl.impute(grid.copy(), method="vae", latent_dim=None)
+
+
+def test_diverging_training_raises_and_writes_nothing(grid):
+    g = grid.copy()
+    g.X = g.X * np.float32(1e30)  # squared errors overflow float32
+    with pytest.raises(TrainingDivergedError, match="diverged"):
+        si.tl.impute(g, method="autoencoder", standardize=False, **FAST)
+    assert "imputed_autoencoder" not in g.layers

@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
@@ -118,7 +118,6 @@ class FitResult:
     n_epochs: int
     stopped_early: bool
     seconds: float
-    extra: dict = field(default_factory=dict)
 
 
 @lru_cache(maxsize=32)
@@ -232,11 +231,12 @@ def _where_tree(mask, new, old):
 
 
 def _check_finite(what: str, value: np.ndarray, epoch: int, desc: str) -> None:
-    if not np.all(np.isfinite(value)):
+    flat = np.asarray(value).ravel()
+    bad = flat[~np.isfinite(flat)]
+    if bad.size:
         raise TrainingDivergedError(
-            f"{desc}: training diverged: the {what} is {value.ravel()[~np.isfinite(value.ravel())][0]} "
-            f"at epoch {epoch + 1}; no model was kept. Lower learning_rate, or check the input "
-            "for extreme values."
+            f"{desc}: training diverged: the {what} is {bad[0]} at epoch {epoch + 1}; no model "
+            "was kept. Lower learning_rate, or check the input for extreme values."
         )
 
 

@@ -278,8 +278,43 @@ def network_to_arrays(net: Network) -> dict[str, np.ndarray]:
     }
 
 
+def _checked_weight(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
+    """A stored weight as float32, after checking its type, shape and finiteness.
+
+    Only numeric arrays are accepted: text, bytes (a pickle, for instance) and object arrays
+    are refused without being interpreted, so that loading never runs stored code.
+    """
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+        kind = type(value).__name__
+        if isinstance(value, np.ndarray):
+            kind = f"an array of dtype {value.dtype}"
+        raise ValueError(
+            f"Stored weight {name!r} is not a numeric array (got {kind}); only float arrays "
+            "are read, nothing stored is executed or unpickled. Refit the model."
+        )
+    if value.shape != shape:
+        raise ValueError(
+            f"Stored weight {name!r} has shape {value.shape}, the architecture needs {shape}."
+        )
+    a = value.astype(np.float32)
+    bad = int((~np.isfinite(a)).sum())
+    if bad:
+        raise ValueError(
+            f"Stored weight {name!r} holds {bad} NaN or infinite value(s): the model is corrupt "
+            "(a diverged training or a modified file). Refit the model."
+        )
+    return a
+
+
 def network_from_arrays(cfg: NetConfig, arrays) -> Network:
-    """Rebuild a network from :func:`network_to_arrays` output (e.g. read from an h5ad)."""
+    """Rebuild a network from :func:`network_to_arrays` output (e.g. read from an h5ad).
+
+    Raises
+    ------
+    ValueError
+        When a weight is missing, not a numeric array, of the wrong shape, or not finite.
+
+    """
     skeleton = Network(cfg, jax.random.PRNGKey(0))
     params, static = eqx.partition(skeleton, eqx.is_array)
     names = _leaf_names(params)
@@ -292,10 +327,5 @@ def network_from_arrays(cfg: NetConfig, arrays) -> Network:
         )
     new = []
     for n, leaf in zip(names, leaves, strict=True):
-        a = np.asarray(arrays[n], dtype=np.float32)
-        if a.shape != leaf.shape:
-            raise ValueError(
-                f"Stored weight {n!r} has shape {a.shape}, the architecture needs {leaf.shape}."
-            )
-        new.append(jnp.asarray(a))
+        new.append(jnp.asarray(_checked_weight(n, arrays[n], leaf.shape)))
     return eqx.combine(jax.tree_util.tree_unflatten(treedef, new), static)

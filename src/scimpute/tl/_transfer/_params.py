@@ -1,0 +1,63 @@
+"""The parameters of :func:`scimpute.tl.fit_transfer`, declared once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..._params import ParamError, check_choice, param
+from ...nn._config import KLBlock, NetBlock, TrainConfig, with_defaults
+
+OWNER = "fit_transfer"
+MODELS = ("autoencoder", "vae")
+#: largest share of cells held out for early stopping
+MAX_VALIDATION_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class TransferParams(TrainConfig, NetBlock, KLBlock):
+    """Parameters of :func:`~scimpute.tl.fit_transfer`: network, training, input.
+
+    The architecture (:class:`~scimpute.nn._config.NetBlock` and the KL weight) and the
+    training block (:class:`~scimpute.nn.TrainConfig`) are inherited; each model has its
+    own architecture defaults (:data:`MODEL_DEFAULTS`, chosen on the Kang benchmark).
+    """
+
+    owner = OWNER
+
+    model: Literal["autoencoder", "vae"] = param(
+        "autoencoder", doc="'autoencoder' (deterministic) or 'vae' (scGen's)."
+    )
+    layer: str | None = param(None, doc="Layer to train on instead of X.")
+    standardize: bool = param(
+        False, doc="Scale every gene to unit variance (training cells) first."
+    )
+    progress: bool = param(True, doc="Progress bar over epochs.")
+
+    def validate(self, owner: str) -> None:
+        """Cell-level checks: a validation share below one half, an integer VAE latent."""
+        if self.validation_fraction >= MAX_VALIDATION_FRACTION:
+            raise ParamError(
+                f"{owner}: validation_fraction must be a number >= 0 and < "
+                f"{MAX_VALIDATION_FRACTION:g}, got {self.validation_fraction!r}."
+            )
+        if self.model == "vae" and self.latent_dim is None:
+            raise ParamError(f"{owner}: latent_dim must be an integer >= 1 for the vae, got None.")
+
+
+#: per-model architecture defaults of fit_transfer (chosen on the Kang benchmark)
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "autoencoder": {"width": 256, "depth": 2, "latent_dim": 64, "dropout": 0.2},
+    "vae": {"width": 256, "depth": 2, "latent_dim": 32, "dropout": 0.2},
+}
+SPECS: dict[str, type[TransferParams]] = {
+    m: with_defaults(TransferParams, f"TransferParams_{m}", model=m, **d)
+    for m, d in MODEL_DEFAULTS.items()
+}
+
+
+def transfer_params(kwargs: Mapping[str, Any]) -> TransferParams:
+    """Check the keyword arguments of :func:`~scimpute.tl.fit_transfer` (house messages)."""
+    model = check_choice(OWNER, "model", kwargs.get("model", "autoencoder"), MODELS)
+    return SPECS[model].from_kwargs(OWNER, kwargs)
