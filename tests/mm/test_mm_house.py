@@ -4,7 +4,6 @@ Every error path asserts that the MuData is left exactly as it was (compute firs
 """
 
 import copy
-import dataclasses
 import math
 import pickle
 import warnings
@@ -78,9 +77,6 @@ def test_spec_composes_training_block_once():
     for f in TrainConfig.fields():
         mine = {x.name: x for x in IntegrateParams.fields()}[f.name].metadata["spec"]
         base = f.metadata["spec"]
-        if f.name == "batch_size":  # narrowed: a batch of one cell has no variance
-            assert (mine.ge, base.ge) == (2, 1)
-            mine = dataclasses.replace(mine, ge=base.ge)
         assert mine == base
     spec = IntegrateParams.from_kwargs("t", {"batch_size": 64, "n_latent": 3})
     assert TrainConfig.pick(spec) == TrainConfig(
@@ -285,8 +281,8 @@ def test_stored_weights_never_run_code_and_say_what_is_wrong(small_fit, value):
         (("features", "m0"), r"\['features'\]\['m0'\] is not a string or a list of strings"),
         (("layer", "m1"), r"\['layer'\]\['m1'\] is not a string"),
         (("params", "modalities"), r"\['params'\]\['modalities'\] is not a string"),
-        (("mean", "m0"), r"\['mean'\]\['m0'\] is not a numeric array"),
-        (("projection", "m0"), r"\['projection'\]\['m0'\] is not a numeric array"),
+        (("mean", "m0"), r"\['mean'\]\['m0'\]\W? is not a numeric array"),
+        (("projection", "m0"), r"\['projection'\]\['m0'\]\W? is not a numeric array"),
     ],
 )
 def test_no_stored_entry_runs_code_on_load(small_fit, entry, match):

@@ -9,15 +9,14 @@ names rejected) and pass the typed object down; nothing below re-checks a value.
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .._params import Params, param
-from ..nn._config import TrainConfig
+from .._params import ParamError, Params, param
+from ..nn._config import TrainConfig, with_defaults
 
 __all__ = [
     "IntegrateParams",
@@ -35,15 +34,10 @@ NORMALIZE = "mm.normalize"
 TRANSLATE = "mm.translate"
 
 
-def _default(base: type[Params], name: str, value: Any, **narrower: Any) -> Any:
-    """The field ``name`` of ``base`` with another default, constraints kept as declared.
-
-    ``narrower`` replaces single constraints of the declaration (e.g. ``ge=2``); everything
-    else (type, the other bounds, the description) stays the base's.
-    """
-    f = {x.name: x for x in dataclasses.fields(base)}[name]
-    spec = dataclasses.replace(f.metadata["spec"], **narrower)
-    return dataclasses.field(default=value, metadata={**f.metadata, "spec": spec})
+#: the training block with the defaults of the cross-modal autoencoder
+MMTraining = with_defaults(
+    TrainConfig, "MMTraining", max_epochs=200, patience=20, learning_rate=3e-4, weight_decay=1e-4
+)
 
 
 @dataclass(frozen=True)
@@ -107,29 +101,30 @@ class LossParams(Params):
 
 
 @dataclass(frozen=True)
-class IntegrateParams(LossParams, NetworkParams, TrainConfig):
+class IntegrateParams(LossParams, NetworkParams, MMTraining):
     """Options of :func:`scimpute.mm.integrate`: training, network and loss blocks.
 
     The training block is :class:`scimpute.nn.TrainConfig` with defaults suited to the
-    cross-modal autoencoder. ``validation_fraction`` is the fraction of the known pairs (the
-    cells ``pairing`` selects) held out of training entirely; without anchors, a fraction of
-    all cells. An epoch draws ``ceil(max_m n_m / batch_size)`` batches of every modality and
-    of the anchors; AdamW's gradients are clipped to global norm 5.
+    cross-modal autoencoder; ``batch_size`` must be at least 2 here (a batch of one cell has
+    no variance for the scale penalty and no pairs for the MMD). ``validation_fraction`` is
+    the fraction of the known pairs (the cells ``pairing`` selects) held out of training
+    entirely; without anchors, a fraction of all cells. An epoch draws
+    ``ceil(max_m n_m / batch_size)`` batches of every modality and of the anchors; AdamW's
+    gradients are clipped to global norm 5.
     """
 
     owner = INTEGRATE
 
-    # a batch of one cell has no variance (scale penalty) and no pairs (MMD)
-    batch_size: int = _default(TrainConfig, "batch_size", 128, ge=2)
-    max_epochs: int = _default(TrainConfig, "max_epochs", 200)
-    patience: int = _default(TrainConfig, "patience", 20)
-    learning_rate: float = _default(TrainConfig, "learning_rate", 3e-4)
-    weight_decay: float = _default(TrainConfig, "weight_decay", 1e-4)
     early_stopping: bool = param(
         True,
         doc="Stop when the validation loss has not improved for patience epochs and keep the "
         "weights of the best epoch (needs validation cells in every modality).",
     )
+
+    def validate(self, owner: str) -> None:
+        """A batch of one cell has no variance (scale penalty) and no pairs (MMD)."""
+        if self.batch_size < 2:
+            raise ParamError(f"{owner}: batch_size must be an integer >= 2, got {self.batch_size}.")
 
 
 def _per_modality(

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .._utils import h5ad_safe
 from .._validate import _suggest
+from ..nn._models import _checked_weight
 from ._data import check_mudata, modality_matrix
 from ._model import Architecture, CrossModalAE, from_arrays
 from ._params import INTEGRATE, IntegrateParams
@@ -42,28 +43,14 @@ def _none(v: Any) -> Any:
 def numeric_array(value: Any, what: str, *, ndim: int | None = None) -> np.ndarray:
     """``value`` as a float32 array, if it is a numeric array with finite values.
 
-    Only :class:`numpy.ndarray` objects of a numeric dtype are accepted, and they are checked
-    before anything converts them, so that no object stored in a record can run its own code
+    The check is nn's, for every stored network (:func:`scimpute.nn._models._checked_weight`):
+    only :class:`numpy.ndarray` objects of a numeric dtype are accepted, checked before
+    anything converts them, so that no object stored in a record can run its own code
     (``__array__``, unpickling) when a model is loaded.
     """
-    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiub":
-        kind = type(value).__name__
-        if isinstance(value, np.ndarray):
-            kind = f"array of dtype {value.dtype}"
-        raise ValueError(
-            f"{what} is not a numeric array (got {kind}): the stored model is damaged or was not "
-            "written by scimpute.mm.integrate. Run integrate again."
-        )
-    if ndim is not None and value.ndim != ndim:
-        raise ValueError(f"{what} has {value.ndim} dimension(s), expected {ndim}.")
-    out = value.astype(np.float32)
-    bad = int(np.size(out) - np.isfinite(out).sum())
-    if bad:
-        raise ValueError(
-            f"{what} contains {bad} NaN or infinite value(s): the stored model is damaged "
-            "(or training diverged before it was stored), and every prediction from it would "
-            "be NaN. Run scimpute.mm.integrate again."
-        )
+    out = _checked_weight(what, value, value.shape if isinstance(value, np.ndarray) else ())
+    if ndim is not None and out.ndim != ndim:
+        raise ValueError(f"{what} has {out.ndim} dimension(s), expected {ndim}.")
     return out
 
 
