@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,9 @@ from ._model import (
 from ._params import INTEGRATE, IntegrateParams, document_params
 from ._record import FitSummary, IntegrationRecord, architecture
 from ._train import TrainingSet, train
+
+if TYPE_CHECKING:
+    from mudata import MuData
 
 _VALIDATION = ROLES.index("validation")
 
@@ -222,7 +225,7 @@ def _write(target, key: str, emb: Embeddings, role: np.ndarray, record: Integrat
 
 @document_params(IntegrateParams)
 def integrate(
-    mdata,
+    mdata: MuData,
     *,
     modalities: Sequence[str] | None = None,
     pairing: bool | float | str | np.ndarray | pd.Series | None = True,
@@ -233,7 +236,7 @@ def integrate(
     progress: bool = True,
     copy: bool = False,
     **params: Any,
-):
+) -> MuData | None:
     """Learn a shared latent space of several modalities with a cross-modal autoencoder.
 
     One encoder and one decoder (MLPs, JAX/equinox, trained with optax) per modality map each

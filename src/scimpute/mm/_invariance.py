@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from ._data import split_column
 from ._model import decode_all, encode_all
 from ._params import EVAL_CELLS, INVARIANT, InvariantParams, document_params
 from ._record import load
+
+if TYPE_CHECKING:
+    from mudata import MuData
 
 
 def concordance(x: np.ndarray, y: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -70,7 +73,7 @@ def _eval_cells(mdata, key: str, cells) -> np.ndarray:
 
 @document_params(InvariantParams)
 def invariant_features(
-    mdata,
+    mdata: MuData,
     *,
     key: str = MM_KEY,
     key_added: str = MM_INVARIANCE_KEY,

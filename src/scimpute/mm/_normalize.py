@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -11,6 +11,9 @@ import scipy.sparse as sp
 from .._keys import MM_FEATURES, MM_NORM_LAYER
 from ._data import check_mudata, layer_data, per_modality
 from ._params import NORMALIZE, NormalizeParams, document_params
+
+if TYPE_CHECKING:
+    from mudata import MuData
 
 _PROTEIN_NAMES = ("prot", "protein", "proteins", "adt", "cite")
 
@@ -35,7 +38,7 @@ def _clr(x) -> np.ndarray:
 
 @document_params(NormalizeParams)
 def normalize(
-    mdata,
+    mdata: MuData,
     *,
     modalities: Sequence[str] | None = None,
     layer: str | Mapping[str, str | None] | None = None,
@@ -43,7 +46,7 @@ def normalize(
     features_added: str = MM_FEATURES,
     copy: bool = False,
     **params: Any,
-):
+) -> MuData | None:
     """Normalise raw counts of each modality for :func:`scimpute.mm.integrate`.
 
     Methods, per cell ``i`` and feature ``f`` of a modality's counts ``c``:

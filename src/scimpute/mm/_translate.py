@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -12,6 +14,9 @@ from .._validate import _suggest
 from ._model import decode_all, encode_all
 from ._params import TRANSLATE
 from ._record import Fitted, load
+
+if TYPE_CHECKING:
+    from mudata import MuData
 
 
 def _check_pair(fit: Fitted, source: str, target: str) -> None:
@@ -31,7 +36,7 @@ def predict_from(fit: Fitted, x_source_std: np.ndarray, source: str, target: str
 
 
 def translate(
-    mdata,
+    mdata: MuData,
     source: str,
     target: str,
     *,
