@@ -12,7 +12,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._keys import MM_SPLIT_SUFFIX
+from .._params import ParamError
 from .._validate import _suggest
+from ._params import INTEGRATE
 
 #: roles of the cells in training, values of ``mdata.obs[key + "_split"]``.
 ROLES = ("anchor", "train", "validation", "unused")
@@ -204,8 +206,11 @@ def resolve_pairing(
         pairing, bool | np.bool_
     ):
         frac, mask = float(pairing), None
-        if not 0.0 <= frac <= 1.0:
-            raise ValueError(f"pairing as a fraction must be in [0, 1], got {pairing}.")
+        if not 0.0 <= frac <= 1.0:  # also NaN
+            raise ParamError(
+                f"{INTEGRATE}: pairing must be True, False, a number >= 0 and <= 1 or a "
+                f"boolean mask, got {pairing!r}."
+            )
     else:
         if isinstance(pairing, str):
             if pairing not in mdata.obs.columns:
