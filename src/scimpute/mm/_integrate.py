@@ -197,13 +197,13 @@ def _check_finite(weights: Mapping[str, np.ndarray]) -> None:
         )
 
 
-def _describe_seed(random_state) -> int | str | None:
+def _seed_record(random_state) -> int | str | None:
     if random_state is None or isinstance(random_state, np.random.Generator):
         return "Generator" if random_state is not None else None
     return int(random_state)
 
 
-def _describe_pairing(pairing) -> Any:
+def _pairing_record(pairing) -> Any:
     if pairing is None or isinstance(pairing, bool | float | int | str):
         return pairing
     return "mask"
@@ -361,8 +361,8 @@ def integrate(
     record = IntegrationRecord(
         params=spec,
         modalities=tuple(mods),
-        pairing=_describe_pairing(pairing),
-        random_state=_describe_seed(random_state),
+        pairing=_pairing_record(pairing),
+        random_state=_seed_record(random_state),
         features=inputs.features,
         layer=inputs.layers,
         mean={m: std[m].mean for m in mods},
