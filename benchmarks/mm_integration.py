@@ -152,7 +152,7 @@ def run_scimpute(m, anchors: np.ndarray | None, test, labels, x, seed) -> tuple[
         idx = tr.obs_names.get_indexer(m.obs_names)
         pred[(src, tgt)] = tr.X[idx]
     res.update(prediction_scores(x, pred, test))
-    p = m.uns[KEY]["params"]
+    p = m.uns[KEY]["fit"]
     res.update(
         fit_seconds=fit_s,
         epochs_run=int(p["n_epochs_run"]),

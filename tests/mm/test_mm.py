@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 import scimpute as si
 
 SIM = {"n_cells": 400, "n_features": (60, 60)}
-FIT = {"pairing": 0.5, "n_epochs": 200, "learning_rate": 1e-3, "progress": False}
+FIT = {"pairing": 0.5, "max_epochs": 200, "learning_rate": 1e-3, "progress": False}
 KEY = "X_scimpute"
 
 
@@ -72,7 +72,7 @@ def test_writes_documented_fields(fitted):
     split = m.obs[f"{KEY}_split"].astype(str)
     assert set(split) == {"anchor", "validation", "train"}
     rec = m.uns[KEY]
-    assert rec["params"]["n_anchors"] == (split == "anchor").sum()
+    assert rec["fit"]["n_anchors"] == (split == "anchor").sum()
     assert {"loss", "reconstruction", "anchor", "val_loss"} <= set(rec["history"])
     assert rec["history"]["loss"][-1] < rec["history"]["loss"][0]
 
@@ -193,21 +193,21 @@ def test_seeded():
     fits = []
     for seed in (0, 0, 1):
         m = si.datasets.simulate_multimodal(**SIM, random_state=0)
-        si.mm.integrate(m, **dict(FIT, n_epochs=3, random_state=seed))
+        si.mm.integrate(m, **dict(FIT, max_epochs=3, random_state=seed))
         fits.append(m.obsm[KEY])
     np.testing.assert_array_equal(fits[0], fits[1])
     assert not np.allclose(fits[0], fits[2])
     # copy=True returns a new object and leaves the input alone
     m = si.datasets.simulate_multimodal(**SIM, random_state=0)
-    out = si.mm.integrate(m, **dict(FIT, n_epochs=3), copy=True)
+    out = si.mm.integrate(m, **dict(FIT, max_epochs=3), copy=True)
     np.testing.assert_array_equal(out.obsm[KEY], fits[0])
     assert KEY not in m.obsm
 
 
 def test_unpaired_adversarial_partial_overlap():
     m = si.datasets.simulate_multimodal(120, (20, 16), fraction_paired=0.5, random_state=2)
-    si.mm.integrate(m, pairing=False, alignment="adversarial", n_epochs=5, progress=False)
-    assert m.uns[KEY]["params"]["n_anchors"] == 0
+    si.mm.integrate(m, pairing=False, alignment="adversarial", max_epochs=5, progress=False)
+    assert m.uns[KEY]["fit"]["n_anchors"] == 0
     assert m.uns[KEY]["params"]["n_private"] == 0
     assert np.isfinite(m.obsm[KEY]).all()
     assert m.obsm[KEY].shape == (120, 8)
@@ -276,7 +276,8 @@ def test_error_nan():
         ({"modalities": ["m0"]}, ValueError, "at least 2 modalities"),
         ({"modalities": ["m0", "rna"]}, KeyError, "'rna' is not in mdata"),
         ({"alignment": "gan"}, ValueError, "alignment must be"),
-        ({"pairing": 1.5}, ValueError, "fraction must be in"),
+        ({"pairing": 1.5}, ValueError, r"^mm\.integrate: pairing must be .*, got 1\.5"),
+        ({"pairing": float("nan")}, ValueError, r"^mm\.integrate: pairing must be"),
         ({"use_var": "highly_variable"}, KeyError, "not a column"),
         ({"layer": "counts"}, KeyError, "Layer 'counts'"),
     ],
@@ -307,7 +308,10 @@ def test_raw_counts_warn_and_normalize():
     prot = AnnData(rng.poisson(50, size=(50, 6)).astype(np.float32), obs=obs.copy())
     m = _mudata({"rna": rna, "prot": prot})
     # the warning comes while reading the inputs; the bad pairing then stops before training
-    with pytest.warns(UserWarning, match="raw counts"), pytest.raises(ValueError, match="fraction"):
+    with (
+        pytest.warns(UserWarning, match="raw counts"),
+        pytest.raises(ValueError, match="pairing must"),
+    ):
         si.mm.integrate(m, pairing=2.0, progress=False)
     si.mm.normalize(m, n_top_features={"rna": 10})
     x = rna.X

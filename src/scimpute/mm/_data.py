@@ -12,8 +12,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._keys import MM_SPLIT_SUFFIX
+from .._params import ParamError
 from .._validate import _suggest
-from ._model import Architecture, CrossModalAE, from_arrays
+from ._params import INTEGRATE
 
 #: roles of the cells in training, values of ``mdata.obs[key + "_split"]``.
 ROLES = ("anchor", "train", "validation", "unused")
@@ -64,6 +65,12 @@ def check_modalities(mdata, modalities: Sequence[str] | None) -> list[str]:
     return mods
 
 
+def _hint(name: str, options, empty: str) -> str:
+    """Close matches or the list of ``options`` (``empty`` when there are none)."""
+    names = [str(o) for o in options]
+    return _suggest(name, names) if names else f" {empty}"
+
+
 def per_modality(value: Any, m: str) -> Any:
     """``value[m]`` for a mapping (``None`` when absent), else ``value`` itself."""
     if isinstance(value, Mapping):
@@ -84,7 +91,7 @@ def feature_mask(adata, use_var: str | None, m: str) -> np.ndarray:
     if use_var not in adata.var.columns:
         raise KeyError(
             f"use_var={use_var!r} is not a column of mdata[{m!r}].var."
-            + _suggest(use_var, adata.var.columns)
+            + _hint(use_var, adata.var.columns, f"mdata[{m!r}].var has no columns.")
             + " Pass a mapping (e.g. use_var={'rna': 'highly_variable'}) to select features "
             "in some modalities only."
         )
@@ -97,18 +104,36 @@ def feature_mask(adata, use_var: str | None, m: str) -> np.ndarray:
     return mask
 
 
+def layer_data(adata, layer: str | None, m: str):
+    """``adata.X`` (``layer=None``) or ``adata.layers[layer]`` of modality ``m``, as stored.
+
+    Raises
+    ------
+    KeyError
+        ``layer`` is not a layer of the modality (the message lists the layers it has).
+    ValueError
+        ``layer=None`` and ``X`` is ``None``.
+
+    """
+    if layer is None:
+        if adata.X is None:
+            raise ValueError(f"mdata[{m!r}].X is None; pass layer= naming the data.")
+        return adata.X
+    if not isinstance(layer, str) or layer not in adata.layers:
+        names = [str(k) for k in adata.layers.keys()]
+        if names:
+            close = _suggest(layer, names) if isinstance(layer, str) else ""
+            listed = ", ".join(map(repr, names))
+            hint = f". Its layers: {listed}." + (close if close.startswith(" Did") else "")
+        else:
+            hint = f": mdata[{m!r}] has no layers; pass layer=None to use its X."
+        raise KeyError(f"Layer {layer!r} is not in mdata[{m!r}].layers{hint}")
+    return adata.layers[layer]
+
+
 def modality_matrix(adata, layer: str | None, features: pd.Index, m: str) -> np.ndarray:
     """Dense float32 ``(cells, features)`` matrix of one modality, checked for NaN."""
-    if layer is None:
-        x = adata.X
-        if x is None:
-            raise ValueError(f"mdata[{m!r}].X is None; pass layer= naming the data.")
-    else:
-        if layer not in adata.layers:
-            raise KeyError(
-                f"Layer {layer!r} is not in mdata[{m!r}].layers." + _suggest(layer, adata.layers)
-            )
-        x = adata.layers[layer]
+    x = layer_data(adata, layer, m)
     missing = features.difference(adata.var_names)
     if len(missing):
         raise KeyError(
@@ -181,14 +206,17 @@ def resolve_pairing(
         pairing, bool | np.bool_
     ):
         frac, mask = float(pairing), None
-        if not 0.0 <= frac <= 1.0:
-            raise ValueError(f"pairing as a fraction must be in [0, 1], got {pairing}.")
+        if not 0.0 <= frac <= 1.0:  # also NaN
+            raise ParamError(
+                f"{INTEGRATE}: pairing must be True, False, a number >= 0 and <= 1 or a "
+                f"boolean mask, got {pairing!r}."
+            )
     else:
         if isinstance(pairing, str):
             if pairing not in mdata.obs.columns:
                 raise KeyError(
                     f"pairing={pairing!r} is not a column of mdata.obs."
-                    + _suggest(pairing, mdata.obs.columns)
+                    + _hint(pairing, mdata.obs.columns, "mdata.obs has no columns.")
                 )
             values = mdata.obs[pairing]
         elif isinstance(pairing, pd.Series):
@@ -269,92 +297,6 @@ def assign_roles(
         val = rng.choice(pool, size=n_val, replace=False) if n_val > 0 else pool[:0]
     role[val] = ROLES.index("validation")
     return role
-
-
-# ---------------------------------------------------------------------------- stored model
-
-
-@dataclass
-class Fitted:
-    """A fitted model read back from ``mdata.uns[key]``."""
-
-    model: CrossModalAE
-    arch: Architecture
-    features: dict[str, pd.Index]
-    mean: dict[str, np.ndarray]
-    scale: dict[str, np.ndarray]
-    private_mean: dict[str, np.ndarray]
-    projection: dict[str, np.ndarray | None]
-    layer: dict[str, str | None]
-    key: str
-
-    def encoder_input(self, m: str, xstd: np.ndarray) -> np.ndarray:
-        """What the encoder of ``m`` reads: the standardised profile or its PCA scores."""
-        v = self.projection[m]
-        return xstd if v is None else (xstd @ v).astype(np.float32)
-
-    def standardise(self, m: str, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean[m]) / self.scale[m]).astype(np.float32)
-
-    def unstandardise(self, m: str, x: np.ndarray) -> np.ndarray:
-        return (x * self.scale[m] + self.mean[m]).astype(np.float32)
-
-    def matrix(self, mdata, m: str) -> np.ndarray:
-        """Standardised input matrix of modality ``m`` as the model was trained on it."""
-        return self.standardise(m, modality_matrix(mdata[m], self.layer[m], self.features[m], m))
-
-
-def _none(v):
-    return None if isinstance(v, str) and v == "None" else v
-
-
-def load(mdata, key: str) -> Fitted:
-    """Read the model that :func:`scimpute.mm.integrate` stored in ``mdata.uns[key]``."""
-    check_mudata(mdata)
-    if key not in mdata.uns:
-        raise KeyError(
-            f"mdata.uns[{key!r}] not found: run scimpute.mm.integrate(mdata, key_added={key!r}) "
-            "first." + _suggest(key, mdata.uns.keys())
-        )
-    rec = mdata.uns[key]
-    if not isinstance(rec, Mapping) or "weights" not in rec or "params" not in rec:
-        raise ValueError(f"mdata.uns[{key!r}] was not written by scimpute.mm.integrate.")
-    p = rec["params"]
-    mods = [str(m) for m in np.atleast_1d(p["modalities"])]
-    features = {m: pd.Index(np.asarray(rec["features"][m]).astype(str)) for m in mods}
-    projection = {}
-    for m in mods:
-        v = rec.get("projection", {}).get(m) if isinstance(rec.get("projection"), Mapping) else None
-        v = None if v is None or np.size(v) == 0 else np.asarray(v, dtype=np.float32)
-        projection[m] = v
-    arch = Architecture(
-        modalities=tuple(mods),
-        n_inputs=tuple(
-            len(features[m]) if projection[m] is None else projection[m].shape[1] for m in mods
-        ),
-        n_features=tuple(len(features[m]) for m in mods),
-        n_latent=int(p["n_latent"]),
-        n_private=int(p["n_private"]),
-        n_hidden=int(p["n_hidden"]),
-        n_layers=int(p["n_layers"]),
-    )
-    for m in mods:
-        if m not in mdata.mod:
-            raise KeyError(f"The model of mdata.uns[{key!r}] uses modality {m!r}, not in mdata.")
-    model = from_arrays(arch, rec["weights"])
-    return Fitted(
-        model=model,
-        arch=arch,
-        features=features,
-        mean={m: np.asarray(rec["mean"][m], dtype=np.float32) for m in mods},
-        scale={m: np.asarray(rec["scale"][m], dtype=np.float32) for m in mods},
-        private_mean={
-            m: np.asarray(rec["private_mean"][m], dtype=np.float32).reshape(-1) for m in mods
-        },
-        projection=projection,
-        layer={m: _none(rec["layer"][m]) for m in mods},
-        key=key,
-    )
 
 
 def split_column(key: str) -> str:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pandas as pd
 
-from .._keys import MM_INVARIANCE_KEY, MM_KEY
-from .._utils import RandomState, check_random_state, h5ad_safe
-from ._data import load, split_column
+from .._keys import (
+    MM_INVARIANCE_KEY,
+    MM_KEY,
+    MM_LATENT_TABLE,
+    MM_R2_CROSS_SUFFIX,
+    MM_R2_SELF_SUFFIX,
+)
+from .._params import check_choice, check_random_state_value
+from .._utils import check_random_state, h5ad_safe
+from ._data import split_column
 from ._model import decode_all, encode_all
+from ._params import EVAL_CELLS, INVARIANT, InvariantParams, document_params
+from ._record import load
+
+if TYPE_CHECKING:
+    from mudata import MuData
 
 
 def concordance(x: np.ndarray, y: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -37,6 +51,7 @@ def feature_r2(x: np.ndarray, xhat: np.ndarray) -> np.ndarray:
 def _eval_cells(mdata, key: str, cells) -> np.ndarray:
     n = mdata.n_obs
     if isinstance(cells, str):
+        check_choice(INVARIANT, "cells", cells, EVAL_CELLS)
         col = split_column(key)
         if col not in mdata.obs.columns:
             raise KeyError(
@@ -48,9 +63,7 @@ def _eval_cells(mdata, key: str, cells) -> np.ndarray:
             return np.isin(role, ["train", "validation"])
         if cells == "validation":
             return role == "validation"
-        if cells == "all":
-            return role != "unused"
-        raise ValueError(f"cells must be 'heldout', 'validation', 'all' or a mask, got {cells!r}.")
+        return role != "unused"
     mask = cells.reindex(mdata.obs_names).to_numpy() if isinstance(cells, pd.Series) else cells
     mask = np.asarray(mask)
     if mask.dtype != bool or mask.shape != (n,):
@@ -58,15 +71,15 @@ def _eval_cells(mdata, key: str, cells) -> np.ndarray:
     return mask
 
 
+@document_params(InvariantParams)
 def invariant_features(
-    mdata,
+    mdata: MuData,
     *,
     key: str = MM_KEY,
     key_added: str = MM_INVARIANCE_KEY,
     cells: str | np.ndarray | pd.Series = "heldout",
-    r2_floor: float = 0.1,
-    n_bootstrap: int = 200,
-    random_state: RandomState = 0,
+    random_state: int | np.random.Generator | None = 0,
+    **params: Any,
 ) -> None:
     """Score how modality-invariant each shared latent dimension and each input feature is.
 
@@ -108,12 +121,14 @@ def invariant_features(
         modalities may have been trained on, their pairing was not), ``"validation"`` (paired
         cells withheld from training entirely), ``"all"`` (every paired cell, anchors
         included: optimistic), or a boolean mask over ``mdata.obs_names``.
-    r2_floor
-        Lower bound of the denominator of the feature score.
-    n_bootstrap
-        Bootstrap resamples of the CCC interval (0 skips the interval).
     random_state
         Seed or generator of the bootstrap.
+    **params
+        Options of :class:`scimpute.mm._params.InvariantParams` (listed below), checked once.
+
+    Other Parameters
+    ----------------
+    {params}
 
     Returns
     -------
@@ -132,12 +147,14 @@ def invariant_features(
         Fewer than 3 evaluation cells for a pair of modalities.
 
     """
+    spec = InvariantParams.from_kwargs(INVARIANT, params)
+    rng = check_random_state(check_random_state_value(INVARIANT, random_state))
+    r2_floor, n_bootstrap = spec.r2_floor, spec.n_bootstrap
     fit = load(mdata, key)
     mods = list(fit.arch.modalities)
     use = _eval_cells(mdata, key, cells)
     names = pd.Index(mdata.obs_names)
     rows = {m: mdata[m].obs_names.get_indexer(names) for m in mods}
-    rng = check_random_state(random_state)
 
     z, u, xstd = {}, {}, {}
     for m in mods:
@@ -210,20 +227,17 @@ def invariant_features(
     for m in mods:
         score, r2s, r2c = var_out[m]
         pos = mdata[m].var_names.get_indexer(fit.features[m])
-        for suffix, values in (("", score), ("_r2_self", r2s), ("_r2_cross", r2c)):
+        for suffix, values in (("", score), (MM_R2_SELF_SUFFIX, r2s), (MM_R2_CROSS_SUFFIX, r2c)):
             col = np.full(mdata[m].n_vars, np.nan)
             col[pos] = values
             mdata[m].var[f"{key_added}{suffix}"] = col
+    call = {
+        "key": key,
+        "cells": cells if isinstance(cells, str) else "mask",
+        "random_state": random_state,
+        "n_cells": int(use.sum()),
+    }
     mdata.uns[key_added] = {
-        "latent": latent,
-        "params": h5ad_safe(
-            {
-                "key": key,
-                "cells": cells if isinstance(cells, str) else "mask",
-                "r2_floor": float(r2_floor),
-                "n_bootstrap": int(n_bootstrap),
-                "random_state": random_state if isinstance(random_state, int) else "Generator",
-                "n_cells": int(use.sum()),
-            }
-        ),
+        MM_LATENT_TABLE: latent,
+        "params": h5ad_safe({**spec.to_dict(), **call}),
     }

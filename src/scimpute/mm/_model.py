@@ -1,7 +1,8 @@
-"""Cross-modal autoencoder: networks (equinox), losses and a jit-compiled training epoch.
+"""Cross-modal autoencoder: networks (equinox) and losses; no training loop.
 
-Nothing here knows about AnnData or MuData: arrays in, arrays out. The plumbing lives in
-``_integrate.py``.
+Nothing here knows about AnnData or MuData: arrays in, arrays out. Training goes through
+scimpute's one trainer (:func:`scimpute.nn.fit`, wired up in ``_train.py``); the plumbing
+between MuData and arrays lives in ``_integrate.py``.
 
 Model. For every modality ``m`` an encoder MLP maps a standardised profile ``x`` to a shared
 latent ``z`` (``n_latent`` dims) and a private latent ``u`` (``n_private`` dims); a decoder
@@ -35,7 +36,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 
 @dataclass(frozen=True)
@@ -127,19 +127,29 @@ def build(arch: Architecture, rng: np.random.Generator) -> CrossModalAE:
     return _uniform_init(_skeleton(arch), rng)
 
 
-def build_discriminator(arch: Architecture, rng: np.random.Generator) -> eqx.nn.MLP:
-    """MLP that guesses the modality of a shared latent vector."""
-    skeleton = eqx.filter_eval_shape(
+@lru_cache(maxsize=16)
+def discriminator_skeleton(n_latent: int, n_modalities: int, n_hidden: int) -> eqx.nn.MLP:
+    """The discriminator's structure with abstract leaves (its static part is shared)."""
+    return eqx.filter_eval_shape(
         lambda: eqx.nn.MLP(
-            arch.n_latent,
-            len(arch.modalities),
-            arch.n_hidden,
-            1,
-            jax.nn.gelu,
-            key=jax.random.PRNGKey(0),
+            n_latent, n_modalities, n_hidden, 1, jax.nn.gelu, key=jax.random.PRNGKey(0)
         )
     )
-    return _uniform_init(skeleton, rng)
+
+
+def discriminator_sizes(arch: Architecture) -> tuple[int, int, int]:
+    """``(n_latent, n_modalities, n_hidden)``: what fixes the discriminator's structure."""
+    return (arch.n_latent, len(arch.modalities), arch.n_hidden)
+
+
+def discriminator_static(sizes: tuple[int, int, int]):
+    """The discriminator's static part (what :func:`equinox.partition` leaves besides arrays)."""
+    return eqx.partition(discriminator_skeleton(*sizes), _is_param)[1]
+
+
+def build_discriminator(arch: Architecture, rng: np.random.Generator) -> eqx.nn.MLP:
+    """MLP that guesses the modality of a shared latent vector."""
+    return _uniform_init(discriminator_skeleton(*discriminator_sizes(arch)), rng)
 
 
 # ---------------------------------------------------------------------------- serialisation
@@ -312,7 +322,6 @@ def ae_loss(
     scale = scale / len(mods)
     total = rec + weights[0] * anchor + weights[1] * cross + weights[2] * align + weights[3] * scale
     parts = {
-        "loss": total,
         "reconstruction": rec,
         "anchor": anchor,
         "cross": cross,
@@ -331,74 +340,7 @@ def disc_loss(disc, model: CrossModalAE, data: dict, idx: dict) -> jax.Array:
     return loss / len(data)
 
 
-# ---------------------------------------------------------------------------- training
-
-
-def make_optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
-    """Adam with decoupled weight decay and gradient clipping."""
-    return optax.chain(
-        optax.clip_by_global_norm(5.0),
-        optax.adamw(learning_rate, weight_decay=weight_decay),
-    )
-
-
-@lru_cache(maxsize=16)
-def epoch_function(cfg: LossConfig, learning_rate: float, weight_decay: float):
-    """A jit-compiled function running one epoch (``lax.scan`` over its steps).
-
-    Cached per configuration so repeated fits of the same shapes do not recompile.
-    """
-    opt = make_optimizer(learning_rate, weight_decay)
-    dopt = optax.adam(learning_rate)
-    adversarial = cfg.alignment == "adversarial"
-
-    @eqx.filter_jit
-    def run(params, static, dparams, dstatic, opt_state, dopt_state, key, weights, data, steps):
-        def step(carry, batch):
-            params, dparams, opt_state, dopt_state, key = carry
-            key, k1 = jax.random.split(key)
-            model = eqx.combine(params, static)
-            disc = eqx.combine(dparams, dstatic) if adversarial else None
-            idx, aidx, amask = batch
-            if adversarial:
-                dl, dgrads = eqx.filter_value_and_grad(disc_loss)(disc, model, data, idx)
-                dupd, dopt_state = dopt.update(dgrads, dopt_state, dparams)
-                dparams = eqx.apply_updates(dparams, dupd)
-                disc = eqx.combine(dparams, dstatic)
-            else:
-                dl = jnp.zeros(())
-
-            def f(p):
-                return ae_loss(
-                    eqx.combine(p, static), disc, weights, data, idx, aidx, amask, k1, cfg, True
-                )
-
-            (_, parts), grads = jax.value_and_grad(f, has_aux=True)(params)
-            upd, opt_state = opt.update(grads, opt_state, params)
-            params = eqx.apply_updates(params, upd)
-            parts = dict(parts, discriminator=dl)
-            return (params, dparams, opt_state, dopt_state, key), parts
-
-        carry, parts = jax.lax.scan(step, (params, dparams, opt_state, dopt_state, key), steps)
-        return carry, jax.tree_util.tree_map(jnp.mean, parts)
-
-    return opt, dopt, run
-
-
-@lru_cache(maxsize=16)
-def eval_function(cfg: LossConfig):
-    """Jit-compiled loss of a fixed set of cells without dropout (validation curves)."""
-
-    @eqx.filter_jit
-    def run(params, static, dparams, dstatic, weights, data, idx, aidx, amask):
-        model = eqx.combine(params, static)
-        disc = eqx.combine(dparams, dstatic) if cfg.alignment == "adversarial" else None
-        _, parts = ae_loss(
-            model, disc, weights, data, idx, aidx, amask, jax.random.PRNGKey(0), cfg, False
-        )
-        return parts
-
-    return run
+# ---------------------------------------------------------------------------- inference
 
 
 @eqx.filter_jit

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from .._keys import MM_FEATURES, MM_NORM_LAYER
-from ._data import check_mudata, per_modality
+from ._data import check_mudata, layer_data, per_modality
+from ._params import NORMALIZE, NormalizeParams, document_params
 
-_METHODS = ("log1p", "clr", "none")
+if TYPE_CHECKING:
+    from mudata import MuData
+
 _PROTEIN_NAMES = ("prot", "protein", "proteins", "adt", "cite")
 
 
@@ -32,18 +36,17 @@ def _clr(x) -> np.ndarray:
     return (lx - lx.mean(1, keepdims=True)).astype(np.float32)
 
 
+@document_params(NormalizeParams)
 def normalize(
-    mdata,
+    mdata: MuData,
     *,
     modalities: Sequence[str] | None = None,
-    methods: str | Mapping[str, str] = "auto",
-    target_sum: float = 1e4,
-    n_top_features: int | Mapping[str, int | None] | None = None,
     layer: str | Mapping[str, str | None] | None = None,
     layer_added: str = MM_NORM_LAYER,
     features_added: str = MM_FEATURES,
     copy: bool = False,
-):
+    **params: Any,
+) -> MuData | None:
     """Normalise raw counts of each modality for :func:`scimpute.mm.integrate`.
 
     Methods, per cell ``i`` and feature ``f`` of a modality's counts ``c``:
@@ -64,12 +67,6 @@ def normalize(
         :class:`~mudata.MuData` with raw counts.
     modalities
         Modalities to normalise (default all).
-    methods
-        One method for all, or a mapping modality -> method (missing: ``"auto"``).
-    target_sum
-        Library size after normalisation (``"log1p"``).
-    n_top_features
-        Number of features to select, for all modalities or per modality (``None``: all).
     layer
         Layer holding the counts (``None``: ``X``), or a mapping modality -> layer.
     layer_added
@@ -78,6 +75,12 @@ def normalize(
         Boolean ``.var`` column to write the selection to.
     copy
         Work on a copy and return it.
+    **params
+        Options of :class:`scimpute.mm._params.NormalizeParams` (listed below), checked once.
+
+    Other Parameters
+    ----------------
+    {params}
 
     Returns
     -------
@@ -86,51 +89,65 @@ def normalize(
     method used per modality). Then call
     ``integrate(mdata, layer=layer_added, use_var=features_added)``.
 
-    """
-    import anndata as ad
-    import scanpy as sc
+    Raises
+    ------
+    KeyError
+        A modality or a layer that ``mdata`` lacks (the message lists what it has).
+    ValueError
+        An option of the wrong type or out of range, NaN or infinite values, or negative
+        values for a method that needs counts. Nothing is written when an error is raised.
 
+    """
+    spec = NormalizeParams.from_kwargs(NORMALIZE, params)
     check_mudata(mdata)
     mods = list(mdata.mod) if modalities is None else [str(m) for m in modalities]
     for m in mods:
         if m not in mdata.mod:
-            raise KeyError(f"Modality {m!r} is not in mdata; available: {list(mdata.mod)}.")
+            raise KeyError(
+                f"Modality {m!r} is not in mdata; its modalities: "
+                + ", ".join(map(repr, mdata.mod))
+                + "."
+            )
     out, chosen, used = {}, {}, {}
     for m in mods:
-        a = mdata[m]
-        how = per_modality(methods, m) or "auto"
+        how = per_modality(spec.methods, m) or "auto"
         how = _auto(m) if how == "auto" else how
-        if how not in _METHODS:
-            raise ValueError(f"Unknown method {how!r} for {m!r}; use one of {_METHODS} or 'auto'.")
-        lay = per_modality(layer, m)
-        x = a.X if lay is None else a.layers[lay]
-        data = x.data if sp.issparse(x) else np.asarray(x)
-        if not np.isfinite(data).all():
-            raise ValueError(f"mdata[{m!r}] contains NaN or infinite values.")
-        if how != "none" and (data < 0).any():
-            raise ValueError(
-                f"mdata[{m!r}] has negative values: {how!r} needs counts. Use methods={{'{m}': "
-                "'none'}} for data that are already normalised."
-            )
-        if how == "log1p":
-            y = _log1p_total(x, target_sum)
-        elif how == "clr":
-            y = _clr(x)
-        else:
-            y = (x.toarray() if sp.issparse(x) else np.asarray(x)).astype(np.float32)
-        n_top = per_modality(n_top_features, m)
-        sel = np.ones(a.n_vars, dtype=bool)
-        if n_top is not None and int(n_top) < a.n_vars:
-            tmp = ad.AnnData(X=y.copy())
-            tmp.var_names = a.var_names.copy()
-            hv = sc.pp.highly_variable_genes(
-                tmp, n_top_genes=int(n_top), flavor="seurat", inplace=False
-            )
-            sel = hv["highly_variable"].to_numpy(dtype=bool)
-        out[m], chosen[m], used[m] = y, sel, how
+        x = layer_data(mdata[m], per_modality(layer, m), m)
+        out[m], used[m] = _transform(x, how, spec.target_sum, m), how
+        chosen[m] = _select(out[m], mdata[m].var_names, per_modality(spec.n_top_features, m))
     target = mdata.copy() if copy else mdata
     for m in mods:
         target[m].layers[layer_added] = out[m]
         target[m].var[features_added] = chosen[m]
-    target.uns[layer_added] = {"methods": used, "target_sum": float(target_sum)}
+    target.uns[layer_added] = {"methods": used, "target_sum": float(spec.target_sum)}
     return target if copy else None
+
+
+def _transform(x, how: str, target_sum: float, m: str) -> np.ndarray:
+    """The normalised values of one modality's matrix ``x`` (checked first)."""
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    if not np.isfinite(data).all():
+        raise ValueError(f"mdata[{m!r}] contains NaN or infinite values.")
+    if how != "none" and (data < 0).any():
+        raise ValueError(
+            f"mdata[{m!r}] has negative values: {how!r} needs counts. Use methods={{'{m}': "
+            "'none'}} for data that are already normalised."
+        )
+    if how == "log1p":
+        return _log1p_total(x, target_sum)
+    if how == "clr":
+        return _clr(x)
+    return (x.toarray() if sp.issparse(x) else np.asarray(x)).astype(np.float32)
+
+
+def _select(y: np.ndarray, var_names, n_top: int | None) -> np.ndarray:
+    """Mask of the ``n_top`` most dispersed features (every feature when ``None``)."""
+    if n_top is None or n_top >= y.shape[1]:
+        return np.ones(y.shape[1], dtype=bool)
+    import anndata as ad
+    import scanpy as sc
+
+    tmp = ad.AnnData(X=y.copy())
+    tmp.var_names = var_names.copy()
+    hv = sc.pp.highly_variable_genes(tmp, n_top_genes=int(n_top), flavor="seurat", inplace=False)
+    return hv["highly_variable"].to_numpy(dtype=bool)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._keys import MM_KEY
+from .._keys import MM_KEY, MM_TRANSLATE_KEY
+from .._params import ParamError
 from .._validate import _suggest
-from ._data import Fitted, load
 from ._model import decode_all, encode_all
+from ._params import TRANSLATE
+from ._record import Fitted, load
+
+if TYPE_CHECKING:
+    from mudata import MuData
 
 
 def _check_pair(fit: Fitted, source: str, target: str) -> None:
@@ -29,7 +36,7 @@ def predict_from(fit: Fitted, x_source_std: np.ndarray, source: str, target: str
 
 
 def translate(
-    mdata,
+    mdata: MuData,
     source: str,
     target: str,
     *,
@@ -67,7 +74,19 @@ def translate(
     (float32), ``uns["translate"]`` = ``{"source", "target", "key"}``. ``mdata`` is not
     modified unless ``key_added`` is given.
 
+    Raises
+    ------
+    KeyError
+        No model under ``key``, or ``source`` / ``target`` is not one of its modalities.
+    ValueError
+        The stored model is damaged: a weight or standardisation array that is not numeric,
+        has the wrong shape, or holds NaN / infinite values (predictions would be NaN).
+
     """
+    if key_added is not None and (not isinstance(key_added, str) or not key_added):
+        raise ParamError(
+            f"{TRANSLATE}: key_added must be a non-empty string or None, got {key_added!r}."
+        )
     fit = load(mdata, key)
     _check_pair(fit, source, target)
     x = fit.matrix(mdata, source)
@@ -76,7 +95,7 @@ def translate(
     tvar = mdata[target].var
     var = tvar.loc[feats].copy() if feats.isin(tvar.index).all() else pd.DataFrame(index=feats)
     out = AnnData(X=pred, obs=mdata[source].obs.copy(), var=var)
-    out.uns["translate"] = {"source": source, "target": target, "key": key}
+    out.uns[MM_TRANSLATE_KEY] = {"source": source, "target": target, "key": key}
     if key_added is not None:
         mdata[source].obsm[key_added] = pd.DataFrame(
             pred, index=mdata[source].obs_names.copy(), columns=feats.copy()
