@@ -42,10 +42,6 @@ def _marks(name):
 ALL = [_marks(n) for n in METHODS]
 
 
-def _legacy(name) -> bool:  # TRANSITION: methods whose spec is still built from the signature
-    return bool(getattr(si.methods.get_method(name).fn, "_legacy_kwargs", False))
-
-
 @pytest.fixture(scope="module")
 def grid():
     return si.datasets.simulate_grid(
@@ -132,8 +128,6 @@ def _wrong_values(spec, field: str) -> list:
 
 @pytest.mark.parametrize("name", METHODS)
 def test_ill_typed_parameters_are_param_errors(grid, name):
-    if _legacy(name):
-        pytest.skip(f"TRANSITION: {name} has no typed spec on this branch yet")
     m = si.methods.get_method(name)
     snap = _snapshot(grid)
     for field in m.params.names():

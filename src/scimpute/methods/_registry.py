@@ -76,10 +76,6 @@ def register(
     """
 
     def deco(fn: MethodFn) -> MethodFn:
-        nonlocal params
-        if params is NoParams and _legacy_kwargs(fn):  # TRANSITION
-            params = _spec_from_signature(name, fn)
-            fn._legacy_kwargs = True  # type: ignore[attr-defined]
         if name in _METHODS and _METHODS[name].fn is not fn:
             raise ValueError(f"A method named {name!r} is already registered.")
         _METHODS[name] = Method(
@@ -95,27 +91,6 @@ def register(
         return fn
 
     return deco
-
-
-# ---- TRANSITION (removed by the lead at merge, once SI and the autoencoder are typed) ----
-def _legacy_kwargs(fn) -> bool:  # TRANSITION: removed once every method declares a spec
-    import inspect
-
-    return "params" not in inspect.signature(fn).parameters
-
-
-def _spec_from_signature(name, fn):  # TRANSITION
-    import dataclasses
-    import inspect
-    from typing import Any
-
-    sig = inspect.signature(fn)
-    flds = [
-        (k, Any, dataclasses.field(default=p.default))
-        for k, p in sig.parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "random_state"
-    ]
-    return dataclasses.make_dataclass(f"{name}_params", flds, bases=(Params,), frozen=True)
 
 
 def get_method(name: str) -> Method:

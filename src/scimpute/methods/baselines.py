@@ -40,12 +40,6 @@ from ._stats import (
     measured_rows,
 )
 
-# TRANSITION: synthetic_interventions.py and autoencoder.py (owned by h2 / h3) still import
-# ``_chain`` and ``group_means`` from here; they move to ``_stats`` and the lead removes these
-# aliases at merge. No module of h1 uses them.
-_chain = fallback_chain
-_baseline_profiles = baseline_profiles
-_indicator = indicator
 __all__ = ["additive", "context_mean", "group_means", "perturbation_mean", "two_way_mean"]
 
 _REF_SI = "Squires et al., CLeaR 2022 (baselines of the CMap causal-imputation benchmark)"

@@ -113,8 +113,5 @@ def run_method(
     if data.measured[t[:, 0], t[:, 1]].any():
         raise ValueError("Targets must be unmeasured pairs; hide them in `measured` first.")
     typed = params if isinstance(params, Params) else method.parse(params)
-    if getattr(method.fn, "_legacy_kwargs", False):  # TRANSITION: removed once all are typed
-        res = method.fn(data, t, random_state=random_state, **typed.to_dict())
-    else:
-        res = method.fn(data, t, typed, random_state=random_state)
+    res = method.fn(data, t, typed, random_state=random_state)
     return check_result(method, t, res, data.n_features)
