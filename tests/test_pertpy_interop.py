@@ -68,6 +68,6 @@ def test_transfer_output_feeds_pertpy_distances(cells, fast):
     table = dist.pairwise(both, groupby="group", show_progressbar=False, n_jobs=1)
     assert table.loc["predicted", "p0"] < table.loc["control", "p0"]
     assert set(both.var_names) == set(cells.var_names)
-    d = si.tl.compare_transfer(pred, real, ctrl)
+    d = si.tl.compare_transfer(pred, real, control=ctrl)
     assert set(d.index) == {"predicted", "real", "control"}
     assert d.loc["predicted", "real"] < d.loc["control", "real"]

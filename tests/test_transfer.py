@@ -167,11 +167,11 @@ def test_bad_inputs(train, cells):
     with pytest.raises(ValueError, match="Control label"):
         si.tl.fit_transfer(cells, control="ctrl", progress=False)
     with pytest.raises(KeyError, match="Did you mean"):
-        si.tl.fit_transfer(cells, "cell_typ", progress=False)
+        si.tl.fit_transfer(cells, context_key="cell_typ", progress=False)
     with pytest.raises(ValueError, match="model must be"):
         si.tl.fit_transfer(cells, model="gan", progress=False)
     with pytest.raises(KeyError, match="no fitted model"):
-        si.tl.load_network(cells, "nothing")
+        si.tl.load_network(cells, key="nothing")
     other_genes = train[:, ::-1].copy()
     with pytest.raises(ValueError, match="var_names differ"):
         si.tl.transfer(other_genes, target_context="ct0", target_perturbation="p0")
@@ -241,8 +241,8 @@ def test_pertpy_missing_gives_install_hint(train, monkeypatch):
         ({"validation_fraction": 2.0}, "fit_transfer: validation_fraction must be a number"),
         ({"validation_fraction": 0.6}, "fit_transfer: validation_fraction must be .* < 0.5"),
         ({"width": "big"}, "fit_transfer: width must be an integer >= 1, got 'big'"),
-        ({"latent_dim": "abc"}, "fit_transfer: latent_dim must be an integer or None"),
-        ({"latent_dim": 2.5}, "fit_transfer: latent_dim must be an integer or None >= 1"),
+        ({"latent_dim": "abc"}, "fit_transfer: latent_dim must be an integer >= 1 or None"),
+        ({"latent_dim": 2.5}, "fit_transfer: latent_dim must be an integer >= 1 or None"),
         ({"depth": 1.5}, "fit_transfer: depth must be an integer >= 1, got 1.5"),
         ({"dropout": 1.0}, "fit_transfer: dropout must be a number >= 0 and < 1"),
         ({"model": "vae", "latent_dim": None}, "fit_transfer: latent_dim must be an integer"),

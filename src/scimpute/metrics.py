@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._keys import Key
+
 
 def _rows(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     t = np.atleast_2d(np.asarray(y_true, dtype=np.float64))
@@ -147,11 +149,11 @@ def fold_scores(data, label: str, hidden, prediction, source, reference_pred, fo
     scores = score_pairs(truth, prediction, baseline=base, reference_pred=reference_pred)
     return pd.DataFrame(
         {
-            "method": label,
-            "context": np.asarray(data.contexts)[hidden[:, 0]].astype(str),
-            "perturbation": np.asarray(data.perturbations)[hidden[:, 1]].astype(str),
-            "fold": fold,
-            "source": np.asarray(source).astype(str),
+            Key.table.method: label,
+            Key.table.context: np.asarray(data.contexts)[hidden[:, 0]].astype(str),
+            Key.table.perturbation: np.asarray(data.perturbations)[hidden[:, 1]].astype(str),
+            Key.table.fold: fold,
+            Key.table.source: np.asarray(source).astype(str),
             **{k: scores[k] for k in METRICS},
         }
     )

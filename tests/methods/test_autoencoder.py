@@ -180,7 +180,7 @@ def test_parameters_are_declared_once():
         ({"validation_fraction": 2.0}, "autoencoder: validation_fraction must be a number"),
         ({"width": "big"}, "autoencoder: width must be an integer >= 1, got 'big'"),
         ({"depth": 1.5}, "autoencoder: depth must be an integer >= 1, got 1.5"),
-        ({"latent_dim": 2.5}, "autoencoder: latent_dim must be an integer or None >= 1, got 2.5"),
+        ({"latent_dim": 2.5}, "autoencoder: latent_dim must be an integer >= 1 or None, got 2.5"),
         ({"latent_dim": "big"}, "autoencoder: latent_dim must be"),
         ({"output": "x"}, "autoencoder: output must be one of"),
     ],

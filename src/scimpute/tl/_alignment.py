@@ -36,9 +36,9 @@ def _context_means(x, codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray
 
 def signature_alignment(
     adata: AnnData,
+    *,
     context_key: str = "cell_type",
     perturbation_key: str = "perturbation",
-    *,
     control: str = "control",
     key: str = TRANSFER_KEY,
     layer: str | None = None,
@@ -74,7 +74,7 @@ def signature_alignment(
 
     """
     ctx, pert = _labels(adata, context_key, perturbation_key, control)
-    net, params = load_network(adata, key)
+    net, params = load_network(adata, key=key)
     if layer is None:
         lay = params.get("layer", "X")
         layer = None if lay == "X" else lay

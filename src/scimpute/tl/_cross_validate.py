@@ -16,7 +16,7 @@ from .._keys import Key
 from .._params import Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state, h5ad_safe
 from ..methods import GridData, Method, MethodResult, get_method
-from ..metrics import METRICS, score_pairs
+from ..metrics import METRICS, fold_scores
 from ._data import to_grid_data
 from ._run import check_applicable, check_result, prepare_method, run_method
 
@@ -189,12 +189,6 @@ def cross_validate(
         mask = data.measured.copy()
         mask[hidden[:, 0], hidden[:, 1]] = False
         fold = data.with_measured(mask)
-        truth = np.asarray(data.Y[hidden[:, 0], hidden[:, 1]], dtype=np.float64)
-        if data.control is None:
-            base = None
-        else:
-            has = data.measured[hidden[:, 0], data.control]
-            base = np.where(has[:, None], data.Y[hidden[:, 0], data.control], np.nan)
         seed = int(fold_seeds[f])
         ref = run_method(
             reference[0], fold, hidden, random_state=seed, params=reference[1]
@@ -204,23 +198,11 @@ def cross_validate(
                 res = grouped[lab][f]
             else:
                 res = run_method(m, fold, hidden, random_state=seed, params=typed)
-            scores = score_pairs(truth, res.prediction, baseline=base, reference_pred=ref)
-            tables.append(
-                pd.DataFrame(
-                    {
-                        "method": lab,
-                        "context": data.contexts[hidden[:, 0]].astype(str),
-                        "perturbation": data.perturbations[hidden[:, 1]].astype(str),
-                        "fold": f,
-                        "source": res.source.astype(str),
-                        **{k: scores[k] for k in METRICS},
-                    }
-                )
-            )
+            tables.append(fold_scores(data, lab, hidden, res.prediction, res.source, ref, f))
     table = pd.concat(tables, ignore_index=True)
     if key_added is not None:
         grid.uns[key_added] = {
-            "scores": table,
+            Key.uns.scores: table,
             "params": h5ad_safe(
                 {
                     "methods": {
@@ -254,7 +236,13 @@ def _grouped_results(
 
 
 #: columns of a cross-validation table that are not metrics.
-_ID_COLUMNS = ("method", "context", "perturbation", "fold", "source")
+_ID_COLUMNS = (
+    Key.table.method,
+    Key.table.context,
+    Key.table.perturbation,
+    Key.table.fold,
+    Key.table.source,
+)
 
 
 def summarize_cross_validation(
@@ -292,19 +280,19 @@ def summarize_cross_validation(
         if key not in scores.uns:
             raise KeyError(f"grid.uns[{key!r}] not found; run scimpute.tl.cross_validate first.")
         rec = scores.uns[key]
-        if not isinstance(rec, Mapping) or "scores" not in rec:
+        if not isinstance(rec, Mapping) or Key.uns.scores not in rec:
             raise ValueError(
                 f"grid.uns[{key!r}] is not a cross-validation record (no 'scores' table); run "
                 "scimpute.tl.cross_validate or pass the table."
             )
-        scores = rec["scores"]
+        scores = rec[Key.uns.scores]
     if not isinstance(scores, pd.DataFrame):
         raise TypeError(
             f"scores must be the DataFrame of cross_validate or a grid, got "
             f"{type(scores).__name__}."
         )
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    if "method" not in scores.columns:
+    if Key.table.method not in scores.columns:
         raise ValueError(
             "scores lacks the 'method' column: pass the table returned by "
             "scimpute.tl.cross_validate (columns method, context, perturbation, fold, ...)."
@@ -325,7 +313,7 @@ def summarize_cross_validation(
         )
     if not metrics:
         raise ValueError("metrics is empty; name at least one, e.g. metrics=['r2'].")
-    g = scores.groupby("method", sort=False)
+    g = scores.groupby(Key.table.method, sort=False)
     out = pd.DataFrame({"n_pairs": g.size()})
     for m in metrics:
         out[f"median_{m}"] = g[m].median()

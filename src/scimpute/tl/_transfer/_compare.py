@@ -26,8 +26,8 @@ def _import_pertpy():
 def compare_transfer(
     predicted: AnnData,
     real: AnnData,
-    control: AnnData | None = None,
     *,
+    control: AnnData | None = None,
     metric: str = "edistance",
     layer: str | None = None,
     n_comps: int = 20,

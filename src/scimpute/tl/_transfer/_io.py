@@ -68,7 +68,7 @@ def read_architecture(params: Mapping[str, Any], key: str) -> NetConfig:
         ) from None
 
 
-def load_network(adata: AnnData, key: str = TRANSFER_KEY) -> tuple[Network, dict]:
+def load_network(adata: AnnData, *, key: str = TRANSFER_KEY) -> tuple[Network, dict]:
     """Rebuild the network stored by :func:`~scimpute.tl.fit_transfer` in ``adata.uns[key]``.
 
     Works on an AnnData read back from an ``.h5ad``. Every entry is checked (architecture,

@@ -29,9 +29,9 @@ def _components(label: str, sep: str) -> list[str]:
 
 def transfer(
     adata: AnnData,
+    *,
     context_key: str = "cell_type",
     perturbation_key: str = "perturbation",
-    *,
     control: str = "control",
     target_context: str,
     target_perturbation: str,
@@ -168,7 +168,7 @@ def transfer(
             UserWarning,
             stacklevel=2,
         )
-    net, params = load_network(adata, key)
+    net, params = load_network(adata, key=key)
     layer = params.get("layer", "X")
     X = expression(adata, None if layer == "X" else layer)
     Z = encode(net, X)
