@@ -157,11 +157,3 @@ SI_DIAGNOSTICS: Final = (
 )
 #: ``.uns`` entry of the AnnData returned by :func:`scimpute.mm.translate` (source, target, key).
 MM_TRANSLATE_KEY: Final = "translate"
-#: ``mdata.uns[key]`` entry of :func:`scimpute.mm.invariant_features`: the per-dimension table.
-MM_LATENT_TABLE: Final = "latent"
-#: suffix of the ``.var`` column of :func:`scimpute.mm.invariant_features` with R^2 of the
-#: modality's own reconstruction.
-MM_R2_SELF_SUFFIX: Final = "_r2_self"
-#: suffix of the ``.var`` column of :func:`scimpute.mm.invariant_features` with the best R^2
-#: of the prediction from another modality.
-MM_R2_CROSS_SUFFIX: Final = "_r2_cross"

@@ -7,13 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._keys import (
-    MM_INVARIANCE_KEY,
-    MM_KEY,
-    MM_LATENT_TABLE,
-    MM_R2_CROSS_SUFFIX,
-    MM_R2_SELF_SUFFIX,
-)
+from .._keys import MM_INVARIANCE_KEY, MM_KEY, Key
 from .._params import check_choice, check_random_state_value
 from .._utils import check_random_state, h5ad_safe
 from ._data import split_column
@@ -227,10 +221,15 @@ def invariant_features(
     for m in mods:
         score, r2s, r2c = var_out[m]
         pos = mdata[m].var_names.get_indexer(fit.features[m])
-        for suffix, values in (("", score), (MM_R2_SELF_SUFFIX, r2s), (MM_R2_CROSS_SUFFIX, r2c)):
+        columns = (
+            (key_added, score),
+            (Key.var.r2_self(key_added), r2s),
+            (Key.var.r2_cross(key_added), r2c),
+        )
+        for name, values in columns:
             col = np.full(mdata[m].n_vars, np.nan)
             col[pos] = values
-            mdata[m].var[f"{key_added}{suffix}"] = col
+            mdata[m].var[name] = col
     call = {
         "key": key,
         "cells": cells if isinstance(cells, str) else "mask",
@@ -238,6 +237,6 @@ def invariant_features(
         "n_cells": int(use.sum()),
     }
     mdata.uns[key_added] = {
-        MM_LATENT_TABLE: latent,
+        Key.uns.invariance_latent: latent,
         "params": h5ad_safe({**spec.to_dict(), **call}),
     }

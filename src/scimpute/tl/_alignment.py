@@ -7,7 +7,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._keys import ALIGNMENT_KEY, TRANSFER_KEY
+from .._keys import ALIGNMENT_KEY, TRANSFER_KEY, Key
 from .._utils import h5ad_safe
 from .._validate import check_layer
 from ..nn import encode, shift_by_context
@@ -123,7 +123,7 @@ def signature_alignment(
         table[col] = table[col].astype(str)
     if key_added is not None:
         adata.uns[key_added] = {
-            "scores": table,
+            Key.uns.scores: table,
             "params": h5ad_safe(
                 {
                     "context_key": context_key,

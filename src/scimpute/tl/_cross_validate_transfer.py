@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 from anndata import AnnData
 
+from .._keys import Key
 from .._params import check_random_state_value
 from .._utils import RandomState, h5ad_safe
 from ..methods import get_method
@@ -84,7 +85,7 @@ def cross_validate_transfer(
     table.attrs["best_epoch"] = list(info.get("best_epoch", []))
     if key_added is not None:
         grid.uns[key_added] = {
-            "scores": table,
+            Key.uns.scores: table,
             "params": h5ad_safe(
                 {
                     "method": method,
