@@ -33,6 +33,11 @@ TABLE_NAMES = {"scores", "data"}
 KNOWN_EXCEPTIONS: dict[str, set[str]] = {
     # compares two AnnData objects (predicted and real cells), like scanpy's ingest(adata, ref)
     "tl.compare_transfer": {"first"},
+    # the cells' context and perturbation columns stay positional, as in pp.perturbation_grid
+    # (``fit_transfer(adata, "cell_type", "condition")``); their defaults are pertpy's names
+    "tl.fit_transfer": {"keyword"},
+    "tl.signature_alignment": {"keyword"},
+    "tl.transfer": {"keyword"},
 }
 
 

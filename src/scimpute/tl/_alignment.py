@@ -36,9 +36,9 @@ def _context_means(x, codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray
 
 def signature_alignment(
     adata: AnnData,
-    *,
     context_key: str = "cell_type",
     perturbation_key: str = "perturbation",
+    *,
     control: str = "control",
     key: str = TRANSFER_KEY,
     layer: str | None = None,

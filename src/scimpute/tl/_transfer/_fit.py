@@ -17,9 +17,9 @@ MIN_CELLS = 10
 
 def fit_transfer(
     adata: AnnData,
-    *,
     context_key: str = "cell_type",
     perturbation_key: str = "perturbation",
+    *,
     control: str = "control",
     key_added: str = TRANSFER_KEY,
     random_state: RandomState = 0,

@@ -29,9 +29,9 @@ def _components(label: str, sep: str) -> list[str]:
 
 def transfer(
     adata: AnnData,
-    *,
     context_key: str = "cell_type",
     perturbation_key: str = "perturbation",
+    *,
     control: str = "control",
     target_context: str,
     target_perturbation: str,
