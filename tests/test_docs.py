@@ -48,10 +48,12 @@ def _autosummary_entries() -> set[str]:
 @pytest.mark.parametrize("mod_name", SUBMODULES)
 def test_every_public_name_has_an_api_page(mod_name):
     entries = _autosummary_entries()
+    text = "\n".join(p.read_text() for p in (DOCS / "api").glob("*.md"))
     missing = [
         n
         for n in _public_names(mod_name)
         if not any(e == f"{mod_name}.{n}" or e.endswith(f".{n}") for e in entries)
+        and not (n.isupper() and f"``{mod_name}.{n}``" in text)  # constants: named in prose
     ]
     assert not missing, f"scimpute.{mod_name}: no autosummary entry in docs/api for {missing}"
 
