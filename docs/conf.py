@@ -32,6 +32,8 @@ napoleon_use_rtype = True
 napoleon_use_param = True
 typehints_defaults = "braces"
 always_document_param_types = False
+# The tutorials are rendered from executed notebooks stored in docs/tutorials/*.ipynb
+# (python docs/execute_tutorials.py); the build executes nothing (see tutorials/index).
 nb_execution_mode = "off"
 myst_enable_extensions = ["colon_fence", "dollarmath"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}

@@ -9,16 +9,37 @@ matplotlib.use("Agg")
 from scimpute.datasets import data_dir as _find_data_dir
 
 DATA_DIR = _find_data_dir()
+#: Fixture that hands out the shared real datasets; every test requesting it is marked ``data``.
+DATA_FIXTURE = "data_dir"
+NO_DATA_REASON = (
+    "real datasets not found: set SCIMPUTE_DATA_DIR to the directory holding the "
+    "shared .h5ad/.h5mu files (../shared/data in the project checkout)"
+)
+
+
+def _has_datasets(path: Path | None) -> bool:
+    """Whether ``path`` holds at least one of the shared dataset files."""
+    if path is None:
+        return False
+    from scimpute.datasets import DATASETS
+
+    return any((path / d.filename).is_file() for d in DATASETS.values())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``data`` every test that needs the real datasets (it requests ``data_dir``), so
+    that ``pytest -m "not data"`` runs without them."""
+    for item in items:
+        if DATA_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """Directory of the shared real datasets; skips the test when it is absent."""
-    if DATA_DIR is None:
-        pytest.skip(
-            "real datasets not found: set SCIMPUTE_DATA_DIR to the directory holding the "
-            "shared .h5ad/.h5mu files (../shared/data in the project checkout)"
-        )
+    """Directory of the shared real datasets; skips the test when it holds none of them."""
+    if not _has_datasets(DATA_DIR):
+        where = "" if DATA_DIR is None else f" (looked in {DATA_DIR})"
+        pytest.skip(NO_DATA_REASON + where)
     return DATA_DIR
 
 

@@ -29,6 +29,10 @@ def code_cells(path: Path) -> list[str]:
 def test_tutorial_runs(path, data_dir, tmp_path, monkeypatch):
     cells = code_cells(path)
     assert cells, f"{path.name} has no code cells"
+    if any(re.search(r"^import pertpy", c, re.M) for c in cells):  # the interop extra
+        pytest.importorskip(
+            "pertpy", reason='pertpy is an optional extra: pip install -e ".[interop]"'
+        )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SCIMPUTE_DATA_DIR", str(data_dir))
     os.environ.setdefault("MPLBACKEND", "Agg")

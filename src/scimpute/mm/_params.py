@@ -91,8 +91,8 @@ class LossParams(Params):
     temperature: float = param(
         2.0,
         gt=0.0,
-        doc="Temperature of the contrastive part of the anchor loss (logits are "
-        "-|z_a - z_b|^2 / (temperature * n_latent)).",
+        doc="Temperature of the contrastive part of the anchor loss (logits: minus the "
+        "squared distance of two shared latents, divided by temperature * n_latent).",
     )
 
     def weights(self) -> tuple[float, float, float, float]:

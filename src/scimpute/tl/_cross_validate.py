@@ -144,10 +144,9 @@ def cross_validate(
         Show a progress bar over folds.
     **method_params
         A parameter passed to every method that accepts it, or ``label={...}`` for one method.
-        Every method's parameters are checked by its spec before any work.
-
-    A method whose record has a ``grouped_refit`` hook (see :class:`scimpute.methods.Method`)
-    is fitted by that hook, with all folds at once, instead of once per fold.
+        Every method's parameters are checked by its spec before any work. A method whose
+        record has a ``grouped_refit`` hook (see :class:`scimpute.methods.Method`) is fitted
+        by that hook, with all folds at once, instead of once per fold.
 
     Returns
     -------

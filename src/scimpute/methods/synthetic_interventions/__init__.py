@@ -223,8 +223,8 @@ def synthetic_interventions(
     (``||V2 - V2 V1^T V1||_F^2 / rank(V2)`` in [0, 1], with ``V1`` / ``V2`` the right
     singular vectors of the centred training design / of the target unit's centred donor
     profiles, each truncated at ``subspace_energy``; 0 when the target's donor profiles lie
-    in the training row space) and ``subspace_pass`` (1.0 if ``subspace_stat <=
-    subspace_threshold``). ``info`` (written to ``.uns[key]``; names in
+    in the training row space) and ``subspace_pass`` (1.0 if
+    ``subspace_stat <= subspace_threshold``). ``info`` (written to ``.uns[key]``; names in
     :mod:`scimpute._keys`) holds ``donor_weights`` (``scipy.sparse.csr_matrix``, targets x
     donor-axis labels; a pair that fell back keeps the weights that were rejected),
     ``donor_intercepts``, ``train_units`` (``csr_matrix`` of 0/1, targets x units),
