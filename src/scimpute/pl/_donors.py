@@ -62,7 +62,7 @@ def donors(
     SI-Action, perturbation for SI-Context) the measured profile of the target against the
     weighted donor combination (``sum_d w_d y_d + b``), one point per feature; points on the
     diagonal are a perfect in-sample fit. The title gives the source actually used for the
-    pair, the in-sample R2 and the subspace-inclusion statistic.
+    pair, the in-sample R² and the subspace-inclusion statistic.
 
     Parameters
     ----------
@@ -178,7 +178,7 @@ def donors(
         r2 = _obs_value(grid, key, context, perturbation, SI_R2_TRAIN)
         sub = _obs_value(grid, key, context, perturbation, SI_SUBSPACE_STAT)
         a1.set_title(
-            f"in-sample fit: R² = {fmt_num(r2)}, subspace statistic = {fmt_num(sub)}\n"
+            f"in-sample fit: R² = {fmt_num(r2)}, subspace-inclusion statistic = {fmt_num(sub)}\n"
             f"prediction used: {source}",
             fontsize=10,
         )

@@ -236,7 +236,7 @@ def grid(
             )
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
         title = "Grid: which pairs are measured" + (
-            f" and how {key!r} filled the rest" if key else ""
+            f" and how {key} filled the rest" if key else ""
         )
         if name is not None and name != key:
             title += f"\n(method: {name})"

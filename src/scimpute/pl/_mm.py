@@ -284,10 +284,12 @@ def invariance(
                 ms=8,
                 label="own-modality R²",
             )
-            a.legend(loc="upper right", bbox_to_anchor=(1.0, -0.12), frameon=False, fontsize=7)
         a.set_yticks(y)
         a.set_yticklabels(score.index, fontsize=7)
         a.set_xlim(0, 1.02)
-        a.set_xlabel("invariance score")
+        a.set_xlabel(
+            "invariance score (bars)"
+            + ("\n| = R² of the feature from its own modality" if self_col in var.columns else "")
+        )
         a.set_title(f"{m}: most modality-invariant features", fontsize=10)
     return finish(axes[0] if len(axes) == 1 else fig, show, save)
