@@ -163,14 +163,22 @@ def test_show_none_follows_scanpy_autoshow(name, fixtures, shows):
 
 
 @pytest.mark.parametrize("name", sorted(si.pl.__all__))
-def test_draws_into_the_given_axes_or_figure(name, fixtures):
-    if name in SINGLE_PANEL:
-        _, ax = plt.subplots()
-        assert RENDERERS[name](fixtures, ax=ax, show=False) is ax
-    else:
-        fig = plt.figure()
-        out = RENDERERS[name](fixtures, fig=fig, show=False)
-        assert _figure(out) is fig and len(fig.axes) >= 2
+def test_draws_into_the_given_axes_or_figure_without_showing_it(name, fixtures, shows):
+    import scanpy as sc
+
+    before = sc.settings.autoshow
+    try:
+        sc.settings.autoshow = True  # a figure passed in is the caller's to finish
+        if name in SINGLE_PANEL:
+            _, ax = plt.subplots()
+            assert RENDERERS[name](fixtures, ax=ax) is ax
+        else:
+            fig = plt.figure()
+            out = RENDERERS[name](fixtures, fig=fig)
+            assert _figure(out) is fig and len(fig.axes) >= 2
+    finally:
+        sc.settings.autoshow = before
+    assert not shows
 
 
 @pytest.mark.parametrize("name", sorted(si.pl.__all__))

@@ -58,7 +58,8 @@ def signature_alignment(
     ax
         Axes to draw into (default: a new figure).
     show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``.
+        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
+        (but does not show a figure passed in with ``ax``/``fig``).
     save
         Write the figure to this path (format from the extension).
 
@@ -84,6 +85,7 @@ def signature_alignment(
             for lab, t in tables.items()
         }
     )
+    given = ax is not None
     ax = get_ax(ax, (2.2 + 1.1 * len(series), 3.6) if kind == "box" else (4.5, 3.4))
     colors = ["0.6"] + [plt.cm.tab10(i % 10) for i in range(len(series) - 1)]
     if kind == "box":
@@ -105,4 +107,4 @@ def signature_alignment(
     ax.set_title(
         "Signature alignment: does a perturbation\nshift contexts the same way?", fontsize=10
     )
-    return finish(ax, show, save)
+    return finish(ax, show, save, given=given)

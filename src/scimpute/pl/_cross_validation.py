@@ -72,7 +72,8 @@ def cross_validation(
     ax
         Axes to draw into (default: a new figure).
     show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``.
+        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
+        (but does not show a figure passed in with ``ax``/``fig``).
     save
         Write the figure to this path (format from the extension).
 
@@ -101,6 +102,7 @@ def cross_validation(
     raw = [scores.loc[scores[method_col] == m, metric].dropna().to_numpy(float) for m in order]
     lo, hi = (-np.inf, np.inf) if clip is None else (float(clip[0]), float(clip[1]))
     data = [np.clip(d, lo, hi) for d in raw]
+    given = ax is not None
     ax = get_ax(ax, (6.5, 0.5 * len(order) + 1.8))
     pos = np.arange(1, len(order) + 1)
     if kind == "box":
@@ -151,4 +153,4 @@ def cross_validation(
     ax.set_ylabel("method")
     ax.set_title(_title(params, metric) if title is None else title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    return finish(ax, show, save)
+    return finish(ax, show, save, given=given)

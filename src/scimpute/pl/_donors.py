@@ -80,7 +80,8 @@ def donors(
         Figure (or SubFigure) to draw both panels into when ``ax`` is not given (default: a
         new figure).
     show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``.
+        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
+        (but does not show a figure passed in with ``ax``/``fig``).
     save
         Write the figure to this path (format from the extension).
 
@@ -201,7 +202,7 @@ def donors(
                 va="top",
                 fontsize=8,
             )
-    return finish(axs, show, save)
+    return finish(axs, show, save, given=ax is not None or fig is not None)
 
 
 def _row_name(grid: AnnData, context: str, perturbation: str):

@@ -187,7 +187,8 @@ def grid(
     ax
         Axes to draw into (default: a new figure).
     show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``.
+        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
+        (but does not show a figure passed in with ``ax``/``fig``).
     save
         Write the figure to this path (format from the extension).
 
@@ -211,6 +212,7 @@ def grid(
         vals = None
     else:
         vals = _pair_scores(grid, score, method, cv_key).to_numpy(dtype=float)
+    given = ax is not None
     ax = get_ax(ax, (max(4.5, 0.25 * len(perts) + 3.5), max(3.0, 0.22 * len(contexts) + 1.8)))
     if vals is None:
         mat[ci, ai] = code
@@ -274,7 +276,7 @@ def grid(
     ax.set_xlabel(info.perturbation_key)
     ax.set_ylabel(info.context_key)
     ax.set_title(title, fontsize=10)
-    return finish(ax, show, save)
+    return finish(ax, show, save, given=given)
 
 
 def _method_of(grid: AnnData, method: str | None, cv_key: str) -> str:

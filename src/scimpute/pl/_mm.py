@@ -129,7 +129,8 @@ def latent(
     fig
         Figure (or SubFigure) to draw the panels into (default: a new figure).
     show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``.
+        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
+        (but does not show a figure passed in with ``ax``/``fig``).
     save
         Write the figure to this path (format from the extension).
 
@@ -164,6 +165,7 @@ def latent(
     order = rng.permutation(xy.shape[0])
     size = size if size is not None else float(np.clip(3000 / max(len(xy), 1), 2, 30))
 
+    given = ax is not None or fig is not None
     fig, axes = _panels(len(colors), ax, fig, (4.6, 4.0))
     for a, col in zip(axes, colors, strict=True):
         if col == "modality":
@@ -182,7 +184,7 @@ def latent(
         a.set_xlabel(labels[0])
         a.set_ylabel(labels[1])
         a.set_title(f"Shared latent space, coloured by {col}", fontsize=10)
-    return finish(axes[0] if len(axes) == 1 else fig, show, save)
+    return finish(axes[0] if len(axes) == 1 else fig, show, save, given=given)
 
 
 def invariance(
@@ -222,7 +224,8 @@ def invariance(
     fig
         Figure (or SubFigure) to draw the panels into (default: a new figure).
     show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``.
+        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
+        (but does not show a figure passed in with ``ax``/``fig``).
     save
         Write the figure to this path (format from the extension).
 
@@ -233,6 +236,7 @@ def invariance(
     """
     check_choice("pl.invariance", "kind", kind, ("features", "latent"))
     check_output("pl.invariance", show, save)
+    given = ax is not None or fig is not None
     if kind == "latent":
         entry = Key.uns.invariance_latent
         if key not in mdata.uns or entry not in mdata.uns[key]:
@@ -257,7 +261,7 @@ def invariance(
         a.set_ylim(min(-0.1, float(table["ci_low"].min()) - 0.05), 1.05)
         a.legend(frameon=False, fontsize=8, title="modalities", title_fontsize=8)
         a.set_title("Concordance of each latent dimension between modalities", fontsize=10)
-        return finish(a, show, save)
+        return finish(a, show, save, given=given)
     if isinstance(modalities, str):
         modalities = [modalities]
     mods = [m for m in (modalities or mdata.mod) if key in mdata[m].var.columns]
@@ -292,4 +296,4 @@ def invariance(
             + ("\n| = R² of the feature from its own modality" if self_col in var.columns else "")
         )
         a.set_title(f"{m}: most modality-invariant features", fontsize=10)
-    return finish(axes[0] if len(axes) == 1 else fig, show, save)
+    return finish(axes[0] if len(axes) == 1 else fig, show, save, given=given)

@@ -59,7 +59,8 @@ def prediction(
     ax
         Axes to draw into (default: a new figure).
     show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``.
+        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
+        (but does not show a figure passed in with ``ax``/``fig``).
     save
         Write the figure to this path (format from the extension).
 
@@ -94,6 +95,7 @@ def prediction(
     src_col = Key.obs.source(key)
     source = str(grid.obs[src_col].iloc[i]) if src_col in grid.obs.columns else method
     what = "effect (vs. control)" if info.control is not None else "profile"
+    given = ax is not None
     ax = get_ax(ax, (4.8, 4.8))
     ax.scatter(te, pe, s=6, alpha=0.6, linewidths=0)
     lo, hi = float(min(te.min(), pe.min())), float(max(te.max(), pe.max()))
@@ -107,4 +109,4 @@ def prediction(
     ax.yaxis.set_major_locator(MaxNLocator(5))
     for g in np.argsort(-np.abs(te))[:annotate]:
         ax.annotate(str(grid.var_names[g]), (te[g], pe[g]), fontsize=7)
-    return finish(ax, show, save)
+    return finish(ax, show, save, given=given)

@@ -4,7 +4,9 @@ Every ``scimpute.pl`` function follows one behaviour:
 
 - ``show=None`` follows ``scanpy.settings.autoshow`` (``True`` unless changed, or when scanpy
   was never imported): the figure is shown and the function returns ``None``, as in scanpy.
-  ``show=False`` returns the Axes (or Figure / list of Axes of a multi-panel plot).
+  ``show=False`` returns the Axes (or Figure / list of Axes of a multi-panel plot). When
+  ``ax=`` or ``fig=`` is given, ``show=None`` does not show: the figure is the caller's to
+  finish (other panels may follow), and the Axes are returned.
 - ``save=path`` writes the figure there; the format comes from the extension (``.png``,
   ``.pdf``, ``.svg``, ...). Unlike scanpy the path is used as given (no ``figdir`` prefix).
 - ``ax=`` draws into an existing Axes where the plot is one panel; multi-panel plots take
@@ -110,15 +112,16 @@ def _figure(out: Axes | FigureBase | Sequence[Axes]) -> Figure:
     return fig
 
 
-def finish(out: T, show: bool | None, save: str | Path | None) -> T | None:
+def finish(out: T, show: bool | None, save: str | Path | None, *, given: bool = False) -> T | None:
     """Save and/or show the figure of ``out``; return ``out`` unless the figure was shown.
 
-    ``out`` is what the plot function returns (Axes, Figure or list of Axes).
+    ``out`` is what the plot function returns (Axes, Figure or list of Axes); ``given`` says
+    that the caller passed the Axes or Figure (then ``show=None`` does not show).
     """
     fig = _figure(out)
     if save is not None:
         fig.savefig(save, bbox_inches="tight", dpi=150)
-    if autoshow() if show is None else show:
+    if (not given and autoshow()) if show is None else show:
         plt.show()
         return None
     return out
