@@ -190,6 +190,17 @@ def test_output_options_use_the_house_message(name, fixtures, tmp_path):
         RENDERERS[name](fixtures, show=False, save=tmp_path / "missing" / "x.png")
 
 
+def test_count_options_use_the_house_message(grid, mdata):
+    with pytest.raises(ParamError, match=r"^pl.prediction: annotate must be an integer >= 0"):
+        si.pl.prediction(grid, *_hidden_pair(grid), key="imputed_additive", annotate=-1)
+    with pytest.raises(ParamError, match=r"^pl.donors: n_top must be an integer >= 1, got 0"):
+        si.pl.donors(grid, *_si_pair(grid), key=SI_KEY, n_top=0)
+    with pytest.raises(ParamError, match=r"^pl.invariance: n_top must be an integer >= 1"):
+        si.pl.invariance(mdata, n_top=2.5)
+    with pytest.raises(ParamError, match=r"^pl.latent: connect must be an integer >= 0"):
+        si.pl.latent(mdata, connect=True)
+
+
 def test_save_format_follows_the_extension(grid, tmp_path):
     si.pl.grid(grid, show=False, save=tmp_path / "g.pdf")
     si.pl.grid(grid, show=False, save=str(tmp_path / "g.svg"))

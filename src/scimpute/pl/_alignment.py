@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 
 from .._keys import ALIGNMENT_KEY, Key
 from .._params import check_choice
-from ._utils import check_output, finish, get_ax
+from ._utils import check_output, doc_show_save, finish, get_ax
 
 
 def _table(data, key: str) -> pd.DataFrame:
@@ -30,6 +30,7 @@ def _table(data, key: str) -> pd.DataFrame:
     raise TypeError("Expected a DataFrame from signature_alignment or an AnnData holding one.")
 
 
+@doc_show_save
 def signature_alignment(
     data: AnnData | pd.DataFrame | Mapping[str, AnnData | pd.DataFrame],
     *,
@@ -57,11 +58,8 @@ def signature_alignment(
         ``"box"`` (box plots) or ``"hist"`` (overlaid histograms).
     ax
         Axes to draw into (default: a new figure).
-    show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
-        (but does not show a figure passed in with ``ax``/``fig``).
-    save
-        Write the figure to this path (format from the extension).
+    show, save
+        {show_save}
 
     Returns
     -------

@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from .._keys import Key
 from .._params import ParamError, check_choice
 from ..metrics import METRICS
-from ._utils import HOLDOUT_LABELS, check_output, finish, get_ax, metric_label
+from ._utils import HOLDOUT_LABELS, check_output, doc_show_save, finish, get_ax, metric_label
 
 _OWNER = "pl.cross_validation"
 _CLIP_COLOUR = "#d7191c"
@@ -35,6 +35,7 @@ def _title(params: dict | None, metric: str) -> str:
     return title + (f"\n({', '.join(parts)})" if parts else "")
 
 
+@doc_show_save
 def cross_validation(
     scores: pd.DataFrame | AnnData,
     *,
@@ -71,11 +72,8 @@ def cross_validation(
         Title of the plot (default: the metric and the hold-out scheme).
     ax
         Axes to draw into (default: a new figure).
-    show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
-        (but does not show a figure passed in with ``ax``/``fig``).
-    save
-        Write the figure to this path (format from the extension).
+    show, save
+        {show_save}
 
     Returns
     -------

@@ -28,7 +28,7 @@ from .._keys import (
 )
 from .._params import ParamError
 from .._validate import _suggest, check_grid
-from ._utils import check_output, finish, fmt_num, get_axes
+from ._utils import check_count, check_output, doc_show_save, finish, fmt_num, get_axes
 
 _OWNER = "pl.donors"
 
@@ -42,6 +42,7 @@ def _grid_profile(grid: AnnData, lookup: dict, context: str, perturbation: str):
     return x
 
 
+@doc_show_save
 def donors(
     grid: AnnData,
     context: str,
@@ -79,11 +80,8 @@ def donors(
     fig
         Figure (or SubFigure) to draw both panels into when ``ax`` is not given (default: a
         new figure).
-    show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
-        (but does not show a figure passed in with ``ax``/``fig``).
-    save
-        Write the figure to this path (format from the extension).
+    show, save
+        {show_save}
 
     Returns
     -------
@@ -92,6 +90,7 @@ def donors(
 
     """
     check_output(_OWNER, show, save)
+    n_top = check_count(_OWNER, "n_top", n_top, 1)
     if ax is not None and fig is not None:
         raise ParamError(f"{_OWNER}: pass ax= or fig=, not both.")
 

@@ -15,7 +15,15 @@ from matplotlib.patches import Patch, Rectangle
 from .._keys import SOURCE_CONTROL_FILL, SOURCE_MEASURED, Key
 from .._validate import _suggest, check_grid
 from ..tl._data import grid_positions
-from ._utils import HOLDOUT_LABELS, check_output, finish, get_ax, metric_label, robust_limits
+from ._utils import (
+    HOLDOUT_LABELS,
+    check_output,
+    doc_show_save,
+    finish,
+    get_ax,
+    metric_label,
+    robust_limits,
+)
 
 _OWNER = "pl.grid"
 _NOT_MEASURED = ("not measured", "#f0f0f0")
@@ -146,6 +154,7 @@ def _ticks(ax: Axes, labels: list[str], axis: str) -> None:
         ax.set_yticks(pos, shown, fontsize=7)
 
 
+@doc_show_save
 def grid(
     grid: AnnData,
     *,
@@ -186,11 +195,8 @@ def grid(
         few extreme pairs do not flatten the rest (values beyond take the end colours).
     ax
         Axes to draw into (default: a new figure).
-    show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
-        (but does not show a figure passed in with ``ax``/``fig``).
-    save
-        Write the figure to this path (format from the extension).
+    show, save
+        {show_save}
 
     Returns
     -------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,7 +15,7 @@ from matplotlib.figure import FigureBase
 from .._keys import MM_INVARIANCE_KEY, MM_KEY, Key
 from .._params import ParamError, check_choice
 from .._validate import _suggest
-from ._utils import check_output, finish, get_axes
+from ._utils import check_count, check_output, doc_show_save, finish, get_axes
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -82,13 +82,14 @@ def _scatter(ax: Axes, xy: np.ndarray, values: np.ndarray, title: str, size: flo
     ax.set_yticks([])
 
 
+@doc_show_save
 def latent(
     mdata: MuData,
     *,
     key: str = MM_KEY,
     color: str | Sequence[str] = "modality",
     modalities: Sequence[str] | None = None,
-    basis: str = "pca",
+    basis: Literal["pca", "latent"] = "pca",
     connect: int = 0,
     size: float | None = None,
     random_state: int = 0,
@@ -128,11 +129,8 @@ def latent(
         Axes to draw into (one panel only).
     fig
         Figure (or SubFigure) to draw the panels into (default: a new figure).
-    show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
-        (but does not show a figure passed in with ``ax``/``fig``).
-    save
-        Write the figure to this path (format from the extension).
+    show, save
+        {show_save}
 
     Returns
     -------
@@ -141,6 +139,7 @@ def latent(
     """
     check_choice("pl.latent", "basis", basis, ("pca", "latent"))
     check_output("pl.latent", show, save)
+    connect = check_count("pl.latent", "connect", connect, 0)
     colors = [color] if isinstance(color, str) else list(color)
     mods = [m for m in (modalities or mdata.mod) if key in mdata[m].obsm]
     if not mods:
@@ -187,11 +186,12 @@ def latent(
     return finish(axes[0] if len(axes) == 1 else fig, show, save, given=given)
 
 
+@doc_show_save
 def invariance(
     mdata: MuData,
     *,
     key: str = MM_INVARIANCE_KEY,
-    kind: str = "features",
+    kind: Literal["features", "latent"] = "features",
     modalities: str | Sequence[str] | None = None,
     n_top: int = 20,
     highlight: Sequence[str] | None = None,
@@ -223,11 +223,8 @@ def invariance(
         Axes to draw into (one panel only).
     fig
         Figure (or SubFigure) to draw the panels into (default: a new figure).
-    show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
-        (but does not show a figure passed in with ``ax``/``fig``).
-    save
-        Write the figure to this path (format from the extension).
+    show, save
+        {show_save}
 
     Returns
     -------
@@ -236,6 +233,7 @@ def invariance(
     """
     check_choice("pl.invariance", "kind", kind, ("features", "latent"))
     check_output("pl.invariance", show, save)
+    n_top = check_count("pl.invariance", "n_top", n_top, 1)
     given = ax is not None or fig is not None
     if kind == "latent":
         entry = Key.uns.invariance_latent

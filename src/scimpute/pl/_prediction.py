@@ -13,7 +13,7 @@ from .._keys import SOURCE_MEASURED, Key
 from .._records import GridInfo
 from .._validate import check_grid
 from ..metrics import pearson
-from ._utils import check_output, finish, fmt_num, get_ax
+from ._utils import check_count, check_output, doc_show_save, finish, fmt_num, get_ax
 
 
 def _row(grid: AnnData, info: GridInfo, context: str, perturbation: str) -> int:
@@ -25,6 +25,7 @@ def _row(grid: AnnData, info: GridInfo, context: str, perturbation: str) -> int:
     return int(hit[0])
 
 
+@doc_show_save
 def prediction(
     grid: AnnData,
     context: str,
@@ -58,11 +59,8 @@ def prediction(
         Label this many features with the largest measured effects.
     ax
         Axes to draw into (default: a new figure).
-    show
-        Show the figure and return ``None``; ``None`` follows ``scanpy.settings.autoshow``
-        (but does not show a figure passed in with ``ax``/``fig``).
-    save
-        Write the figure to this path (format from the extension).
+    show, save
+        {show_save}
 
     Returns
     -------
@@ -71,6 +69,7 @@ def prediction(
 
     """
     check_output("pl.prediction", show, save)
+    annotate = check_count("pl.prediction", "annotate", annotate, 0)
     info = check_grid(grid)
     if key not in grid.layers:
         raise KeyError(f"grid.layers[{key!r}] not found: run scimpute.tl.impute(key_added=...).")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -74,6 +74,20 @@ def autoshow() -> bool:
     return bool(getattr(settings, "autoshow", True))
 
 
+_SHOW_SAVE_DOC = """``show``: show the figure and return ``None``; ``None`` follows
+        ``scanpy.settings.autoshow`` (but does not show a figure passed in with ``ax`` or
+        ``fig``). ``save``: write the figure to this path (format from the extension)."""
+
+F = TypeVar("F", bound=Callable)
+
+
+def doc_show_save(fn: F) -> F:
+    """Fill the ``{show_save}`` placeholder of a plot function's docstring (one text for all)."""
+    if fn.__doc__:
+        fn.__doc__ = fn.__doc__.replace("{show_save}", _SHOW_SAVE_DOC)
+    return fn
+
+
 def check_output(owner: str, show: bool | None, save: str | Path | None) -> None:
     """Check ``show`` and ``save`` with the house message, before anything is drawn."""
     check_choice(owner, "show", show, (True, False, None))
@@ -83,6 +97,13 @@ def check_output(owner: str, show: bool | None, save: str | Path | None) -> None
         raise ParamError(
             f"{owner}: save must be a path in an existing directory, got {str(save)!r}."
         )
+
+
+def check_count(owner: str, name: str, value: object, ge: int) -> int:
+    """Check an integer option (``n_top``, ``annotate``, ...) with the house message."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= ge:
+        return int(value)
+    raise ParamError(f"{owner}: {name} must be an integer >= {ge}, got {value!r}.")
 
 
 def get_ax(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
