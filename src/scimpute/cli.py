@@ -462,8 +462,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         best = summary.index[0]
         tl.impute(grid, method=best, key_added="imputed", random_state=args.seed)
         fig_path = out / "demo_cross_validation.png"
-        pl.cross_validation(scores, metric="r2", clip=(-1, 1), save=fig_path)
-        pl.grid(grid, key="imputed", save=out / "demo_grid.png")
+        pl.cross_validation(scores, metric="r2", clip=(-1, 1), save=fig_path, show=False)
+        pl.grid(grid, key="imputed", save=out / "demo_grid.png", show=False)
         _atomic_write(out / "demo_grid.h5ad", grid.write_h5ad)
         print(
             f"best method by median R2: {best}; imputed grid -> {out / 'demo_grid.h5ad'}; "

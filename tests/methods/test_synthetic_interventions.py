@@ -548,7 +548,7 @@ def test_donors_plot(imputed_grid):
     assert len(axs) == 2
     assert axs[0].patches
     _, ax = plt.subplots()
-    assert si.pl.donors(g, row["context"], row["perturbation"], ax=ax) == [ax]
+    assert si.pl.donors(g, row["context"], row["perturbation"], ax=ax, show=False) == [ax]
     with pytest.raises(ValueError, match="not a pair imputed"):
         si.pl.donors(g, "c0", "control")
     with pytest.raises(KeyError, match=r"run scimpute\.tl\.impute"):

@@ -16,11 +16,15 @@ def scored():
 
 
 def test_latent_plot(scored, tmp_path):
-    ax = si.pl.latent(scored, connect=5)
+    ax = si.pl.latent(scored, connect=5, show=False)
     assert isinstance(ax, Axes)
     assert len(ax.collections) >= 2  # one scatter per modality
     fig = si.pl.latent(
-        scored, color=["modality", "label"], basis="latent", save=tmp_path / "latent.png"
+        scored,
+        color=["modality", "label"],
+        basis="latent",
+        save=tmp_path / "latent.png",
+        show=False,
     )
     assert isinstance(fig, Figure)
     assert len(fig.axes) >= 2
@@ -28,7 +32,7 @@ def test_latent_plot(scored, tmp_path):
     import matplotlib.pyplot as plt
 
     _, own = plt.subplots()
-    assert si.pl.latent(scored, color="label", ax=own) is own
+    assert si.pl.latent(scored, color="label", ax=own, show=False) is own
     with pytest.raises(ValueError, match="one panel"):
         si.pl.latent(scored, color=["modality", "label"], ax=own)
     with pytest.raises(KeyError, match="cell_type"):
@@ -38,16 +42,16 @@ def test_latent_plot(scored, tmp_path):
 
 
 def test_invariance_plot(scored):
-    fig = si.pl.invariance(scored, n_top=5, highlight=["m0_f0"])
+    fig = si.pl.invariance(scored, n_top=5, highlight=["m0_f0"], show=False)
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 2
-    ax = si.pl.invariance(scored, modalities="m1", n_top=5)
+    ax = si.pl.invariance(scored, modalities="m1", n_top=5, show=False)
     assert isinstance(ax, Axes)
     assert len(ax.patches) == 5
     widths = [p.get_width() for p in ax.patches]
     assert widths == sorted(widths, reverse=True)  # drawn best first, at the top
     assert np.isclose(max(widths), scored["m1"].var["invariance"].max())
-    ax = si.pl.invariance(scored, kind="latent")
+    ax = si.pl.invariance(scored, kind="latent", show=False)
     assert isinstance(ax, Axes)
     assert si.pl.invariance(scored, kind="latent", show=True) is None
     with pytest.raises(ValueError, match="kind must"):

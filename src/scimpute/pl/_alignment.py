@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,6 +14,7 @@ from matplotlib.axes import Axes
 
 from .._keys import ALIGNMENT_KEY, Key
 from .._params import check_choice
+from ._utils import check_output, doc_show_save, finish, get_ax
 
 
 def _table(data, key: str) -> pd.DataFrame:
@@ -27,13 +30,15 @@ def _table(data, key: str) -> pd.DataFrame:
     raise TypeError("Expected a DataFrame from signature_alignment or an AnnData holding one.")
 
 
+@doc_show_save
 def signature_alignment(
     data: AnnData | pd.DataFrame | Mapping[str, AnnData | pd.DataFrame],
     *,
     key: str = ALIGNMENT_KEY,
-    kind: str = "box",
+    kind: Literal["box", "hist"] = "box",
     ax: Axes | None = None,
     show: bool | None = None,
+    save: str | Path | None = None,
 ) -> Axes | None:
     """Distributions of the cosines between a perturbation's signatures in pairs of contexts.
 
@@ -52,16 +57,17 @@ def signature_alignment(
     kind
         ``"box"`` (box plots) or ``"hist"`` (overlaid histograms).
     ax
-        Axes to draw into (a new figure otherwise).
-    show
-        Show the figure and return ``None`` (default: return the axes).
+        Axes to draw into (default: a new figure).
+    show, save
+        {show_save}
 
     Returns
     -------
-    The :class:`~matplotlib.axes.Axes`, unless ``show=True``.
+    The :class:`~matplotlib.axes.Axes`, unless the figure was shown.
 
     """
     check_choice("pl.signature_alignment", "kind", kind, ("box", "hist"))
+    check_output("pl.signature_alignment", show, save)
     tables = (
         {str(k): _table(v, key) for k, v in data.items()}
         if isinstance(data, Mapping)
@@ -70,16 +76,21 @@ def signature_alignment(
     if not tables:
         raise ValueError("Nothing to plot.")
     first = next(iter(tables.values()))
-    series = {"genes": first["cosine_genes"].to_numpy()}
-    series.update({lab: t["cosine_latent"].to_numpy() for lab, t in tables.items()})
-    new = ax is None
-    if new:
-        _, ax = plt.subplots(figsize=(1.6 + 1.1 * len(series), 3.4) if kind == "box" else (4, 3))
+    series = {"gene space": first["cosine_genes"].to_numpy()}
+    series.update(
+        {
+            ("latent space" if lab == "latent" else f"latent: {lab}"): t["cosine_latent"].to_numpy()
+            for lab, t in tables.items()
+        }
+    )
+    given = ax is not None
+    ax = get_ax(ax, (2.2 + 1.1 * len(series), 3.6) if kind == "box" else (4.5, 3.4))
     colors = ["0.6"] + [plt.cm.tab10(i % 10) for i in range(len(series) - 1)]
     if kind == "box":
         vals = [v[np.isfinite(v)] for v in series.values()]
-        bp = ax.boxplot(vals, patch_artist=True, widths=0.6)
-        ax.set_xticks(range(1, len(series) + 1), list(series), rotation=30, ha="right")
+        bp = ax.boxplot(vals, patch_artist=True, widths=0.6, medianprops={"color": "black"})
+        ticks = [f"{lab}\n(n={v.size})" for lab, v in zip(series, vals, strict=True)]
+        ax.set_xticks(range(1, len(series) + 1), ticks, rotation=30, ha="right")
         for patch, col in zip(bp["boxes"], colors, strict=True):
             patch.set_facecolor(col)
         ax.set_ylabel("cosine of signatures\n(pairs of contexts)")
@@ -91,10 +102,7 @@ def signature_alignment(
         ax.set_xlabel("cosine of signatures (pairs of contexts)")
         ax.set_ylabel("pairs")
         ax.legend(frameon=False)
-    ax.set_title("signature alignment")
-    if new:
-        ax.figure.tight_layout()
-    if show:
-        plt.show()
-        return None
-    return ax
+    ax.set_title(
+        "Signature alignment: does a perturbation\nshift contexts the same way?", fontsize=10
+    )
+    return finish(ax, show, save, given=given)

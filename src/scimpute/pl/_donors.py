@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.figure import FigureBase
+from matplotlib.ticker import MaxNLocator
 
 from .._keys import (
     SI_DEFAULT_KEY,
@@ -23,7 +26,11 @@ from .._keys import (
     SI_UNIT_LABELS,
     Key,
 )
+from .._params import ParamError
 from .._validate import _suggest, check_grid
+from ._utils import check_count, check_output, doc_show_save, finish, fmt_num, get_axes
+
+_OWNER = "pl.donors"
 
 
 def _grid_profile(grid: AnnData, lookup: dict, context: str, perturbation: str):
@@ -35,6 +42,7 @@ def _grid_profile(grid: AnnData, lookup: dict, context: str, perturbation: str):
     return x
 
 
+@doc_show_save
 def donors(
     grid: AnnData,
     context: str,
@@ -43,7 +51,9 @@ def donors(
     key: str = SI_DEFAULT_KEY,
     n_top: int = 15,
     ax: Axes | Sequence[Axes] | None = None,
+    fig: FigureBase | None = None,
     show: bool | None = None,
+    save: str | Path | None = None,
 ) -> list[Axes] | None:
     """Plot the donor weights of one imputed pair and the fit they come from.
 
@@ -53,7 +63,7 @@ def donors(
     SI-Action, perturbation for SI-Context) the measured profile of the target against the
     weighted donor combination (``sum_d w_d y_d + b``), one point per feature; points on the
     diagonal are a perfect in-sample fit. The title gives the source actually used for the
-    pair, the in-sample R2 and the subspace-inclusion statistic.
+    pair, the in-sample R² and the subspace-inclusion statistic.
 
     Parameters
     ----------
@@ -66,10 +76,12 @@ def donors(
     n_top
         Number of donors shown.
     ax
-        One :class:`~matplotlib.axes.Axes` (weights only) or two (weights and fit). By
-        default a new figure with both panels.
-    show
-        Show the figure; by default ``True`` unless ``ax`` is given.
+        One :class:`~matplotlib.axes.Axes` (weights only) or two (weights and fit).
+    fig
+        Figure (or SubFigure) to draw both panels into when ``ax`` is not given (default: a
+        new figure).
+    show, save
+        {show_save}
 
     Returns
     -------
@@ -77,7 +89,10 @@ def donors(
     written to ``grid``.
 
     """
-    import matplotlib.pyplot as plt
+    check_output(_OWNER, show, save)
+    n_top = check_count(_OWNER, "n_top", n_top, 1)
+    if ax is not None and fig is not None:
+        raise ParamError(f"{_OWNER}: pass ax= or fig=, not both.")
 
     if key not in grid.uns or SI_DONOR_WEIGHTS not in grid.uns[key]:
         raise KeyError(
@@ -101,13 +116,12 @@ def donors(
     row = W.getrow(i)
     d_idx, w = row.indices, row.data
     if ax is None:
-        _, axs = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.2]})
-        axs = list(axs)
-        show = True if show is None else show
+        _, axs = get_axes(2, fig, (11, 4.4), width_ratios=[1, 1.2])
     else:
         axs = list(ax) if isinstance(ax, Sequence | np.ndarray) else [ax]
-        show = False if show is None else show
     source = str(grid.obs.loc[_row_name(grid, context, perturbation), Key.obs.source(key)])
+
+    action = str(rec[SI_DONOR_AXIS]) in ("perturbations", "both")
 
     # weights
     a0 = axs[0]
@@ -120,9 +134,11 @@ def donors(
         a0.barh(np.arange(order.size), w[order], color=colors)
         a0.set_yticks(np.arange(order.size), labels[d_idx[order]])
         a0.axvline(0, color="0.5", lw=0.8)
-        a0.set_xlabel("donor weight")
-        shown = f"top {order.size} of {w.size}" if w.size > order.size else f"{w.size}"
-        a0.set_title(f"{shown} donors of {context} | {perturbation}")
+        a0.set_xlabel("donor weight (blue: positive, red: negative)")
+        a0.set_ylabel("donor perturbation" if action else "donor context")
+        a0.xaxis.set_major_locator(MaxNLocator(5))
+        shown = f"top {order.size} of {w.size}" if w.size > order.size else f"all {w.size}"
+        a0.set_title(f"{context} | {perturbation}\n{shown} donors", fontsize=10)
 
     # fit over the training units
     if len(axs) > 1:
@@ -140,7 +156,6 @@ def donors(
             sp.csr_matrix(rec[SI_TRAIN_UNITS]).getrow(i).indices
         ]
         b = float(np.asarray(rec[SI_DONOR_INTERCEPTS])[i])
-        action = str(rec[SI_DONOR_AXIS]) in ("perturbations", "both")
         for u in units:
             target = (u, str(perturbation)) if action else (str(context), u)
             y = _grid_profile(grid, lookup, *target)
@@ -153,18 +168,40 @@ def donors(
             fit = np.sum([wd * x for wd, x in zip(w, prof, strict=True)], axis=0) + b
             a1.scatter(fit, y, s=4, alpha=0.5, label=u)
         lo, hi = a1.get_xlim()
-        a1.plot([lo, hi], [lo, hi], color="0.4", lw=0.8)
-        a1.set_xlabel("weighted donors")
-        a1.set_ylabel(f"measured {perturbation}" if action else f"measured in {context}")
+        a1.plot([lo, hi], [lo, hi], color="0.4", lw=0.8, ls="--")
+        a1.set_xlabel("fit from the weighted donors (one point per feature)")
+        a1.set_ylabel(
+            f"measured response to {perturbation}" if action else f"measured in {context}"
+        )
+        a1.xaxis.set_major_locator(MaxNLocator(5))
+        a1.yaxis.set_major_locator(MaxNLocator(5))
         r2 = _obs_value(grid, key, context, perturbation, SI_R2_TRAIN)
         sub = _obs_value(grid, key, context, perturbation, SI_SUBSPACE_STAT)
-        a1.set_title(f"used: {source}; in-sample R2 {r2:.3f}; subspace {sub:.3f}")
-        if len(units) <= 10:
-            a1.legend(fontsize="small", markerscale=3, title="training units")
-    if show:
-        plt.show()
-        return None
-    return axs
+        a1.set_title(
+            f"in-sample fit: R² = {fmt_num(r2)}, subspace-inclusion statistic = {fmt_num(sub)}\n"
+            f"prediction used: {source}",
+            fontsize=10,
+        )
+        kind = "contexts" if action else "perturbations"
+        if len(units) <= 12:
+            a1.legend(
+                fontsize="small",
+                markerscale=3,
+                title=f"training units ({kind})",
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1),
+                frameon=False,
+            )
+        elif len(units):
+            a1.text(
+                0.02,
+                0.98,
+                f"{len(units)} training units ({kind}), one colour each",
+                transform=a1.transAxes,
+                va="top",
+                fontsize=8,
+            )
+    return finish(axs, show, save, given=ax is not None or fig is not None)
 
 
 def _row_name(grid: AnnData, context: str, perturbation: str):

@@ -4,41 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.figure import FigureBase
 
 from .._keys import MM_INVARIANCE_KEY, MM_KEY, Key
-from .._params import check_choice
+from .._params import ParamError, check_choice
 from .._validate import _suggest
+from ._utils import check_count, check_output, doc_show_save, finish, get_axes
 
 if TYPE_CHECKING:
     from mudata import MuData
 
 
-def _finish(fig: Figure, out, show: bool | None, save: str | Path | None):
-    if save is not None:
-        fig.savefig(save, bbox_inches="tight", dpi=150)
-    if show:
-        plt.show()
-        return None
-    return out
-
-
-def _panels(n: int, ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+def _panels(
+    n: int, ax: Axes | None, fig: FigureBase | None, size: tuple[float, float]
+) -> tuple[FigureBase, list[Axes]]:
     if ax is not None:
+        if fig is not None:
+            raise ParamError("pass ax= (one panel) or fig= (several), not both.")
         if n != 1:
             raise ValueError(
-                f"ax= can hold one panel, but {n} were requested; pass ax=None or ask for one "
-                "panel (a single color / modality)."
+                f"ax= can hold one panel, but {n} were requested; pass fig= or ax=None, or ask "
+                "for one panel (a single color / modality)."
             )
         return ax.figure, [ax]
-    fig, axes = plt.subplots(1, n, figsize=(size[0] * n, size[1]), squeeze=False)
-    return fig, list(axes[0])
+    return get_axes(n, fig, (size[0] * n, size[1]))
 
 
 def _obs_values(mdata: MuData, m: str, names: pd.Index, col: str) -> np.ndarray:
@@ -87,20 +82,22 @@ def _scatter(ax: Axes, xy: np.ndarray, values: np.ndarray, title: str, size: flo
     ax.set_yticks([])
 
 
+@doc_show_save
 def latent(
     mdata: MuData,
     *,
     key: str = MM_KEY,
     color: str | Sequence[str] = "modality",
     modalities: Sequence[str] | None = None,
-    basis: str = "pca",
+    basis: Literal["pca", "latent"] = "pca",
     connect: int = 0,
     size: float | None = None,
     random_state: int = 0,
     ax: Axes | None = None,
+    fig: FigureBase | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
-) -> Axes | Figure | None:
+) -> Axes | FigureBase | None:
     """Scatter plot of every modality's cells in the shared latent space.
 
     The per-modality embeddings ``mdata[m].obsm[key]`` written by
@@ -128,15 +125,21 @@ def latent(
         Marker size (default from the number of points).
     random_state
         Seed of the choice of connected cells and of the drawing order.
-    ax, show, save
-        Axes to draw into (one panel only); show the figure; save it to this path.
+    ax
+        Axes to draw into (one panel only).
+    fig
+        Figure (or SubFigure) to draw the panels into (default: a new figure).
+    show, save
+        {show_save}
 
     Returns
     -------
-    The Axes for one panel, the Figure for several; ``None`` when ``show=True``.
+    The Axes for one panel, the Figure for several; ``None`` when the figure was shown.
 
     """
     check_choice("pl.latent", "basis", basis, ("pca", "latent"))
+    check_output("pl.latent", show, save)
+    connect = check_count("pl.latent", "connect", connect, 0)
     colors = [color] if isinstance(color, str) else list(color)
     mods = [m for m in (modalities or mdata.mod) if key in mdata[m].obsm]
     if not mods:
@@ -161,7 +164,8 @@ def latent(
     order = rng.permutation(xy.shape[0])
     size = size if size is not None else float(np.clip(3000 / max(len(xy), 1), 2, 30))
 
-    fig, axes = _panels(len(colors), ax, (4.6, 4.0))
+    given = ax is not None or fig is not None
+    fig, axes = _panels(len(colors), ax, fig, (4.6, 4.0))
     for a, col in zip(axes, colors, strict=True):
         if col == "modality":
             values = np.concatenate([[m] * e.shape[0] for m, e in zip(mods, emb, strict=True)])
@@ -178,21 +182,24 @@ def latent(
         _scatter(a, xy[order], values[order], col, size)
         a.set_xlabel(labels[0])
         a.set_ylabel(labels[1])
-    return _finish(fig, axes[0] if len(axes) == 1 else fig, show, save)
+        a.set_title(f"Shared latent space, coloured by {col}", fontsize=10)
+    return finish(axes[0] if len(axes) == 1 else fig, show, save, given=given)
 
 
+@doc_show_save
 def invariance(
     mdata: MuData,
     *,
     key: str = MM_INVARIANCE_KEY,
-    kind: str = "features",
+    kind: Literal["features", "latent"] = "features",
     modalities: str | Sequence[str] | None = None,
     n_top: int = 20,
     highlight: Sequence[str] | None = None,
     ax: Axes | None = None,
+    fig: FigureBase | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
-) -> Axes | Figure | None:
+) -> Axes | FigureBase | None:
     """Ranked modality-invariance scores written by :func:`scimpute.mm.invariant_features`.
 
     Parameters
@@ -212,15 +219,22 @@ def invariance(
         Number of features per panel.
     highlight
         Feature names to draw in a different colour (e.g. known invariant markers).
-    ax, show, save
-        Axes to draw into (one panel only); show the figure; save it to this path.
+    ax
+        Axes to draw into (one panel only).
+    fig
+        Figure (or SubFigure) to draw the panels into (default: a new figure).
+    show, save
+        {show_save}
 
     Returns
     -------
-    The Axes for one panel, the Figure for several; ``None`` when ``show=True``.
+    The Axes for one panel, the Figure for several; ``None`` when the figure was shown.
 
     """
     check_choice("pl.invariance", "kind", kind, ("features", "latent"))
+    check_output("pl.invariance", show, save)
+    n_top = check_count("pl.invariance", "n_top", n_top, 1)
+    given = ax is not None or fig is not None
     if kind == "latent":
         entry = Key.uns.invariance_latent
         if key not in mdata.uns or entry not in mdata.uns[key]:
@@ -228,7 +242,8 @@ def invariance(
                 f"mdata.uns[{key!r}][{entry!r}] not found: run scimpute.mm.invariant_features."
             )
         table = pd.DataFrame(mdata.uns[key][entry])
-        fig, axes = _panels(1, ax, (max(4.0, 0.35 * table["dimension"].nunique() + 2), 3.5))
+        size = (max(4.0, 0.35 * table["dimension"].nunique() + 2), 3.5)
+        fig, axes = _panels(1, ax, fig, size)
         a = axes[0]
         pairs = list(pd.unique(table["modalities"]))
         width = 0.8 / max(len(pairs), 1)
@@ -242,8 +257,9 @@ def invariance(
         a.set_xlabel("shared latent dimension")
         a.set_ylabel("concordance between modalities")
         a.set_ylim(min(-0.1, float(table["ci_low"].min()) - 0.05), 1.05)
-        a.legend(frameon=False, fontsize=8)
-        return _finish(fig, a, show, save)
+        a.legend(frameon=False, fontsize=8, title="modalities", title_fontsize=8)
+        a.set_title("Concordance of each latent dimension between modalities", fontsize=10)
+        return finish(a, show, save, given=given)
     if isinstance(modalities, str):
         modalities = [modalities]
     mods = [m for m in (modalities or mdata.mod) if key in mdata[m].var.columns]
@@ -253,7 +269,7 @@ def invariance(
             f"key_added={key!r}) first."
         )
     highlight = set(highlight or [])
-    fig, axes = _panels(len(mods), ax, (4.2, max(2.5, 0.22 * n_top + 1)))
+    fig, axes = _panels(len(mods), ax, fig, (4.2, max(2.5, 0.22 * n_top + 1)))
     for a, m in zip(axes, mods, strict=True):
         var = mdata[m].var
         score = var[key].dropna().sort_values(ascending=False).iloc[: int(n_top)]
@@ -270,10 +286,12 @@ def invariance(
                 ms=8,
                 label="own-modality R²",
             )
-            a.legend(loc="lower right", frameon=False, fontsize=7)
         a.set_yticks(y)
         a.set_yticklabels(score.index, fontsize=7)
         a.set_xlim(0, 1.02)
-        a.set_xlabel("invariance score")
-        a.set_title(m)
-    return _finish(fig, axes[0] if len(axes) == 1 else fig, show, save)
+        a.set_xlabel(
+            "invariance score (bars)"
+            + ("\n| = R² of the feature from its own modality" if self_col in var.columns else "")
+        )
+        a.set_title(f"{m}: most modality-invariant features", fontsize=10)
+    return finish(axes[0] if len(axes) == 1 else fig, show, save, given=given)

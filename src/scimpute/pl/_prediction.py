@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator
 
+from .._keys import SOURCE_MEASURED, Key
 from .._records import GridInfo
 from .._validate import check_grid
 from ..metrics import pearson
-from ._utils import finish, get_ax
+from ._utils import check_count, check_output, doc_show_save, finish, fmt_num, get_ax
 
 
 def _row(grid: AnnData, info: GridInfo, context: str, perturbation: str) -> int:
@@ -23,6 +25,7 @@ def _row(grid: AnnData, info: GridInfo, context: str, perturbation: str) -> int:
     return int(hit[0])
 
 
+@doc_show_save
 def prediction(
     grid: AnnData,
     context: str,
@@ -54,14 +57,19 @@ def prediction(
         Layer with true profiles; default ``X``.
     annotate
         Label this many features with the largest measured effects.
-    ax, show, save
-        Axes to draw into; show the figure; save it to this path.
+    ax
+        Axes to draw into (default: a new figure).
+    show, save
+        {show_save}
 
     Returns
     -------
-    The Axes, unless ``show=True``.
+    The Axes, unless the figure was shown. The title names the pair, the method and the
+    Pearson correlation of the effects; points on the dashed diagonal are exact predictions.
 
     """
+    check_output("pl.prediction", show, save)
+    annotate = check_count("pl.prediction", "annotate", annotate, 0)
     info = check_grid(grid)
     if key not in grid.layers:
         raise KeyError(f"grid.layers[{key!r}] not found: run scimpute.tl.impute(key_added=...).")
@@ -81,14 +89,23 @@ def prediction(
         te, pe = truth - base, pred - base
     else:
         te, pe = truth, pred
-    ax = get_ax(ax, (4.5, 4.5))
+    record = grid.uns.get(key)
+    method = str(record.get("method", key)) if isinstance(record, dict) else key
+    src_col = Key.obs.source(key)
+    source = str(grid.obs[src_col].iloc[i]) if src_col in grid.obs.columns else method
+    what = "effect (vs. control)" if info.control is not None else "profile"
+    given = ax is not None
+    ax = get_ax(ax, (4.8, 4.8))
     ax.scatter(te, pe, s=6, alpha=0.6, linewidths=0)
     lo, hi = float(min(te.min(), pe.min())), float(max(te.max(), pe.max()))
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
     r = float(pearson(te, pe)[0])
-    ax.set_title(f"{context} | {perturbation}  (r = {r:.2f})")
-    ax.set_xlabel("measured effect")
-    ax.set_ylabel(f"predicted effect ({key})")
+    by = method if source in (method, SOURCE_MEASURED) else f"{method}, fallback {source}"
+    ax.set_title(f"{context} | {perturbation}\npredicted by {by}; Pearson r = {fmt_num(r, 2)}")
+    ax.set_xlabel(f"measured {what}")
+    ax.set_ylabel(f"predicted {what}")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.yaxis.set_major_locator(MaxNLocator(5))
     for g in np.argsort(-np.abs(te))[:annotate]:
         ax.annotate(str(grid.var_names[g]), (te[g], pe[g]), fontsize=7)
-    return finish(ax, show, save)
+    return finish(ax, show, save, given=given)
