@@ -201,8 +201,8 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 _FORMATS = {
-    "h5ad": ("AnnData", ".h5ad"),
-    "h5mu": ("MuData", ".h5mu"),
+    "h5ad": ("an AnnData", ".h5ad"),
+    "h5mu": ("a MuData", ".h5mu"),
 }
 
 
@@ -229,9 +229,9 @@ def _check_input(path: str, kind: str = "h5ad") -> Path:
         )
     size = p.stat().st_size
     if size == 0:
-        raise CLIError(f"input {path!r} is an empty file; expected a {what} {suffix} file.")
+        raise CLIError(f"input {path!r} is an empty file; expected {what} {suffix} file.")
     if not _is_hdf5(p, size):
-        raise CLIError(f"input {path!r} is not an HDF5 file; expected a {what} {suffix} file.")
+        raise CLIError(f"input {path!r} is not an HDF5 file; expected {what} {suffix} file.")
     return p
 
 
