@@ -37,8 +37,10 @@ DEMO_METHODS = (
     "synthetic_interventions",
     "ntk",
 )
-#: the demo's runtimes, measured with ``scimpute demo`` (default methods).
-DEMO_RUNTIME_CMAP = "about 3 minutes on a 2-core CPU"
+#: the demo's runtimes with the default methods, measured with ``scimpute demo`` on the
+#: project's shared 2-core CPU machine while other jobs ran (CMap: 332 s and 362 s wall,
+#: 134-152 s of CPU time).
+DEMO_RUNTIME_CMAP = "about 6 minutes on a shared 2-core CPU (2.5 minutes of CPU time)"
 DEMO_RUNTIME_SIMULATED = "about 1 minute on a 2-core CPU"
 #: contexts, perturbations and features of the simulated fallback grid.
 DEMO_SIMULATED = (20, 30, 200)
