@@ -479,8 +479,8 @@ def test_impute_on_a_fully_measured_grid_points_to_transfer(tmp_path, capsys):
         [(c, a) for c in ("t0", "t1", "t2") for a in ("control", "stim") for _ in range(4)],
         columns=["cell_type", "condition"],
     )
+    obs.index = [f"c{i}" for i in range(len(obs))]
     cells = ad.AnnData(rng.normal(size=(len(obs), 5)), obs=obs)
-    cells.obs_names = [f"c{i}" for i in range(cells.n_obs)]
     src = tmp_path / "kang_like.h5ad"
     cells.write_h5ad(src)
     out = tmp_path / "o.h5ad"

@@ -39,9 +39,9 @@ DEMO_METHODS = (
 )
 #: the demo's runtimes with the default methods, measured with ``scimpute demo`` on the
 #: project's shared 2-core CPU machine while other jobs ran (CMap: 332 s and 362 s wall,
-#: 134-152 s of CPU time).
+#: 134-152 s of CPU time; simulated: 297 s wall, 86 s of CPU time).
 DEMO_RUNTIME_CMAP = "about 6 minutes on a shared 2-core CPU (2.5 minutes of CPU time)"
-DEMO_RUNTIME_SIMULATED = "about 1 minute on a 2-core CPU"
+DEMO_RUNTIME_SIMULATED = "about 5 minutes on a shared 2-core CPU (1.5 minutes of CPU time)"
 #: contexts, perturbations and features of the simulated fallback grid.
 DEMO_SIMULATED = (20, 30, 200)
 BENCHMARK_METHODS = "context_mean,perturbation_mean,two_way_mean,additive"
@@ -647,10 +647,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _write_table(summary, out / "demo_cross_validation.md")
         cv_share = summary.loc[best, OWN_SHARE]
         imputed = grid.uns["imputed"]["fallbacks"]
+        rest = ", the rest by fallbacks" if cv_share < 1 else ""
         print(
             f"highest median R² in leave-one-out: {best} ({summary.loc[best, 'median_r2']:.3f}; "
-            f"{cv_share:.1%} of its held-out pairs predicted by {best} itself, the rest by "
-            "fallbacks)."
+            f"{cv_share:.1%} of its held-out pairs predicted by {best} itself{rest})."
         )
         print(f"imputed grid: {_own_share_text(imputed, best)} -> {out / 'demo_grid.h5ad'}")
         print(f"figures -> {fig_path}, {out / 'demo_grid.png'}")
