@@ -877,12 +877,27 @@ def _progress_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _force_arg(p: argparse.ArgumentParser) -> None:
+def _output_args(p: argparse.ArgumentParser, what: str) -> None:
+    """``-o/--output`` (required) and ``--force``."""
+    p.add_argument("-o", "--output", required=True, help=what)
     p.add_argument(
         "--force",
         action="store_true",
         help="allow OUTPUT to be the input file (replaced atomically)",
     )
+
+
+def _training_args(g, defaults: str, param_help: str, seed_help: str) -> None:
+    """``--max-epochs``, ``--param``, ``--seed`` and ``--no-progress`` of a trained model."""
+    g.add_argument(
+        "--max-epochs",
+        type=_int_at_least(1),
+        default=None,
+        help=f"most training epochs (default: {defaults}, with early stopping)",
+    )
+    _param_arg(g, param_help)
+    _seed_arg(g, seed_help)
+    _progress_arg(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -925,8 +940,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="key of the results in .layers, .obs and .uns (default: imputed_<method>)",
     )
     _seed_arg(m)
-    p.add_argument("-o", "--output", required=True, help="output file (.h5ad)")
-    _force_arg(p)
+    _output_args(p, "output file (.h5ad)")
     p.set_defaults(func=_cmd_impute)
 
     p = sub.add_parser(
@@ -1066,17 +1080,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("autoencoder", "vae"),
         help="autoencoder (deterministic) or vae (scGen's)",
     )
-    t.add_argument(
-        "--max-epochs",
-        type=_int_at_least(1),
-        default=None,
-        help="most training epochs (default: the model's, with early stopping)",
+    _training_args(
+        t,
+        "the model's",
+        "fit_transfer parameter, e.g. width=64 or learning_rate=0.001",
+        "the split and of training",
     )
-    _param_arg(t, "fit_transfer parameter, e.g. width=64 or learning_rate=0.001")
-    _seed_arg(t, "the split and of training")
-    _progress_arg(t)
-    p.add_argument("-o", "--output", required=True, help="output file of predicted cells (.h5ad)")
-    _force_arg(p)
+    _output_args(p, "output file of predicted cells (.h5ad)")
     p.set_defaults(func=_cmd_transfer)
 
     p = sub.add_parser(
@@ -1107,17 +1117,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=MM_KEY,
         help="key of the shared latent in .obsm and of the record in .uns",
     )
-    g.add_argument(
-        "--max-epochs",
-        type=_int_at_least(1),
-        default=None,
-        help="most training epochs (default: mm.integrate's, with early stopping)",
+    _training_args(
+        g,
+        "mm.integrate's",
+        "mm.integrate parameter, e.g. n_latent=16 or batch_size=64",
+        "initialisation, anchors and batches",
     )
-    _param_arg(g, "mm.integrate parameter, e.g. n_latent=16 or batch_size=64")
-    _seed_arg(g, "initialisation, anchors and batches")
-    _progress_arg(g)
-    p.add_argument("-o", "--output", required=True, help="output file (.h5mu)")
-    _force_arg(p)
+    _output_args(p, "output file (.h5mu)")
     p.set_defaults(func=_cmd_integrate)
 
     p = sub.add_parser(
