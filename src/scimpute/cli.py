@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._keys import DATA_DIR_ENV, MM_KEY  # constants only: no heavy import
+
 #: exit status of bad usage or bad input (also argparse's).
 EXIT_USAGE = 2
 #: exit status of a failure while the work runs.
@@ -35,11 +37,22 @@ DEMO_METHODS = (
     "synthetic_interventions",
     "ntk",
 )
+#: the demo's runtimes with the default methods, measured with ``scimpute demo`` on the
+#: project's shared 2-core CPU machine while other jobs ran (CMap: 332 s and 362 s wall,
+#: 134-152 s of CPU time; simulated: 297 s wall, 86 s of CPU time).
+DEMO_RUNTIME_CMAP = "about 6 minutes on a shared 2-core CPU (2.5 minutes of CPU time)"
+DEMO_RUNTIME_SIMULATED = "about 5 minutes on a shared 2-core CPU (1.5 minutes of CPU time)"
+#: contexts, perturbations and features of the simulated fallback grid.
+DEMO_SIMULATED = (20, 30, 200)
 BENCHMARK_METHODS = "context_mean,perturbation_mean,two_way_mean,additive"
 HOLDOUTS = ("leave_one_out", "random", "contexts", "perturbations")
 #: suffixes of ``benchmark -o``: how the summary table is written.
 SUMMARY_SUFFIXES = (".md", ".txt", ".csv", ".json")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: column of the summaries: share of the hidden pairs a method predicted itself.
+OWN_SHARE = "own_share"
+#: columns of the short summary (``benchmark`` without ``--full``, ``demo``).
+SHORT_COLUMNS = ("n_pairs", "median_r2", "median_relative_mse", OWN_SHARE)
 
 
 class CLIError(Exception):
@@ -113,10 +126,11 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-def _method_list(text: str) -> list[str]:
+def _method_list(text: str, option: str = "--methods") -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
     if not names:
-        raise CLIError(f"--methods names no method (got {text!r}); give a comma-separated list.")
+        what = "method" if option == "--methods" else "name"
+        raise CLIError(f"{option} names no {what} (got {text!r}); give a comma-separated list.")
     return names
 
 
@@ -188,23 +202,38 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _check_input(path: str) -> Path:
-    """Check that the input is an existing ``.h5ad`` (HDF5) file, before reading it."""
+_FORMATS = {
+    "h5ad": ("an AnnData", ".h5ad"),
+    "h5mu": ("a MuData", ".h5mu"),
+}
+
+
+def _check_input(path: str, kind: str = "h5ad") -> Path:
+    """Check that the input is an existing HDF5 file of the ``kind`` wanted, before reading it.
+
+    ``kind`` is ``"h5ad"`` (one AnnData) or ``"h5mu"`` (a MuData).
+    """
+    what, suffix = _FORMATS[kind]
     p = Path(path)
     if not p.exists():
         raise CLIError(f"input file {path!r} does not exist.")
     if p.is_dir():
-        raise CLIError(f"input {path!r} is a directory, not an .h5ad file.")
-    if p.suffix.lower() == ".h5mu":
+        raise CLIError(f"input {path!r} is a directory, not an {suffix} file.")
+    if kind == "h5ad" and p.suffix.lower() == ".h5mu":
         raise CLIError(
             f"input {path!r} is a MuData file (.h5mu); this command reads one AnnData (.h5ad). "
             "Write the modality you want with mdata[mod].write_h5ad(...)."
         )
+    if kind == "h5mu" and p.suffix.lower() == ".h5ad":
+        raise CLIError(
+            f"input {path!r} is an AnnData file (.h5ad); this command reads a MuData (.h5mu) "
+            "with two or more modalities."
+        )
     size = p.stat().st_size
     if size == 0:
-        raise CLIError(f"input {path!r} is an empty file; expected an AnnData .h5ad file.")
+        raise CLIError(f"input {path!r} is an empty file; expected {what} {suffix} file.")
     if not _is_hdf5(p, size):
-        raise CLIError(f"input {path!r} is not an HDF5 file; expected an AnnData .h5ad file.")
+        raise CLIError(f"input {path!r} is not an HDF5 file; expected {what} {suffix} file.")
     return p
 
 
@@ -220,8 +249,8 @@ def _is_hdf5(path: Path, size: int) -> bool:
     return False
 
 
-def _read_h5ad(path: Path):
-    import anndata as ad
+def _encoding(path: Path) -> str:
+    """The ``encoding-type`` attribute of an HDF5 file (``"anndata"``, ``"MuData"``, ...)."""
     import h5py
 
     try:
@@ -234,7 +263,13 @@ def _read_h5ad(path: Path):
         ) from err
     if isinstance(encoding, bytes):
         encoding = encoding.decode()
-    if str(encoding).lower() == "mudata":
+    return str(encoding).lower()
+
+
+def _read_h5ad(path: Path):
+    import anndata as ad
+
+    if _encoding(path) == "mudata":
         raise CLIError(
             f"input {str(path)!r} holds a MuData object; this command reads one AnnData (.h5ad)."
         )
@@ -244,6 +279,23 @@ def _read_h5ad(path: Path):
         raise CLIError(
             f"cannot read input {str(path)!r} as AnnData: {_message(err)}. Is it a complete "
             ".h5ad file?"
+        ) from err
+
+
+def _read_h5mu(path: Path):
+    import mudata as md
+
+    if _encoding(path) != "mudata":
+        raise CLIError(
+            f"input {str(path)!r} is not a MuData file (it holds no MuData object); this "
+            "command reads a .h5mu written by mudata."
+        )
+    try:
+        return md.read_h5mu(path)
+    except Exception as err:  # mudata and anndata raise many types for damaged files
+        raise CLIError(
+            f"cannot read input {str(path)!r} as MuData: {_message(err)}. Is it a complete "
+            ".h5mu file?"
         ) from err
 
 
@@ -305,6 +357,25 @@ def _check_needs_control(grid, names: Sequence[str]) -> None:
             )
 
 
+def _check_something_to_impute(grid, path: Path) -> None:
+    """Refuse a grid whose every non-control pair is measured: there is nothing to impute."""
+    from ._keys import Key
+    from ._validate import check_grid
+
+    info = check_grid(grid)
+    obs = grid.obs
+    open_ = ~obs[Key.obs.measured].to_numpy(bool)
+    if info.control is not None:
+        open_ &= obs[info.perturbation_key].astype(str).to_numpy() != str(info.control)
+    if not open_.any():
+        raise CLIError(
+            f"nothing to impute: every (context, perturbation) pair of {str(path)!r} is "
+            "measured. To predict a context's perturbed cells from its control cells, hold "
+            "them out with 'scimpute transfer' (see scimpute transfer --help); to score "
+            "methods on the measured pairs, use 'scimpute benchmark'."
+        )
+
+
 def _run(fn: Callable[[], Any]) -> Any:
     """Run the work; an error in it is a failure of the run (exit status 1)."""
     try:
@@ -332,6 +403,7 @@ def _cmd_impute(args: argparse.Namespace) -> int:
     _usage(check_method)
     grid = _load_grid(args, src)
     _check_needs_control(grid, [args.method])
+    _check_something_to_impute(grid, src)
 
     from . import tl
     from ._keys import SOURCE_CONTROL_FILL, SOURCE_MEASURED, Key
@@ -348,9 +420,57 @@ def _cmd_impute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(scores, *, full: bool = False):
+    """Summary of a cross-validation table, one row per method (best median R² first).
+
+    The short form has :data:`SHORT_COLUMNS`; ``full`` keeps every column of
+    :func:`scimpute.tl.summarize_cross_validation`. Both add :data:`OWN_SHARE`, the share of
+    the hidden pairs each method predicted itself (its ``source``) rather than by a fallback.
+    """
+    from . import tl
+    from ._keys import Key
+
+    summary = tl.summarize_cross_validation(scores)
+    methods = scores[Key.table.method].astype(str)
+    own = (scores[Key.table.source].astype(str) == methods).groupby(methods).mean()
+    summary[OWN_SHARE] = own.reindex(summary.index.astype(str)).to_numpy(float)
+    if not full:
+        summary = summary[[c for c in SHORT_COLUMNS if c in summary.columns]]
+    summary.index.name = "method"
+    return summary
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _format_table(table, markdown: bool = False) -> str:
+    """The table as aligned text (pandas) or as a markdown table, floats with 3 decimals."""
+    if not markdown:
+        return table.reset_index().to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    header = [table.index.name or "", *map(str, table.columns)]
+    rows = [
+        [str(idx), *(_cell(v) for v in row)]
+        for idx, row in zip(table.index, table.itertuples(index=False), strict=True)
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+#: printed under every summary table.
+OWN_SHARE_NOTE = (
+    f"{OWN_SHARE}: share of the hidden pairs each method predicted itself; the rest fell back "
+    "to a simpler estimator (context_mean, perturbation_mean, global mean)."
+)
+
+
 def _write_table(summary, path: Path | None) -> None:
-    text = summary.to_markdown() if _has_tabulate() else summary.to_string()
-    print(text)
+    """Print the summary (3 decimals) and write it to ``path`` (by its suffix), atomically."""
+    print(_format_table(summary))
+    print(OWN_SHARE_NOTE)
     if path is None:
         return
     suffix = path.suffix.lower()
@@ -359,15 +479,8 @@ def _write_table(summary, path: Path | None) -> None:
     elif suffix == ".json":
         _atomic_write(path, lambda p: summary.to_json(p, orient="index", indent=2))
     else:
-        _atomic_write(path, lambda p: p.write_text(text + "\n"))
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        text = _format_table(summary, markdown=suffix == ".md")
+        _atomic_write(path, lambda p: p.write_text(f"{text}\n\n{OWN_SHARE_NOTE}\n"))
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -403,17 +516,76 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             **params,
         )
     )
-    summary = _run(lambda: tl.summarize_cross_validation(scores))
+    summary = _run(lambda: _summary(scores, full=args.full))
     _run(lambda: _write_table(summary, out))
     if scores_out is not None:
         _run(lambda: _atomic_write(scores_out, lambda p: scores.to_csv(p, index=False)))
     return 0
 
 
+def _stage_bar(total: int, enabled: bool):
+    """A bar over the demo's steps that names the step running and shows no ETA.
+
+    The first step includes JAX's compilation, so a rate-based estimate of the time left
+    would be far off; the bar shows the steps done and the time elapsed only.
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        disable=not enabled,
+        bar_format="{desc} | step {n_fmt}/{total_fmt} | {elapsed} elapsed",
+        leave=False,
+    )
+
+
+def _demo_grid(args: argparse.Namespace):
+    """The CMap grid, or a simulated one (announced in one line) when no data are found.
+
+    An explicit ``--data-dir`` without the CMap file is an error (exit status 2).
+    """
+    from . import datasets, pp
+
+    try:
+        adata = datasets.cmap(args.data_dir)
+    except FileNotFoundError as err:
+        if args.data_dir is not None:
+            raise CLIError(f"--data-dir {args.data_dir!r}: {_message(err)}") from err
+        from .datasets._loaders import _candidates
+
+        tried = ", ".join(str(c) for c in _candidates(None))
+        print(
+            f"CMap data not found (looked in {tried}; set ${DATA_DIR_ENV} or --data-dir): "
+            f"running the demo on a simulated {DEMO_SIMULATED[0]} x {DEMO_SIMULATED[1]} grid."
+        )
+        grid = datasets.simulate_grid(*DEMO_SIMULATED, noise=0.3, random_state=args.seed)
+        return grid, "a simulated 20 x 30 grid (latent factor model)", DEMO_RUNTIME_SIMULATED
+    grid = _usage(lambda: pp.perturbation_grid(adata, "cell_id", "pert_id", control="DMSO"))
+    return grid, "CMap L1000, 24 cell lines x 20 compounds (real data)", DEMO_RUNTIME_CMAP
+
+
+def _own_share_text(fallbacks: dict[str, int], method: str) -> str:
+    """``"95.0% of 178 pairs by ntk itself, 5.0% by fallbacks (context_mean: 9)"``."""
+    total = sum(fallbacks.values())
+    own = fallbacks.get(method, 0)
+    others = {k: v for k, v in fallbacks.items() if k != method}
+    text = f"{own / max(total, 1):.1%} of {total} pairs by {method} itself"
+    if others:
+        listed = ", ".join(f"{k}: {v}" for k, v in sorted(others.items()))
+        text += f", {1 - own / max(total, 1):.1%} by fallbacks ({listed})"
+    return text
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out-dir {args.out_dir!r} exists and is not a directory.")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise CLIError(
+            f"--data-dir {args.data_dir!r} is not a directory; point it at the folder holding "
+            "the shared datasets, or leave it out to use $SCIMPUTE_DATA_DIR (a simulated grid "
+            "when the data are not found)."
+        )
     chosen = _method_list(args.methods) if args.methods else None
 
     def check_methods():
@@ -427,50 +599,188 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from . import datasets, methods, pl, pp, tl
+    import pandas as pd
+
+    from . import methods, pl, tl
     from ._keys import Key
 
     if chosen is None:
         registered = set(methods.available_methods().index)
         chosen = [m for m in DEMO_METHODS if m in registered]
+    grid, where, runtime = _demo_grid(args)
     _usage(lambda: out.mkdir(parents=True, exist_ok=True))
-    try:
-        adata = datasets.cmap(args.data_dir)
-        grid = pp.perturbation_grid(adata, "cell_id", "pert_id", control="DMSO")
-        where = "CMap L1000, 24 cell lines x 20 compounds (real data)"
-    except FileNotFoundError as err:
-        print(f"{err}\n-> running the demo on a simulated grid instead.")
-        grid = datasets.simulate_grid(20, 30, 200, noise=0.3, random_state=args.seed)
-        where = "a simulated 20 x 30 grid (latent factor model)"
     n_meas = int(grid.obs[Key.obs.measured].sum())
     print(f"grid: {where}; {grid.n_obs} pairs, {n_meas} measured, {grid.n_vars} features")
     print(f"leave-one-out cross-validation of: {', '.join(chosen)}")
+    if args.methods is None:
+        print(f"this takes {runtime} (the first method includes JAX's compilation)")
 
     def work():
-        scores = tl.cross_validate(
-            grid, methods=chosen, holdout="leave_one_out", random_state=args.seed, progress=False
-        )
-        summary = tl.summarize_cross_validation(scores)
-        cols = [
-            "n_pairs",
-            "median_r2",
-            "median_cosine_effect",
-            "median_relative_mse",
-            "frac_better_than_context_mean",
-        ]
-        _write_table(summary[cols].round(3), out / "demo_cross_validation.md")
-        best = summary.index[0]
+        bar = _stage_bar(len(chosen) + 2, args.progress)
+        tables = []
+        for name in chosen:
+            bar.set_description_str(f"cross-validating {name} (leave-one-out)")
+            tables.append(
+                tl.cross_validate(
+                    grid,
+                    methods=[name],
+                    holdout="leave_one_out",
+                    random_state=args.seed,
+                    key_added=None,
+                    progress=False,
+                )
+            )
+            bar.update()
+        scores = pd.concat(tables, ignore_index=True)
+        summary = _summary(scores)
+        best = str(summary.index[0])
+        bar.set_description_str(f"imputing the grid with {best}")
         tl.impute(grid, method=best, key_added="imputed", random_state=args.seed)
+        bar.update()
+        bar.set_description_str("drawing the figures")
         fig_path = out / "demo_cross_validation.png"
         pl.cross_validation(scores, metric="r2", clip=(-1, 1), save=fig_path, show=False)
         pl.grid(grid, key="imputed", save=out / "demo_grid.png", show=False)
         _atomic_write(out / "demo_grid.h5ad", grid.write_h5ad)
+        bar.update()
+        bar.close()
+        _write_table(summary, out / "demo_cross_validation.md")
+        cv_share = summary.loc[best, OWN_SHARE]
+        imputed = grid.uns["imputed"]["fallbacks"]
+        rest = ", the rest by fallbacks" if cv_share < 1 else ""
         print(
-            f"best method by median R2: {best}; imputed grid -> {out / 'demo_grid.h5ad'}; "
-            f"figures -> {fig_path}, {out / 'demo_grid.png'}"
+            f"highest median R² in leave-one-out: {best} ({summary.loc[best, 'median_r2']:.3f}; "
+            f"{cv_share:.1%} of its held-out pairs predicted by {best} itself{rest})."
         )
+        print(f"imputed grid: {_own_share_text(imputed, best)} -> {out / 'demo_grid.h5ad'}")
+        print(f"figures -> {fig_path}, {out / 'demo_grid.png'}")
 
     _run(work)
+    return 0
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    src = _check_input(args.input)
+    out = _check_output(args.output, "-o/--output", (".h5ad",), inputs=[src], force=args.force)
+    fit = {**_params(args.param), "model": args.model, "progress": args.progress}
+    if args.max_epochs is not None:
+        fit["max_epochs"] = args.max_epochs
+
+    def check_params():
+        from .tl._transfer._params import transfer_params
+
+        transfer_params(fit)
+
+    _usage(check_params)
+    adata = _read_h5ad(src)
+    labels = _usage(lambda: _transfer_labels(adata, args))
+    ctx, pert = labels
+    answer = (ctx == args.target_context) & (pert == args.target_perturbation)
+    if answer.any():
+        if not args.holdout:
+            raise CLIError(
+                f"input {str(src)!r} holds {int(answer.sum())} cells of "
+                f"({args.target_context!r}, {args.target_perturbation!r}), the cells to predict: "
+                "the model would be trained on the answer. Pass --holdout to remove them "
+                "before fitting, or remove them from the input."
+            )
+        adata = adata[~answer].copy()
+
+    from . import tl
+    from ._keys import TRANSFER_KEY
+
+    adata.uns.pop(TRANSFER_KEY, None)  # a model stored in the input may have seen the answer
+
+    def work():
+        return tl.transfer(
+            adata,
+            args.context_key,
+            args.perturbation_key,
+            control=args.control,
+            target_context=args.target_context,
+            target_perturbation=args.target_perturbation,
+            random_state=args.seed,
+            **fit,
+        )
+
+    predicted = _run(work)
+    _run(lambda: _atomic_write(out, predicted.write_h5ad))
+    held = f" ({int(answer.sum())} measured cells held out)" if answer.any() else ""
+    print(
+        f"predicted {predicted.n_obs} cells of ({args.target_context!r}, "
+        f"{args.target_perturbation!r}) from its control cells with the {args.model}{held}; "
+        f"wrote {out}"
+    )
+    return 0
+
+
+def _transfer_labels(adata, args: argparse.Namespace):
+    """Context and perturbation labels of the cells, with the targets checked (bad input)."""
+    from ._keys import COMBINATION_SEP
+    from .tl._transfer._data import cell_labels
+
+    ctx, pert = cell_labels(adata, args.context_key, args.perturbation_key, args.control)
+    target, label = args.target_context, args.target_perturbation
+    if target not in set(ctx):
+        raise CLIError(f"--target-context {target!r} does not occur in obs[{args.context_key!r}].")
+    if not ((ctx == target) & (pert == args.control)).any():
+        raise CLIError(
+            f"--target-context {target!r} has no control cells ({args.control!r}): there is "
+            "nothing to move."
+        )
+    if label == args.control:
+        raise CLIError("--target-perturbation is the control; name a perturbation.")
+    elsewhere = set(pert[ctx != target])
+    parts = [label] if label in elsewhere else label.split(COMBINATION_SEP)
+    if not all(p in elsewhere for p in parts):
+        raise CLIError(
+            f"--target-perturbation {label!r} is measured in no context other than "
+            f"{target!r}: there is no effect to transfer."
+        )
+    return ctx, pert
+
+
+def _cmd_integrate(args: argparse.Namespace) -> int:
+    src = _check_input(args.input, "h5mu")
+    out = _check_output(args.output, "-o/--output", (".h5mu",), inputs=[src], force=args.force)
+    params = _params(args.param)
+    if args.max_epochs is not None:
+        params["max_epochs"] = args.max_epochs
+    modalities = _method_list(args.modalities, "--modalities") if args.modalities else None
+
+    def check_params():
+        from .mm._params import IntegrateParams
+
+        IntegrateParams.from_kwargs("mm.integrate", params)
+
+    _usage(check_params)
+    mdata = _read_h5mu(src)
+
+    def check_modalities():
+        from .mm._data import check_modalities
+
+        return check_modalities(mdata, modalities)
+
+    mods = _usage(check_modalities)
+
+    from . import mm
+
+    _run(
+        lambda: mm.integrate(
+            mdata,
+            modalities=mods,
+            key_added=args.key_added,
+            random_state=args.seed,
+            progress=args.progress,
+            **params,
+        )
+    )
+    _run(lambda: _atomic_write(out, mdata.write))
+    shape = mdata.obsm[args.key_added].shape
+    print(
+        f"integrated {', '.join(mods)}: shared latent ({shape[0]} cells x {shape[1]}) in "
+        f"obsm[{args.key_added!r}]; wrote {out}"
+    )
     return 0
 
 
@@ -509,6 +819,7 @@ class _Formatter(argparse.HelpFormatter):
             "%(default)" in text
             or "(default" in text
             or not action.option_strings
+            or action.nargs == 0  # flags: --force, --no-progress
             or action.default is None
             or action.default is False
             or action.default is argparse.SUPPRESS
@@ -544,19 +855,49 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dose-key", default=None, help="obs column of doses (labels 'drug@dose')")
 
 
-def _param_arg(p: argparse.ArgumentParser) -> None:
+def _param_arg(p: argparse.ArgumentParser, what: str = "method parameter") -> None:
     p.add_argument(
         "--param",
         action="append",
         metavar="NAME=VALUE",
-        help="method parameter, value parsed as JSON or taken as a string (repeatable)",
+        help=f"{what}; the value is parsed as JSON or taken as a string (repeatable)",
     )
 
 
-def _seed_arg(p: argparse.ArgumentParser) -> None:
+def _seed_arg(p: argparse.ArgumentParser, what: str = "folds and methods") -> None:
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help=f"random seed of {what}")
+
+
+def _progress_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--seed", type=_int_at_least(0), default=0, help="random seed of folds and methods"
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="do not show progress bars (on stderr)",
     )
+
+
+def _output_args(p: argparse.ArgumentParser, what: str) -> None:
+    """``-o/--output`` (required) and ``--force``."""
+    p.add_argument("-o", "--output", required=True, help=what)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="allow OUTPUT to be the input file (replaced atomically)",
+    )
+
+
+def _training_args(g, defaults: str, param_help: str, seed_help: str) -> None:
+    """``--max-epochs``, ``--param``, ``--seed`` and ``--no-progress`` of a trained model."""
+    g.add_argument(
+        "--max-epochs",
+        type=_int_at_least(1),
+        default=None,
+        help=f"most training epochs (default: {defaults}, with early stopping)",
+    )
+    _param_arg(g, param_help)
+    _seed_arg(g, seed_help)
+    _progress_arg(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -576,7 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Build the (context x perturbation) grid of INPUT (or read the grid it holds), "
             "predict every unmeasured pair with one method, and write the grid to OUTPUT.\n"
-            "The input file is never overwritten unless --force is given."
+            "The input file is never overwritten unless --force is given. A grid whose every "
+            "pair is measured (e.g. single cells of every cell type x condition) has nothing "
+            "to impute: use 'scimpute transfer' to predict held-out cells."
         ),
         epilog=(
             "example:\n"
@@ -592,15 +935,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _param_arg(m)
     m.add_argument(
-        "--key-added", default=None, help="key of the results (default: imputed_<method>)"
+        "--key-added",
+        default=None,
+        help="key of the results in .layers, .obs and .uns (default: imputed_<method>)",
     )
     _seed_arg(m)
-    p.add_argument("-o", "--output", required=True, help="output file (.h5ad)")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="allow OUTPUT to be the input file (replaced atomically)",
-    )
+    _output_args(p, "output file (.h5ad)")
     p.set_defaults(func=_cmd_impute)
 
     p = sub.add_parser(
@@ -608,7 +948,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="cross-validate methods on a grid and print a summary",
         description=(
             "Hide measured pairs fold by fold, impute them with each method, score the "
-            "predictions and print one summary row per method (best first)."
+            "predictions and print one summary row per method (best median R² first): "
+            "n_pairs, median R², median relative MSE (vs context_mean, < 1 is better) and "
+            "own_share, the share of hidden pairs the method predicted itself rather than by "
+            "a fallback. --full shows every column."
         ),
         epilog=(
             "example:\n"
@@ -622,20 +965,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--methods",
         default=BENCHMARK_METHODS,
-        help="comma-separated registered methods to compare",
+        help="comma-separated registered methods to compare (list them: scimpute methods)",
     )
     b.add_argument(
         "--holdout",
         default="leave_one_out",
         choices=HOLDOUTS,
         metavar="HOLDOUT",
-        help=f"what is hidden in each fold: {', '.join(HOLDOUTS)}",
+        help=(
+            "what is hidden in each fold: leave_one_out (one pair), random (random pairs), "
+            "contexts or perturbations (every pair of a group of contexts / perturbations)"
+        ),
     )
     b.add_argument(
         "--n-folds",
         type=_int_at_least(2),
         default=5,
-        help="folds of the random and grouped hold-outs",
+        help="folds of the random and grouped hold-outs (leave_one_out: one per pair)",
     )
     _param_arg(b)
     _seed_arg(b)
@@ -646,15 +992,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="summary table file (.md or .txt: text, .csv, .json); printed in any case",
     )
     p.add_argument("--scores", default=None, help="per-pair scores file (.csv)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="every summary column (medians and means of all metrics), not the short table",
+    )
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser(
         "demo",
         help="end-to-end demo on CMap (or a simulated grid)",
         description=(
-            "Cross-validate methods on the CMap L1000 grid (a simulated grid when the data "
-            "are not found), impute it with the best one and write a table, two figures and "
-            "the imputed grid into OUT_DIR."
+            "Cross-validate methods leave-one-out on the CMap L1000 grid, impute the grid "
+            "with the method of highest median R² and write a table, two figures and the "
+            "imputed grid into OUT_DIR. The table gives, per method, the share of pairs it "
+            "predicted itself (own_share) rather than by a fallback.\n"
+            f"The data are looked for in --data-dir, else in ${DATA_DIR_ENV}, else in "
+            "../shared/data; when neither option nor variable finds them the demo says so "
+            "in one line and runs on a simulated grid. A --data-dir without the data is an "
+            "error.\n"
+            f"Runtime with the default methods: {DEMO_RUNTIME_CMAP} on CMap, "
+            f"{DEMO_RUNTIME_SIMULATED} on the simulated grid."
         ),
         epilog="example:\n  scimpute demo --out-dir demo --methods context_mean,additive",
         formatter_class=_Formatter,
@@ -662,16 +1020,111 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="directory of the shared datasets (default: $SCIMPUTE_DATA_DIR)",
+        help=f"directory of the shared datasets (default: ${DATA_DIR_ENV}, then ../shared/data, "
+        "then a simulated grid)",
     )
     p.add_argument("--out-dir", default="scimpute_demo", help="directory of the results")
     p.add_argument(
         "--methods",
         default=None,
-        help=f"comma-separated methods to compare (default: {','.join(DEMO_METHODS)})",
+        help=f"comma-separated methods to compare (default: {', '.join(DEMO_METHODS)})",
     )
     _seed_arg(p)
+    _progress_arg(p)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "transfer",
+        help="predict a context's perturbed cells from its control cells",
+        description=(
+            "Train an autoencoder (or scGen's VAE) on the cells of INPUT, move the control "
+            "cells of --target-context by the latent shift of --target-perturbation measured "
+            "in the other contexts, decode them and write the predicted cells to OUTPUT "
+            "(one per control cell of the target; obs 'predicted' and 'source_cell').\n"
+            "The model must not see the cells it predicts: INPUT should not contain cells of "
+            "(target context, target perturbation). If it does, the command stops, unless "
+            "--holdout removes them before training. A model stored in INPUT is not used; "
+            "a new one is trained."
+        ),
+        epilog=(
+            "example:\n"
+            "  scimpute transfer kang.h5ad --context-key cell_type --perturbation-key "
+            "condition \\\n"
+            "      --control control --target-context 'CD4 T cells' \\\n"
+            "      --target-perturbation stimulated --holdout -o cd4_predicted.h5ad"
+        ),
+        formatter_class=_Formatter,
+    )
+    p.add_argument("input", help="AnnData (.h5ad) of cells x genes, log-normalised")
+    g = p.add_argument_group("cells")
+    g.add_argument("--context-key", required=True, help="obs column of the context (cell type)")
+    g.add_argument(
+        "--perturbation-key", required=True, help="obs column of the perturbation (condition)"
+    )
+    g.add_argument("--control", default="control", help="label of the control cells")
+    g.add_argument("--target-context", required=True, help="context whose cells to predict")
+    g.add_argument(
+        "--target-perturbation",
+        required=True,
+        help="perturbation to transfer (measured in other contexts; 'A+B': sum of shifts)",
+    )
+    g.add_argument(
+        "--holdout",
+        action="store_true",
+        help="remove the target's perturbed cells from INPUT before training",
+    )
+    t = p.add_argument_group("model")
+    t.add_argument(
+        "--model",
+        default="autoencoder",
+        choices=("autoencoder", "vae"),
+        help="autoencoder (deterministic) or vae (scGen's)",
+    )
+    _training_args(
+        t,
+        "the model's",
+        "fit_transfer parameter, e.g. width=64 or learning_rate=0.001",
+        "the split and of training",
+    )
+    _output_args(p, "output file of predicted cells (.h5ad)")
+    p.set_defaults(func=_cmd_transfer)
+
+    p = sub.add_parser(
+        "integrate",
+        help="shared latent space of the modalities of a MuData",
+        description=(
+            "Train a cross-modal autoencoder on the modalities of INPUT (cells with the same "
+            "obs name in two modalities are anchors) and write the MuData with the shared "
+            "latent of every cell in .obsm[KEY] (per modality in mdata[m].obsm[KEY]) and the "
+            "record in .uns[KEY] to OUTPUT. Each modality should be log-normalised "
+            "(scimpute.mm.normalize). The input file is never overwritten unless --force "
+            "is given."
+        ),
+        epilog=(
+            "example:\n  scimpute integrate citeseq.h5mu --modalities rna,prot -o integrated.h5mu"
+        ),
+        formatter_class=_Formatter,
+    )
+    p.add_argument("input", help="MuData (.h5mu) with two or more modalities")
+    g = p.add_argument_group("integration")
+    g.add_argument(
+        "--modalities",
+        default=None,
+        help="comma-separated modalities to integrate (default: all)",
+    )
+    g.add_argument(
+        "--key-added",
+        default=MM_KEY,
+        help="key of the shared latent in .obsm and of the record in .uns",
+    )
+    _training_args(
+        g,
+        "mm.integrate's",
+        "mm.integrate parameter, e.g. n_latent=16 or batch_size=64",
+        "initialisation, anchors and batches",
+    )
+    _output_args(p, "output file (.h5mu)")
+    p.set_defaults(func=_cmd_integrate)
 
     p = sub.add_parser(
         "methods",

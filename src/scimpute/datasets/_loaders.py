@@ -58,17 +58,39 @@ DATASETS: dict[str, _Dataset] = {
 }
 
 
+def _source_checkout() -> Path | None:
+    """The repository root when scimpute is imported from a source checkout (``src/`` layout).
+
+    ``None`` for an installed wheel (site-packages), where a folder next to the package means
+    nothing to the user.
+    """
+    package = Path(__file__).resolve().parents[1]
+    root = package.parents[1]
+    if package.parent.name == "src" and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
 def _candidates(data_dir: str | os.PathLike | None) -> list[Path]:
+    """Folders to look in, each once (by resolved path).
+
+    ``data_dir`` alone when given; else the environment variable, ``../shared/data`` from the
+    working directory and from a source checkout.
+    """
     if data_dir is not None:
         return [Path(data_dir)]
     out = []
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         out.append(Path(env))
-    out += [Path.cwd() / ".." / "shared" / "data", Path.cwd() / "shared" / "data"]
-    repo = Path(__file__).resolve().parents[3]
-    out.append(repo / ".." / "shared" / "data")
-    return out
+    out.append(Path.cwd().parent / "shared" / "data")
+    root = _source_checkout()
+    if root is not None:
+        out.append(root.parent / "shared" / "data")
+    unique: dict[str, Path] = {}
+    for c in out:
+        unique.setdefault(os.path.realpath(c), c)
+    return [Path(k) for k in unique]
 
 
 def data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:

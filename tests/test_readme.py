@@ -1,0 +1,416 @@
+"""Every result the README quotes equals the value in ``benchmarks/results/``.
+
+Convention (keep it when editing the README's "Results" section):
+
+- :data:`QUOTES` maps a README phrase to the results it quotes. A phrase is a literal piece
+  of the README (whitespace-normalised: line breaks and runs of spaces count as one space)
+  with ``{}`` where a number stands; each ``{}`` has a source: a field of a JSON file
+  (:func:`js`), a cell of a markdown table in a results file (:func:`md`), or a number in
+  a results file's text (:func:`text`), and the number of decimals (or a format) it is
+  quoted with. The test formats the value from the file into the phrase and requires the
+  phrase in the README, so editing a number in the README (or rerunning a benchmark that
+  changes it) without the other fails.
+- Every decimal number in the "Results" section (``0.877``, ``80.5%``, ``3.7 s``) must lie
+  inside a checked phrase, or be listed in :data:`NOT_RESULTS` with the phrase around it and
+  why it is not a result of this repository (a published value, a definition). A new number
+  added to the README without a mapping fails :func:`test_every_decimal_is_checked`.
+- Integers (sizes such as "302 pairs", counts such as "27 of 28", times such as "211 s")
+  are checked where a phrase maps them; they are not required to be mapped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+SECTION = ("## Results", "## Data")
+
+Source = Callable[[], float]
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+@cache
+def _json(name: str):
+    return json.loads((RESULTS / name).read_text())
+
+
+@cache
+def _tables(name: str) -> list[tuple[list[str], dict[str, list[str]]]]:
+    """Markdown tables of a results file: (header, {first cell: cells})."""
+    out, header, rows = [], None, {}
+    for line in [*(RESULTS / name).read_text().splitlines(), ""]:
+        if line.strip().startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+            elif not set("".join(cells)) <= set("-: "):
+                rows[cells[0]] = cells
+        elif header is not None:
+            out.append((header, rows))
+            header, rows = None, {}
+    return out
+
+
+def js(name: str, *path) -> Source:
+    """A number in a JSON results file, by its keys (and list indices)."""
+
+    def get() -> float:
+        value = _json(name)
+        for key in path:
+            value = value[key]
+        return float(value)
+
+    return get
+
+
+def md(name: str, row: str, column: str, table: int = 0) -> Source:
+    """The first number of a cell of the ``table``-th markdown table with that column."""
+
+    def get() -> float:
+        matching = [(h, r) for h, r in _tables(name) if column in h and row in r]
+        header, rows = matching[table]
+        cell = rows[row][header.index(column)]
+        return float(re.match(r"-?\d+(\.\d+)?", cell).group())
+
+    return get
+
+
+def text(name: str, pattern: str) -> Source:
+    """A number in the text of a results file: the first group of ``pattern``."""
+
+    def get() -> float:
+        return float(re.search(pattern, (RESULTS / name).read_text()).group(1))
+
+    return get
+
+
+def scaled(source: Source, factor: float) -> Source:
+    return lambda: source() * factor
+
+
+KANG = "transfer_kang.md"
+MM = "mm_integration.md"
+SI = "si_cmap.json"
+NTK = "ntk_cmap.json"
+
+#: README phrase -> (source, decimals) per ``{}``; decimals is an int or a format spec.
+QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
+    # CMap leave-one-out table
+    (
+        "| synthetic interventions, SI-Action (default) | **{}** | {} | {} |",
+        [
+            (js(NTK, "all_pairs", "synthetic_interventions", "median_r2"), 3),
+            (js(NTK, "all_pairs", "synthetic_interventions", "median_cosine_effect"), 3),
+            (js(SI, "summary", "SI-Action, published", "literature_median_r2"), 3),
+        ],
+    ),
+    (
+        "| NTK, data prior (default) | {} | {} |",
+        [
+            (js(NTK, "all_pairs", "ntk_data (default)", "median_r2"), 3),
+            (js(NTK, "all_pairs", "ntk_data (default)", "median_cosine_effect"), 3),
+        ],
+    ),
+    *[
+        (
+            f"| {label} | {{}} | {{}} | {{}} |",
+            [
+                (js(SI, "summary", name, "median_r2"), 3),
+                (js(SI, "summary", name, "median_cosine_effect"), 3),
+                (js(SI, "summary", lit, "literature_median_r2"), 3),
+            ],
+        )
+        for label, name, lit in [
+            ("two_way_mean", "two_way_mean", "two_way_mean"),
+            ("SI-Context (default)", "SI-Context", "SI-Context, published"),
+            ("context_mean", "context_mean", "context_mean"),
+            ("perturbation_mean", "perturbation_mean", "perturbation_mean"),
+            ("additive (fixed effect)", "additive", "additive"),
+        ]
+    ],
+    (
+        "| autoencoder latent arithmetic (context-mean shift) | {} | {} | - |",
+        [
+            (js("transfer_cmap.json", "summary", 0, "median_r2"), 3),
+            (js("transfer_cmap.json", "summary", 0, "median_cosine_effect"), 3),
+        ],
+    ),
+    # CMap text
+    (
+        "matches the published estimator ({} here and in the literature), beats context_mean "
+        "on {}% of pairs",
+        [
+            (js(SI, "summary", "SI-Action, published", "median_r2"), 3),
+            (scaled(js(SI, "summary", "SI-Action", "frac_better_than_context_mean"), 100), 1),
+        ],
+    ),
+    (
+        "(a wider ridge grid: {})",
+        [(js(SI, "summary", "SI-Action, wide ridge grid", "median_r2"), 3)],
+    ),
+    (
+        "SI-Context does not beat context_mean ({} vs {}; the published SI-Context {})",
+        [
+            (js(SI, "summary", "SI-Context", "median_r2"), 3),
+            (js(SI, "summary", "context_mean", "median_r2"), 3),
+            (js(SI, "summary", "SI-Context, published", "median_r2"), 3),
+        ],
+    ),
+    (
+        "the NTK with a data prior is second ({}; one-hot {}, components {}) and has a higher "
+        "R2 than two_way_mean on {} of {} pairs",
+        [
+            (js(NTK, "all_pairs", "ntk_data (default)", "median_r2"), 3),
+            (js(NTK, "all_pairs", "ntk_onehot", "median_r2"), 3),
+            (js(NTK, "all_pairs", "ntk_components", "median_r2"), 3),
+            (text("ntk_cmap.md", r"higher R2 than two_way_mean on (\d+) of"), 0),
+            (text("ntk_cmap.md", r"higher R2 than two_way_mean on \d+ of (\d+)"), 0),
+        ],
+    ),
+    (
+        "does not beat the two-way mean on bulk profiles ({} vs {})",
+        [
+            (js("transfer_cmap.json", "summary", 0, "median_r2"), 3),
+            (js(SI, "summary", "two_way_mean", "median_r2"), 3),
+        ],
+    ),
+    # combinations and doses
+    (
+        "| 28 held-out drug pairs, median Pearson of effects | **{}** (components prior) | "
+        "additive combination {} | NTK wins on {} of {} pairs |",
+        [
+            (js("ntk_combinations.json", "summary", "ntk_components", "median_pearson_effect"), 3),
+            (
+                js(
+                    "ntk_combinations.json",
+                    "summary",
+                    "additive_combination",
+                    "median_pearson_effect",
+                ),
+                3,
+            ),
+            (js("ntk_combinations.json", "wins_ntk_vs_additive", 0), 0),
+            (js("ntk_combinations.json", "wins_ntk_vs_additive", 1), 0),
+        ],
+    ),
+    (
+        '| 351 held-out (compound, dose), median Pearson of effects | **{}** (components, `reg="auto"`) '
+        "| interpolation in log dose {}; context_mean {} | with the default ridge NTK gets {} |",
+        [
+            (
+                js(
+                    "ntk_doses.json",
+                    "leave_one_out",
+                    "ntk_components_reg_auto",
+                    "median_pearson_effect",
+                ),
+                3,
+            ),
+            (
+                js(
+                    "ntk_doses.json", "leave_one_out", "dose_interpolation", "median_pearson_effect"
+                ),
+                3,
+            ),
+            (js("ntk_doses.json", "leave_one_out", "context_mean", "median_pearson_effect"), 3),
+            (js("ntk_doses.json", "leave_one_out", "ntk_components", "median_pearson_effect"), 3),
+        ],
+    ),
+    (
+        "(it falls back to context_mean, {})",
+        [
+            (
+                js(
+                    "ntk_combinations.json",
+                    "summary",
+                    "synthetic_interventions",
+                    "median_pearson_effect",
+                ),
+                3,
+            )
+        ],
+    ),
+    # Kang
+    *[
+        (
+            f"| {label} | {bold}{{}}{bold} | {{}} |",
+            [(md(KANG, row, "r2_all"), 3), (md(KANG, row, "r2_top100"), 3)],
+        )
+        for label, row, bold in [
+            ("autoencoder (`tl.transfer`, default)", "autoencoder (decoded)", "**"),
+            ("VAE (scGen-style)", "vae (decoded)", ""),
+            ("vector arithmetic in gene space", "vector arithmetic", ""),
+            ("no effect (control cells)", "no effect", ""),
+            ("pertpy scGen on this file, B cells only", "pertpy scGen", ""),
+        ]
+    ],
+    (
+        "scimpute (default autoencoder) scores {} / {}.",
+        [
+            (md(KANG, "B", "autoencoder (decoded)", 0), 3),
+            (md(KANG, "B", "autoencoder (decoded)", 1), 3),
+        ],
+    ),
+    # multi-modal
+    (
+        "| sci-CAR A549 RNA + ATAC | **{}** | {} | {} | {} |",
+        [
+            (md(MM, "scimpute.mm", "foscttm", 0), 3),
+            (md(MM, "CCA (PCA 10, 10 comp.)", "foscttm", 0), 3),
+            (md(MM, "CCA (PCA 50, 2 comp.)", "foscttm", 0), 3),
+            (md(MM, "scimpute.mm unpaired (no anchors)", "foscttm", 0), 3),
+        ],
+    ),
+    (
+        "| PBMC CITE-seq RNA + 14 proteins | {} | {} | **{}** | {} |",
+        [
+            (md(MM, "scimpute.mm", "foscttm", 2), 3),
+            (md(MM, "CCA (PCA 10, 10 comp.)", "foscttm", 2), 3),
+            (md(MM, "CCA (PCA 50, 5 comp.)", "foscttm", 1), 3),
+            (md(MM, "scimpute.mm unpaired (no anchors)", "foscttm", 1), 3),
+        ],
+    ),
+    (
+        "With the literature's 70/30 split: {} vs CCA {} (sci-CAR), {} vs {} (CITE-seq).",
+        [
+            (md(MM, "scimpute.mm", "foscttm", 1), 3),
+            (md(MM, "CCA (PCA 10, 10 comp.)", "foscttm", 1), 3),
+            (md(MM, "scimpute.mm", "foscttm", 3), 3),
+            (md(MM, "CCA (PCA 10, 10 comp.)", "foscttm", 3), 3),
+        ],
+    ),
+    (
+        "(mean rank {}; random {}).",
+        [
+            (text(MM, r"well-captured proteins: (\d+\.\d+)"), 1),
+            (text(MM, r"random (\d+\.\d+)\); per split"), 1),
+        ],
+    ),
+    # speed and memory
+    (
+        "| {} s | {}x faster than a loop over groups |",
+        [
+            (js("grid_aggregation.json", "sections", "Timing", "0", "grid_seconds"), 1),
+            (js("grid_aggregation.json", "sections", "Timing", "0", "speed-up"), 0),
+        ],
+    ),
+    (
+        '| {} s (default); {} s (`preset="published"`) | {}x (published: {}x) per pair',
+        [
+            (js("si_scale.json", "results", "default", "wall_s"), 0),
+            (js("si_scale.json", "results", "published", "wall_s"), 0),
+            (js("si_scale.json", "results", "default", "speedup_per_pair"), 0),
+            (js("si_scale.json", "results", "published", "speedup_per_pair"), 0),
+        ],
+    ),
+    (
+        "peak RSS {} GB during the call",
+        [(js("si_scale.json", "results", "default", "peak_rss_during_call_gb"), 1)],
+    ),
+    (
+        "| {} s ({} s compiled) | numpy needs {} s for 2,000 of them ({}x per pair); {} GB GPU |",
+        [
+            (js("ntk_scale_gpu_70x5000.json", "jax", "t_impute_first_s"), 1),
+            (js("ntk_scale_gpu_70x5000.json", "jax", "t_impute_second_s"), 1),
+            (js("ntk_scale_gpu_70x5000.json", "numpy", "t_reference_targets_s"), 0),
+            (
+                lambda: (
+                    _json("ntk_scale_gpu_70x5000.json")["numpy"]["t_reference_targets_s"]
+                    / _json("ntk_scale_gpu_70x5000.json")["jax"]["t_reference_targets_s"]
+                ),
+                0,
+            ),
+            (scaled(js("ntk_scale_gpu_70x5000.json", "jax", "peak_device_bytes"), 2**-30), 0),
+        ],
+    ),
+    (
+        "| {} s ({} s compiled) | numpy {} s:",
+        [
+            (js("ntk_scale_cpu_70x1000.json", "jax", "t_impute_first_s"), 0),
+            (js("ntk_scale_cpu_70x1000.json", "jax", "t_impute_second_s"), 0),
+            (js("ntk_scale_cpu_70x1000.json", "numpy", "t_reference_targets_s"), 0),
+        ],
+    ),
+    (
+        "recovers the noise-free truth with median R2 {} (published {}, context_mean {})",
+        [
+            (js("si_scale.json", "results", "default", "median_r2_vs_truth"), 3),
+            (js("si_scale.json", "results", "published", "median_r2_vs_truth"), 3),
+            (js("si_scale.json", "meta", "context_mean_median_r2_vs_truth"), 3),
+        ],
+    ),
+]
+
+#: decimal numbers of the Results section that are not results of this repository.
+NOT_RESULTS = {
+    "(0 perfect, 0.5 random)": "the definition of FOSCTTM",
+    "| scGen, published (larger training set) | 0.95 | 0.94 |": "the scGen paper's figures",
+    "predictions equal to 5e-8": "an agreement bound (an exponent, not a decimal)",
+}
+
+
+def _readme_section(readme: str | None = None) -> str:
+    readme = _normalise(README.read_text() if readme is None else readme)
+    start, end = (readme.index(_normalise(s)) for s in SECTION)
+    return readme[start:end]
+
+
+def _fmt(value: float, spec: int | str) -> str:
+    return format(value, f".{spec}f" if isinstance(spec, int) else spec)
+
+
+def _expected(phrase: str, sources) -> str:
+    return _normalise(phrase).format(*(_fmt(src(), spec) for src, spec in sources))
+
+
+@pytest.mark.parametrize(("phrase", "sources"), QUOTES, ids=[q[0][:40] for q in QUOTES])
+def test_quoted_result_equals_results_file(phrase, sources):
+    expected = _expected(phrase, sources)
+    assert expected in _readme_section(), (
+        f"README does not quote benchmarks/results/ here; expected the phrase\n  {expected}"
+    )
+
+
+def test_every_decimal_is_checked():
+    section = _readme_section()
+    covered = []
+    for phrase, sources in QUOTES:
+        expected = _expected(phrase, sources)
+        at = section.find(expected)
+        if at >= 0:
+            covered.append((at, at + len(expected)))
+    for phrase in NOT_RESULTS:
+        at = section.find(_normalise(phrase))
+        assert at >= 0, f"NOT_RESULTS phrase no longer in the README: {phrase!r}"
+        covered.append((at, at + len(phrase)))
+    unchecked = [
+        section[max(0, m.start() - 30) : m.end() + 10]
+        for m in re.finditer(r"(?<![\w.])\d+\.\d+(?![\w.])", section)
+        if not any(a <= m.start() and m.end() <= b for a, b in covered)
+    ]
+    assert not unchecked, "numbers quoted without a check in tests/test_readme.py:\n" + "\n".join(
+        unchecked
+    )
+
+
+def test_a_changed_number_fails():
+    """The check can fail: a README with one quoted number edited is caught."""
+    original = README.read_text()
+    phrase, sources = QUOTES[0]
+    expected = _expected(phrase, sources)
+    value = expected.split("**")[1]
+    edited = original.replace(f"**{value}**", f"**{float(value) + 0.001:.3f}**", 1)
+    assert edited != original
+    assert expected in _readme_section(original)
+    assert expected not in _readme_section(edited)
