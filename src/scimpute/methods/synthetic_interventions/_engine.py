@@ -28,6 +28,12 @@ from ._params import SIParams
 
 #: floats per intermediate array of a kernel call (bounds the memory of one chunk)
 _CHUNK_BUDGET = 2**22
+#: groups (keys) with at least this many donors are fitted one by one in numpy/LAPACK,
+#: unpadded and uncompiled (:func:`._kernels.fit_key_host`); smaller ones in padded JAX
+#: batches. At this size one ``eigh`` per training set outweighs the per-call overhead,
+#: while padding to a power of two would cost up to 8x the work and each new bucket
+#: shape a compilation (dense grids: few contexts, many donors per target).
+HOST_MIN_DONORS = 128
 
 
 def _pow2(x: np.ndarray | int, lo: int = 1) -> np.ndarray:
@@ -441,6 +447,17 @@ def fit_all(
     used = np.flatnonzero(counts)
     R_pad = cfg.ridge.size
     bar = tqdm(total=L, desc="synthetic interventions", disable=not progress, unit="pair")
+    host = paths.n_D[used] >= HOST_MIN_DONORS
+    for k in used[host]:  # large groups: one unpadded LAPACK fit per group, no compilation
+        cand = order[cstart[k] : cstart[k] + counts[k]][None, :]
+        ks = np.array([k])
+        blocks = _chunk_blocks(
+            store, paths, targets, ks, cand, kind, (paths.n_D[k], J[k], counts[k]), n_features
+        )
+        out = K.fit_key_host(blocks._replace(**{f: x[0] for f, x in blocks._asdict().items()}), cfg)
+        _store_chunk(fits, paths, ks, cand, J[k], R, blocks, out, params.sum_to_one)
+        bar.update(int(counts[k]))
+    used = used[~host]
     exact_J = kind[used] == 1
     plan = _bucket_plan(
         used, paths.n_D[used], J[used], counts[used], order, cstart, R_pad, _fit_floats, exact_J
