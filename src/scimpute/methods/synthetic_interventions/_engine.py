@@ -7,9 +7,11 @@ numbers for every target at once:
 1. per-unit statistics, once: feature means of every measured profile, and the Gram
    matrices (per fold of the features) of the per-profile centred profiles;
 2. the greedy donor path of every target, vectorised with bit sets of training units;
-3. every (target unit, training units, donors) combination on a path becomes a *key*;
-   targets share keys, and keys of similar size share a padded *bucket* so that the JAX
-   kernels (:mod:`._kernels`) compile once per bucket shape;
+3. every (target unit, training units, donors) combination on a path becomes a *key* (a
+   group of targets); targets share keys. Keys with at least :data:`HOST_MIN_DONORS`
+   donors are fitted one by one, unpadded, in numpy (:func:`._kernels.fit_key_host`);
+   smaller keys of similar size share a padded *bucket* so that the JAX kernels
+   (:mod:`._kernels`) compile once per bucket shape;
 4. per target, the (level, regularisation) with the smallest validation error is kept and
    compared with ``context_mean`` on the same held-out pairs;
 5. predictions ``W @ Y[u, D] + b`` are computed key by key.
@@ -33,7 +35,7 @@ _CHUNK_BUDGET = 2**22
 #: batches. At this size one ``eigh`` per training set outweighs the per-call overhead,
 #: while padding to a power of two would cost up to 8x the work and each new bucket
 #: shape a compilation (dense grids: few contexts, many donors per target).
-HOST_MIN_DONORS = 128
+HOST_MIN_DONORS = 64
 
 
 def _pow2(x: np.ndarray | int, lo: int = 1) -> np.ndarray:
