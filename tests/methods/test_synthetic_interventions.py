@@ -5,6 +5,8 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import scimpute as si
 from scimpute import _keys
@@ -13,6 +15,7 @@ from scimpute.methods import get_method, grid_data
 from scimpute.methods._registry import _REGISTRY
 from scimpute.methods.baselines import context_mean
 from scimpute.methods.synthetic_interventions import PRESETS, SIParams
+from scimpute.methods.synthetic_interventions import _engine as E
 from scimpute.methods.synthetic_interventions import synthetic_interventions as _si_fn
 from scimpute.methods.synthetic_interventions._engine import greedy_paths
 from scimpute.methods.synthetic_interventions._reference import reference_levels, reference_si
@@ -108,6 +111,109 @@ def test_batched_matches_reference(small, params):
         row = W.getrow(i)
         pred = row.data @ Yd[t_d[i, 0], row.indices] + res.info["donor_intercepts"][i]
         np.testing.assert_allclose(pred, res.prediction[i], rtol=1e-5, atol=1e-5)
+
+
+_DIAG = (
+    "n_donors",
+    "n_train",
+    "r2_train",
+    "r2_heldout",
+    "validation_mse",
+    "context_mean_validation_mse",
+    "subspace_stat",
+)
+
+
+def _dense(seed, n_c, n_p, p, fraction):
+    """A float64 low-rank grid with a strong per-context component, control at index 0."""
+    rng = np.random.default_rng(seed)
+    g, v, h = rng.normal(size=(n_c, 3)), rng.normal(size=(n_p, 3)), rng.normal(size=(3, p))
+    base = 3 * rng.normal(size=(n_c, 1, p))
+    Y = base + np.einsum("cr,ar,rp->cap", g, v, h) + 0.3 * rng.normal(size=(n_c, n_p, p))
+    M = rng.random((n_c, n_p)) < fraction
+    M[:, 0] = True  # control measured everywhere
+    M[0, 1:] &= rng.random(n_p - 1) < 0.8  # some asymmetry between contexts
+    return grid_data(Y, M, control=0)
+
+
+def _fit(data, t, host, monkeypatch, random_state=0, **params):
+    """SI with every group on the per-group LAPACK path (host) or the padded JAX path."""
+    monkeypatch.setattr(E, "HOST_MIN_DONORS", 1 if host else np.iinfo(np.int64).max)
+    return synthetic_interventions(data, t, random_state=random_state, **params)
+
+
+@pytest.mark.parametrize(
+    "params", [{}, PLAIN, {"donors": "contexts"}, {"rank": ["gavish_donoho", 2]}]
+)
+def test_host_groups_match_padded_batches_and_reference(monkeypatch, params):
+    """The per-group numpy path equals the padded JAX path and the per-pair reference."""
+    data = _dense(0, 5, 14, 25, 0.85)
+    t = default_targets(data)
+    host = _fit(data, t, True, monkeypatch, 3, **params)
+    jaxp = _fit(data, t, False, monkeypatch, 3, **params)
+    folds = np.random.default_rng(3).permutation(np.arange(data.n_features) % 5)
+    ref = reference_si(
+        data.Y,
+        data.measured,
+        t,
+        SIParams.from_kwargs(SI, params),
+        control=data.control,
+        feature_folds=folds,
+    )
+    assert host.prediction.dtype == np.float64
+    np.testing.assert_allclose(host.prediction, jaxp.prediction, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(host.prediction, ref["prediction"], rtol=1e-6, atol=1e-8)
+    assert list(host.source) == list(ref["source"]) == list(jaxp.source)
+    for k in _DIAG:
+        np.testing.assert_allclose(host.per_target[k], ref[k], rtol=1e-6, atol=1e-8, err_msg=k)
+    np.testing.assert_allclose(
+        host.info["donor_weights"].toarray(), jaxp.info["donor_weights"].toarray(), atol=1e-9
+    )
+
+
+def test_large_groups_are_not_padded_or_compiled():
+    """Groups with >= HOST_MIN_DONORS donors skip the JAX kernels (no compilation)."""
+    from scimpute.methods.synthetic_interventions import _kernels
+
+    data = _dense(1, 4, 90, 12, 0.95)
+    t = default_targets(data)
+    n = _kernels.fit_keys._cache_size()
+    res = synthetic_interventions(data, t)
+    assert np.nanmin(res.per_target["n_donors"]) >= E.HOST_MIN_DONORS
+    assert _kernels.fit_keys._cache_size() == n
+    assert (res.source == SI).any()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_c=st.integers(3, 5),
+    n_p=st.integers(6, 14),
+    p=st.integers(8, 20),
+    fraction=st.floats(0.6, 0.95),
+    host=st.booleans(),
+)
+def test_grouped_equals_per_target(seed, n_c, n_p, p, fraction, host):
+    """All targets at once (groups shared) equal each target alone and the per-pair reference.
+
+    Property-based over random dense grids, for both the per-group LAPACK path and the
+    padded JAX path (predictions to 1e-6 relative).
+    """
+    data = _dense(seed, n_c, n_p, p, fraction)
+    t = default_targets(data)
+    if not t.size:
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        grouped = _fit(data, t, host, mp)
+        alone = np.concatenate(
+            [_fit(data, t[i : i + 1], host, mp).prediction for i in range(len(t))]
+        )
+    folds = np.random.default_rng(0).permutation(np.arange(data.n_features) % 5)
+    ref = reference_si(data.Y, data.measured, t, control=data.control, feature_folds=folds)
+    scale = np.abs(ref["prediction"]).max()
+    np.testing.assert_allclose(grouped.prediction, alone, rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(grouped.prediction, ref["prediction"], rtol=1e-6, atol=1e-6 * scale)
+    assert list(grouped.source) == list(ref["source"])
 
 
 def test_greedy_paths_match_reference():

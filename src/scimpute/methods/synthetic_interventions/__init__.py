@@ -87,10 +87,22 @@ any training unit), ``few_training_units`` (every level has fewer than
 mean. Control rows are donors (and training units) like any profile but never targets.
 
 The computation uses the Gram-matrix algebra of the stacked design (``X^T X`` is a sum of
-per-unit Gram matrices, precomputed once); targets that share a (unit, training units,
-donors) combination share one eigendecomposition, and all are solved in padded batches by
-jit-compiled JAX kernels in float64 (:mod:`._kernels`). A plain per-pair numpy version
-of the same estimator is :func:`._reference.reference_si`.
+per-unit Gram matrices, precomputed once). Targets that share a (unit, training units,
+donors) combination, a *group*, share its factorisations (one eigendecomposition per
+training set of the validation and one for the full fit) and its validation; only the
+right-hand sides (the targets' cross moments) differ. For SI-Action a target (c, a) is
+unmeasured in c, so its candidate donors (everything measured in c) do not depend on a: all
+targets of a context whose perturbations are measured in the same training contexts walk
+the same greedy path and fall in the same groups at every level, which on dense grids (few
+contexts, many perturbations) leaves a few hundred groups for thousands of targets. The
+selection of the level and of the regularisation is per target, not per group, because the
+validation error of each (level, regularisation) depends on the target's own held-out
+profiles; it is computed from the group's shared factorisations at the cost of matrix
+products only. Groups with at least ``HOST_MIN_DONORS`` (64) donors are fitted one by one,
+unpadded, in numpy/LAPACK; smaller groups in padded batches by jit-compiled JAX kernels
+(:mod:`._kernels`, the same arithmetic), all in float64. No donor set is capped unless
+``max_donors`` is given. A plain per-pair numpy version of the same estimator is
+:func:`._reference.reference_si`.
 
 The package: :mod:`._params` (:class:`SIParams`, every parameter declared once, and the
 presets), :mod:`._direction` (one donor direction as named stages), :mod:`._engine`

@@ -7,9 +7,11 @@ numbers for every target at once:
 1. per-unit statistics, once: feature means of every measured profile, and the Gram
    matrices (per fold of the features) of the per-profile centred profiles;
 2. the greedy donor path of every target, vectorised with bit sets of training units;
-3. every (target unit, training units, donors) combination on a path becomes a *key*;
-   targets share keys, and keys of similar size share a padded *bucket* so that the JAX
-   kernels (:mod:`._kernels`) compile once per bucket shape;
+3. every (target unit, training units, donors) combination on a path becomes a *key* (a
+   group of targets); targets share keys. Keys with at least :data:`HOST_MIN_DONORS`
+   donors are fitted one by one, unpadded, in numpy (:func:`._kernels.fit_key_host`);
+   smaller keys of similar size share a padded *bucket* so that the JAX kernels
+   (:mod:`._kernels`) compile once per bucket shape;
 4. per target, the (level, regularisation) with the smallest validation error is kept and
    compared with ``context_mean`` on the same held-out pairs;
 5. predictions ``W @ Y[u, D] + b`` are computed key by key.
@@ -28,6 +30,12 @@ from ._params import SIParams
 
 #: floats per intermediate array of a kernel call (bounds the memory of one chunk)
 _CHUNK_BUDGET = 2**22
+#: groups (keys) with at least this many donors are fitted one by one in numpy/LAPACK,
+#: unpadded and uncompiled (:func:`._kernels.fit_key_host`); smaller ones in padded JAX
+#: batches. At this size one ``eigh`` per training set outweighs the per-call overhead,
+#: while padding to a power of two would cost up to 8x the work and each new bucket
+#: shape a compilation (dense grids: few contexts, many donors per target).
+HOST_MIN_DONORS = 64
 
 
 def _pow2(x: np.ndarray | int, lo: int = 1) -> np.ndarray:
@@ -441,6 +449,17 @@ def fit_all(
     used = np.flatnonzero(counts)
     R_pad = cfg.ridge.size
     bar = tqdm(total=L, desc="synthetic interventions", disable=not progress, unit="pair")
+    host = paths.n_D[used] >= HOST_MIN_DONORS
+    for k in used[host]:  # large groups: one unpadded LAPACK fit per group, no compilation
+        cand = order[cstart[k] : cstart[k] + counts[k]][None, :]
+        ks = np.array([k])
+        blocks = _chunk_blocks(
+            store, paths, targets, ks, cand, kind, (paths.n_D[k], J[k], counts[k]), n_features
+        )
+        out = K.fit_key_host(blocks._replace(**{f: x[0] for f, x in blocks._asdict().items()}), cfg)
+        _store_chunk(fits, paths, ks, cand, J[k], R, blocks, out, params.sum_to_one)
+        bar.update(int(counts[k]))
+    used = used[~host]
     exact_J = kind[used] == 1
     plan = _bucket_plan(
         used, paths.n_D[used], J[used], counts[used], order, cstart, R_pad, _fit_floats, exact_J
