@@ -27,7 +27,7 @@ project environment: it lives in a separate venv and step (b) runs there through
 
     python3 -m venv /work/celleval-venv && /work/celleval-venv/bin/pip install cell-eval
     export CELLEVAL_PYTHON=/work/celleval-venv/bin/python
-    PYTHONPATH=src python benchmarks/transfer_celleval.py --types CD4T,B
+    PYTHONPATH=src python benchmarks/transfer_celleval.py --types CD4T,B,CD14+Mono
 
 cell-eval 0.8.2 also installs into the project environment without changing any of its pins
 (``pip install -e ".[bench]"``; then ``CELLEVAL_PYTHON`` may be that environment's python);
@@ -243,7 +243,8 @@ def report(data: dict) -> str:
         "Spearman of log fold changes over the significant real DEGs; de_sig_genes_recall;",
         "de_nsig_counts_real / _pred, how many genes are significant; pr_auc / roc_auc, the",
         "predicted p-values ranking the real DEGs. discrimination_score_l1 is 1 by construction",
-        "with a single perturbation per evaluation. pearson_edistance and clustering_agreement",
+        "with a single perturbation per evaluation; mse_delta / mae_delta equal mse / mae",
+        "(real and predicted share the controls), in the json. pearson_edistance and clustering_agreement",
         "need at least two perturbations and are not computed (cell-eval logs an error).",
         "",
         "Reproduce:",
