@@ -103,6 +103,7 @@ KANG = "transfer_kang.md"
 MM = "mm_integration.md"
 SI = "si_cmap.json"
 NTK = "ntk_cmap.json"
+CE = "transfer_celleval.json"
 
 #: README phrase -> (source, decimals) per ``{}``; decimals is an int or a format spec.
 QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
@@ -260,6 +261,42 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
         [
             (md(KANG, "B", "autoencoder (decoded)", 0), 3),
             (md(KANG, "B", "autoencoder (decoded)", 1), 3),
+        ],
+    ),
+    # Kang scored by cell-eval (rows: 0 CD4T decoded, 1 CD4T residual, 2 B decoded)
+    (
+        "so its values below 0 ({}% of them on CD4T) are clipped at 0 (CD4T's r2 {} before, "
+        "{} after).",
+        [
+            (scaled(js(CE, "rows", 0, "frac_negative"), 100), 1),
+            (js(CE, "rows", 0, "r2_all"), 3),
+            (js(CE, "rows", 0, "r2_all_clipped"), 3),
+        ],
+    ),
+    (
+        "scimpute's r2 {} / {} (CD4T) and {} / {} (B), cell-eval's pearson_delta {} and {}, "
+        "the sign of the real DEGs' change right for {} and {} of them.",
+        [
+            (js(CE, "rows", 0, "r2_all"), 3),
+            (js(CE, "rows", 0, "r2_top100"), 3),
+            (js(CE, "rows", 2, "r2_all"), 3),
+            (js(CE, "rows", 2, "r2_top100"), 3),
+            (js(CE, "rows", 0, "cell_eval", "pearson_delta"), 3),
+            (js(CE, "rows", 2, "cell_eval", "pearson_delta"), 3),
+            (js(CE, "rows", 0, "cell_eval", "de_direction_match"), 3),
+            (js(CE, "rows", 2, "cell_eval", "de_direction_match"), 3),
+        ],
+    ),
+    (
+        "cell-eval's Wilcoxon test calls {} of 6,998 genes significant in the predicted CD4T "
+        "cells (real: {}), overlap_at_N is {} and pr_auc {}; the `residual` output (control "
+        "cells plus the decoded shift) still calls {}.",
+        [
+            (js(CE, "rows", 0, "cell_eval", "de_nsig_counts_pred"), 0),
+            (js(CE, "rows", 0, "cell_eval", "de_nsig_counts_real"), 0),
+            (js(CE, "rows", 0, "cell_eval", "overlap_at_N"), 3),
+            (js(CE, "rows", 0, "cell_eval", "pr_auc"), 3),
+            (js(CE, "rows", 1, "cell_eval", "de_nsig_counts_pred"), 0),
         ],
     ),
     # multi-modal
