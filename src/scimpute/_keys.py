@@ -24,6 +24,16 @@ class Key:
             return f"{key}_source"
 
         @staticmethod
+        def rank(key: str) -> str:
+            """Column of :func:`scimpute.tl.rank_experiments`: 1 = measure first, -1 = measured."""
+            return f"{key}_rank"
+
+        @staticmethod
+        def gain(key: str) -> str:
+            """Column of :func:`scimpute.tl.rank_experiments`: expected error removed elsewhere."""
+            return f"{key}_gain"
+
+        @staticmethod
         def diagnostic(key: str, name: str) -> str:
             """Column holding a per-pair diagnostic of an imputation run."""
             return f"{key}_{name}"
@@ -85,6 +95,8 @@ class Key:
 SOURCE_MEASURED: Final = "measured"
 #: value of ``obs[Key.obs.source(key)]`` for unmeasured control rows.
 SOURCE_CONTROL_FILL: Final = "control_mean"
+#: default ``key_added`` of :func:`scimpute.tl.rank_experiments`.
+RANK_KEY: Final = "acquisition"
 #: environment variable naming the directory of the real datasets.
 DATA_DIR_ENV: Final = "SCIMPUTE_DATA_DIR"
 #: separator of combination labels ("A+B"), pertpy's convention.

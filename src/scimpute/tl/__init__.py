@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._cross_validate import cross_validate, summarize_cross_validation
     from ._cross_validate_transfer import cross_validate_transfer
     from ._impute import impute
+    from ._rank import rank_experiments, top_pairs
     from ._transfer import compare_transfer, fit_transfer, load_network, transfer
 
 __all__ = [
@@ -23,8 +24,10 @@ __all__ = [
     "fit_transfer",
     "impute",
     "load_network",
+    "rank_experiments",
     "signature_alignment",
     "summarize_cross_validation",
+    "top_pairs",
     "transfer",
 ]
 
@@ -38,8 +41,10 @@ __getattr__, __dir__ = attach(
         "fit_transfer": "_transfer",
         "impute": "_impute",
         "load_network": "_transfer",
+        "rank_experiments": "_rank",
         "signature_alignment": "_alignment",
         "summarize_cross_validation": "_cross_validate",
+        "top_pairs": "_rank",
         "transfer": "_transfer",
     },
 )
