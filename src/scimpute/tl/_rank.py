@@ -491,6 +491,7 @@ def rank_experiments(
     method: str | None = "auto",
     n: int | None = None,
     key: str | None = None,
+    candidates: str | None = None,
     key_added: str | None = None,
     interval: float = 0.9,
     random_state: RandomState = 0,
@@ -522,6 +523,10 @@ def rank_experiments(
     key
         ``key_added`` of an earlier :func:`scimpute.tl.impute` run whose
         ``obs[f"{key}_error"]`` to use instead of imputing (``method`` is then ignored).
+    candidates
+        Name of a boolean ``obs`` column marking the unmeasured pairs that can be measured
+        (cells, reagents at hand); the others are not ranked (rank 0) but their error still
+        counts. Default: every unmeasured non-control pair.
     key_added
         Name of the results; default ``"acquisition"``.
     interval
@@ -539,12 +544,12 @@ def rank_experiments(
     ``None``, or the copy, with
 
     - ``obs[f"{key_added}_rank"]``: 1 for the pair to measure first, 2 next, ...; ``-1`` for
-      measured rows and control rows;
+      measured rows and control rows, ``0`` for unmeasured pairs that are not candidates;
     - ``obs[f"{key_added}_gain"]``: the pair's gain when it was ranked (expected error it
       removes from the other unmeasured pairs, in the units of the error used); NaN where
       the rank is ``-1``;
     - ``uns[key_added]``: ``{"tool", "params", "error_from", "surrogate": {"components",
-      "weights", "noise", "n_fit"}, "n_candidates", "top"}``; ``top`` is a table (context,
+      "weights", "noise", "n_fit"}, "n_candidates", "n_unmeasured", "top"}``; ``top`` is a table (context,
       perturbation, rank, gain, error) of the first ``n`` pairs (at most 100 by default).
 
     Raises
@@ -587,7 +592,25 @@ def rank_experiments(
         raise TypeError(
             f"{_OWNER}: method parameters {sorted(method_params)} given without a method."
         )
-    res = rank_pairs(data, targets, error=error, n=opts.n, random_state=random_state)
+    pick = None
+    if candidates is not None:
+        if candidates not in grid.obs.columns:
+            raise ValueError(f"{_OWNER}: candidates={candidates!r} is not a column of grid.obs.")
+        col = grid.obs[candidates]
+        if col.dtype != bool:
+            raise ValueError(
+                f"{_OWNER}: grid.obs[{candidates!r}] must be boolean (True: can be measured), "
+                f"got dtype {col.dtype}."
+            )
+        pick = col.to_numpy()[rows_t]
+        if not pick.any():
+            raise ValueError(
+                f"{_OWNER}: no unmeasured pair is marked in grid.obs[{candidates!r}]: nothing "
+                "to rank."
+            )
+    res = rank_pairs(
+        data, targets, error=error, candidates=pick, n=opts.n, random_state=random_state
+    )
 
     rank_col = np.full(grid.n_obs, -1, dtype=np.int64)
     gain_col = np.full(grid.n_obs, np.nan)
@@ -613,6 +636,7 @@ def rank_experiments(
                 "method": method,
                 "key": key,
                 "n": opts.n,
+                "candidates": candidates,
                 "interval": opts.interval,
                 "random_state": random_state,
                 **method_params,
@@ -620,7 +644,8 @@ def rank_experiments(
         ),
         "error_from": error_from,
         "surrogate": h5ad_safe(res.surrogate),
-        "n_candidates": int(targets.shape[0]),
+        "n_candidates": int(res.order.size),
+        "n_unmeasured": int(targets.shape[0]),
         "top": top,
     }
     out = grid.copy() if copy else grid
