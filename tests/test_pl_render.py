@@ -67,6 +67,24 @@ def transfer_cells(fast):
     return cells
 
 
+@pytest.fixture(scope="module")
+def trust_grid(grid):
+    """The grid with the fields of an impute run with intervals (issue 10's schema)."""
+    g = grid.copy()
+    rng = np.random.default_rng(0)
+    imputed = (g.obs[f"{SI_KEY}_source"] != "measured").to_numpy()
+    for name in ("trust", "error"):
+        g.obs[f"{SI_KEY}_{name}"] = np.where(imputed, rng.random(g.n_obs), np.nan)
+    half = np.where(imputed, rng.random(g.n_obs) + 0.5, np.nan)[:, None]
+    g.layers[f"{SI_KEY}_lower"] = g.layers[SI_KEY] - half
+    g.layers[f"{SI_KEY}_upper"] = g.layers[SI_KEY] + half
+    levels = np.array([0.5, 0.8, 0.9, 0.95])
+    g.uns[SI_KEY]["calibration"] = {"nominal": levels, "empirical": levels - 0.02, "n": 30}
+    t = rng.random(40)
+    g.uns[SI_KEY]["trust_cv"] = {"trust": t, "error": 1 - t, "beats_baseline": t > 0.4}
+    return g
+
+
 def _si_pair(g):
     row = g.obs[g.obs[f"{SI_KEY}_source"] == SI].iloc[0]
     return row["context"], row["perturbation"]
@@ -86,9 +104,18 @@ RENDERERS = {
     "latent": lambda f, **kw: si.pl.latent(f("mdata"), color=["modality", "label"], **kw),
     "invariance": lambda f, **kw: si.pl.invariance(f("mdata"), n_top=5, **kw),
     "signature_alignment": lambda f, **kw: si.pl.signature_alignment(f("transfer_cells"), **kw),
+    "calibration": lambda f, **kw: si.pl.calibration(f("trust_grid"), SI_KEY, **kw),
+    "trust": lambda f, **kw: si.pl.trust(f("trust_grid"), SI_KEY, **kw),
 }
 #: functions drawing one Axes (they take ``ax=``); the others take ``fig=``.
-SINGLE_PANEL = {"cross_validation", "grid", "prediction", "signature_alignment"}
+SINGLE_PANEL = {
+    "calibration",
+    "cross_validation",
+    "grid",
+    "prediction",
+    "signature_alignment",
+    "trust",
+}
 
 
 def _figure(out) -> Figure:

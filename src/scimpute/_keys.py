@@ -24,6 +24,11 @@ class Key:
             return f"{key}_source"
 
         @staticmethod
+        def diagnostic(key: str, name: str) -> str:
+            """Column holding a per-pair diagnostic of an imputation run."""
+            return f"{key}_{name}"
+
+        @staticmethod
         def rank(key: str) -> str:
             """Column of :func:`scimpute.tl.rank_experiments`: 1 = measure first, -1 = measured."""
             return f"{key}_rank"
@@ -32,11 +37,6 @@ class Key:
         def gain(key: str) -> str:
             """Column of :func:`scimpute.tl.rank_experiments`: expected error removed elsewhere."""
             return f"{key}_gain"
-
-        @staticmethod
-        def diagnostic(key: str, name: str) -> str:
-            """Column holding a per-pair diagnostic of an imputation run."""
-            return f"{key}_{name}"
 
     class var:
         """Columns of ``.var``."""

@@ -16,8 +16,10 @@ if TYPE_CHECKING:
     from ._grid import grid
     from ._mm import invariance, latent
     from ._prediction import prediction
+    from ._trust import calibration, trust
 
 __all__ = [
+    "calibration",
     "cross_validation",
     "donors",
     "grid",
@@ -25,12 +27,14 @@ __all__ = [
     "latent",
     "prediction",
     "signature_alignment",
+    "trust",
 ]
 
 __getattr__, __dir__ = attach(
     __name__,
     globals(),
     attributes={
+        "calibration": "_trust",
         "cross_validation": "_cross_validation",
         "donors": "_donors",
         "grid": "_grid",
@@ -38,5 +42,6 @@ __getattr__, __dir__ = attach(
         "latent": "_mm",
         "prediction": "_prediction",
         "signature_alignment": "_alignment",
+        "trust": "_trust",
     },
 )

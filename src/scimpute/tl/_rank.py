@@ -663,8 +663,24 @@ def _label_columns(grid: AnnData) -> tuple[str, str]:
     return info.context_key, info.perturbation_key
 
 
-def top_pairs(grid: AnnData, key: str = RANK_KEY, n: int | None = None) -> pd.DataFrame:
-    """The ranked pairs of a :func:`rank_experiments` run, best first (from its obs columns)."""
+def top_pairs(grid: AnnData, *, key: str = RANK_KEY, n: int | None = None) -> pd.DataFrame:
+    """The ranked pairs of a :func:`rank_experiments` run, best first.
+
+    Parameters
+    ----------
+    grid
+        A grid ranked by :func:`rank_experiments`.
+    key
+        Its ``key_added``.
+    n
+        Number of pairs (default: all ranked ones).
+
+    Returns
+    -------
+    A table indexed by grid row with ``context``, ``perturbation``, ``rank`` and ``gain``,
+    read from ``obs[f"{key}_rank"]`` and ``obs[f"{key}_gain"]``.
+
+    """
     rc, gc = _columns(key)
     if rc not in grid.obs.columns:
         raise KeyError(f"grid.obs[{rc!r}] not found: run scimpute.tl.rank_experiments first.")
