@@ -8,6 +8,7 @@ pool in batches; after every batch the grid is re-imputed and scored:
 
 * ``ranked``: :func:`scimpute.tl.rank_experiments`' order (expected error removed from the
   other unmeasured pairs, greedy within the batch), recomputed after every batch;
+* ``ranked_grid``: the same with ``objective="grid"`` (the pair's own error counts too);
 * ``largest_error``: the pairs with the largest predicted error first (the same surrogate's
   predictive variance, or the re-imputation's own predicted error where it writes one);
 * ``random``: a seeded random order.
@@ -36,7 +37,8 @@ from scimpute.tl._data import to_grid_data
 from scimpute.tl._rank import rank_pairs
 from scimpute.tl._run import prepare_method, run_method
 
-STRATEGIES = ("ranked", "largest_error", "random")
+#: ``ranked``: objective "others" (the default); ``ranked_grid``: objective "grid".
+STRATEGIES = ("ranked", "ranked_grid", "largest_error", "random")
 
 
 def load(name: str):
@@ -105,8 +107,11 @@ def run_seed(data, method, params, seed: int, batch: int, n_batches: int) -> lis
                 pos = np.arange(idx.size)
                 pick = np.zeros(targets.shape[0], dtype=bool)
                 pick[pos] = True
-                res = rank_pairs(d, targets, candidates=pick, n=batch, random_state=seed)
-                if strategy == "ranked":
+                objective = "grid" if strategy == "ranked_grid" else "others"
+                res = rank_pairs(
+                    d, targets, candidates=pick, n=batch, objective=objective, random_state=seed
+                )
+                if strategy.startswith("ranked"):
                     best = res.order[:batch]
                 else:
                     best = pos[np.argsort(-res.error[pos], kind="stable")[:batch]]

@@ -238,3 +238,66 @@ def test_method_run_on_a_copy(empty_row_grid):
     assert set(g.obs.columns) - set(cols) == {RANK, GAIN}
     assert "two_way_mean" in g.uns["acquisition"]["error_from"]
     assert g.uns["acquisition"]["params"]["method"] == "two_way_mean"
+
+
+def test_objective_grid_counts_the_pair_itself(empty_row_grid):
+    g = empty_row_grid.copy()
+    ctx, pert = _labels(g)
+    iso = (ctx == "c5") & (pert == "p3")
+    g.obs["run_error"] = np.where(g.obs["measured"], np.nan, np.where(iso, 100.0, 1.0))
+    si.tl.rank_experiments(g, key="run", n=1)
+    assert g.obs.loc[iso, RANK].item() > 1  # it informs no one: not first for the others
+    si.tl.rank_experiments(g, key="run", n=1, objective="grid")
+    assert g.obs.loc[iso, RANK].item() == 1  # its own error, removed, outweighs the rest
+    with pytest.raises(ParamError, match="objective must be one of"):
+        si.tl.rank_experiments(g, key="run", objective="all")
+
+
+# --------------------------------------------------------------------------------------
+# the command line
+
+
+@pytest.fixture
+def grid_file(empty_row_grid, tmp_path):
+    path = tmp_path / "grid.h5ad"
+    empty_row_grid.write_h5ad(path)
+    return path
+
+
+def test_cli_prints_the_top_pairs_and_leaves_the_input(grid_file, tmp_path, capsys):
+    from scimpute.cli import main
+
+    before = grid_file.read_bytes()
+    assert main(["rank", str(grid_file), "-n", "3", "--method", "none"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("top 3 of 13 unmeasured pairs")
+    assert lines[1].split() == ["context", "perturbation", "rank", "gain"]
+    assert len(lines) == 5 and lines[2].split()[0] == "c0"
+    assert grid_file.read_bytes() == before
+    csv, out_h5 = tmp_path / "top.csv", tmp_path / "ranked.h5ad"
+    assert (
+        main(["rank", str(grid_file), "--method", "none", "--csv", str(csv), "-o", str(out_h5)])
+        == 0
+    )
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["context", "perturbation", "rank", "gain"] and len(table) == 10
+    back = ad.read_h5ad(out_h5)
+    assert back.obs[RANK].max() == 13 and grid_file.read_bytes() == before
+
+
+def test_cli_errors(grid_file, tmp_path, capsys):
+    from scimpute.cli import main
+
+    before = grid_file.read_bytes()
+    assert main(["rank", str(grid_file), "--method", "none", "-o", str(grid_file)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["rank", str(grid_file), "--key", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("scimpute rank: error: rank_experiments:")
+    assert main(["rank", str(grid_file), "--method", "none", "--param", "x=1"]) == 2
+    assert main(["rank", str(grid_file), "--method", "nope"]) == 2
+    assert main(["rank", str(tmp_path / "missing.h5ad")]) == 2
+    assert main(["rank", str(grid_file), "-n", "0"]) == 2
+    assert grid_file.read_bytes() == before
+    assert main(["rank", str(grid_file), "--method", "none", "-o", str(grid_file), "--force"]) == 0
+    assert RANK in ad.read_h5ad(grid_file).obs.columns

@@ -1126,6 +1126,8 @@ def build_parser() -> argparse.ArgumentParser:
     _output_args(p, "output file (.h5mu)")
     p.set_defaults(func=_cmd_integrate)
 
+    _add_rank_parser(sub)
+
     p = sub.add_parser(
         "methods",
         help="list the registered methods",
@@ -1135,6 +1137,127 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_methods)
     return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# rank: which pair to measure next (tl.rank_experiments)
+
+#: ``--method`` value of ``scimpute rank`` that runs no imputation (the surrogate's variance).
+RANK_NO_METHOD = "none"
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    """Rank the unmeasured pairs of a grid; print the top ones; optionally write the grid."""
+    src = _check_input(args.input)
+    out = _check_output(args.output, "-o/--output", (".h5ad",), inputs=[src], force=args.force)
+    csv = _check_output(args.csv, "--csv", (".csv",), inputs=[src])
+    method = None if args.method.lower() == RANK_NO_METHOD else args.method
+    params = _params(args.param)
+    if method is None and params:
+        raise CLIError(f"--param needs a method; --method {RANK_NO_METHOD} runs none.")
+
+    def check_method():
+        from .methods import get_method
+
+        if method is not None and args.key is None:
+            get_method(method).parse(params)
+
+    _usage(check_method)
+    grid = _load_grid(args, src)
+    _check_something_to_impute(grid, src)
+    if method is not None and args.key is None:
+        _check_needs_control(grid, [method])
+
+    from . import tl
+
+    # bad key, candidates or key_added are bad input (2); anything else fails the run (1)
+    _usage(
+        lambda: tl.rank_experiments(
+            grid,
+            method=method,
+            n=args.n,
+            key=args.key,
+            candidates=args.candidates,
+            key_added=args.key_added,
+            random_state=args.seed,
+            **params,
+        )
+    )
+    from ._keys import RANK_KEY
+
+    key = args.key_added or RANK_KEY
+    table = tl.top_pairs(grid, key=key, n=args.n)[["context", "perturbation", "rank", "gain"]]
+    record = grid.uns[key]
+    print(
+        f"top {len(table)} of {record['n_candidates']} unmeasured pairs to measure next "
+        f"(gain: expected error removed from the other unmeasured pairs; error from "
+        f"{record['error_from']}):"
+    )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if csv is not None:
+        _run(lambda: _atomic_write(csv, lambda p: table.to_csv(p, index=False)))
+    if out is not None:
+        _run(lambda: _atomic_write(out, grid.write_h5ad))
+        print(f"wrote the ranking (obs {key}_rank, {key}_gain; uns {key}) to {out}")
+    return 0
+
+
+def _add_rank_parser(sub) -> None:
+    p = sub.add_parser(
+        "rank",
+        help="rank the unmeasured pairs: which to measure next",
+        description=(
+            "Rank the unmeasured pairs of INPUT by the expected reduction of the error of the "
+            "other unmeasured pairs if each were measured (scimpute.tl.rank_experiments: a "
+            "Gaussian-process surrogate of the grid fitted to its measured pairs, each pair "
+            "weighted by the imputation's predicted error) and print the top N (context, "
+            "perturbation, rank, gain). The top N are chosen jointly, so they do not spend "
+            "two measurements on the same gap. INPUT is only read; -o writes the grid with "
+            "the ranking to another file (the input only with --force)."
+        ),
+        epilog=(
+            "example:\n"
+            "  scimpute rank grid.h5ad -n 10\n"
+            "  scimpute rank grid.h5ad -n 20 --method none --csv next.csv -o ranked.h5ad"
+        ),
+        formatter_class=_Formatter,
+    )
+    _grid_args(p)
+    r = p.add_argument_group("ranking")
+    r.add_argument(
+        "-n", type=_int_at_least(1), default=10, help="number of pairs to choose and print"
+    )
+    r.add_argument(
+        "--method",
+        default="auto",
+        help=(
+            "imputation method whose predicted error per pair weights the ranking "
+            f"('{RANK_NO_METHOD}': no imputation, the surrogate's own variance)"
+        ),
+    )
+    r.add_argument(
+        "--key",
+        default=None,
+        help="use obs KEY_error of an earlier impute run in INPUT instead of imputing",
+    )
+    r.add_argument(
+        "--candidates",
+        default=None,
+        help="boolean obs column marking the pairs that can be measured (default: all)",
+    )
+    r.add_argument(
+        "--key-added",
+        default=None,
+        help="key of the ranking in .obs and .uns (default: acquisition)",
+    )
+    _param_arg(r)
+    _seed_arg(r, "the imputation and the surrogate's fit")
+    p.add_argument("--csv", default=None, help="also write the top pairs to this file (.csv)")
+    p.add_argument("-o", "--output", default=None, help="write the ranked grid (.h5ad)")
+    p.add_argument(
+        "--force", action="store_true", help="allow OUTPUT to be the input file (atomically)"
+    )
+    p.set_defaults(func=_cmd_rank)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,7 +55,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -87,6 +87,9 @@ class RankParams(Params):
     owner = _OWNER
 
     n: int | None = param(None, ge=1, doc="Pairs chosen jointly (greedy) and listed in uns.")
+    objective: Literal["others", "grid"] = param(
+        "others", doc="Error counted: of the other unmeasured pairs, or of the whole grid."
+    )
     interval: float = param(0.9, gt=0, lt=1, doc="Interval level of the imputation run.")
 
 
@@ -265,7 +268,12 @@ def _fit_weights(Ks: list[np.ndarray], S: np.ndarray) -> tuple[np.ndarray, float
 
 
 def _greedy(
-    P: np.ndarray, noise: float, err: np.ndarray, n_greedy: int, pick: np.ndarray
+    P: np.ndarray,
+    noise: float,
+    err: np.ndarray,
+    n_greedy: int,
+    pick: np.ndarray,
+    count_self: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy order and gains: each step picks the largest gain, then observes that pair.
 
@@ -284,6 +292,8 @@ def _greedy(
         v = np.diag(P) + noise
         w = np.where(active, err / v, 0.0)  # err_t / v_t over the still-open targets
         g = (w @ (P * P) - w * np.diag(P) ** 2) / v  # sum_{t != u} err_t P_tu^2 / (v_t v_u)
+        if count_self:  # measured, the pair itself has no imputation error left
+            g = g + err
         return np.where(active & pick, np.maximum(g, 0.0), -np.inf)
 
     for step in range(n_greedy):
@@ -311,6 +321,7 @@ def rank_pairs(
     error: np.ndarray | None = None,
     candidates: np.ndarray | None = None,
     n: int | None = None,
+    objective: str = "others",
     random_state: RandomState = 0,
 ) -> RankResult:
     """Rank ``targets`` (default: the unmeasured non-control pairs) by their expected gain.
@@ -334,6 +345,10 @@ def rank_pairs(
     n
         Pairs chosen greedily (jointly); the others follow by their gain given those.
         ``None``: all, up to :data:`MAX_GREEDY`.
+    objective
+        ``"others"``: the gain counts the error removed from the other targets;
+        ``"grid"``: also the pair's own error (measured, it has none left), i.e. the error of
+        the completed grid.
     random_state
         Seed of the subsample of measured pairs used to fit the weights (only when there are
         more than :data:`MAX_FIT`).
@@ -343,10 +358,10 @@ def rank_pairs(
 
     # the matrices are small: one BLAS thread is many times faster on a busy machine
     with threadpool_limits(1 if data.measured.sum() <= MAX_FIT else None):
-        return _rank_pairs(data, targets, error, candidates, n, random_state)
+        return _rank_pairs(data, targets, error, candidates, n, objective, random_state)
 
 
-def _rank_pairs(data, targets, error, candidates, n, random_state) -> RankResult:
+def _rank_pairs(data, targets, error, candidates, n, objective, random_state) -> RankResult:
     t = default_targets(data) if targets is None else np.asarray(targets, dtype=np.int64)
     if t.ndim != 2 or t.shape[1] != 2 or t.shape[0] == 0:
         raise ValueError(
@@ -411,7 +426,10 @@ def _rank_pairs(data, targets, error, candidates, n, random_state) -> RankResult
         raise ValueError(f"candidates must be a bool array of {t.shape[0]} values.")
     if not pick.any():
         raise ValueError("rank_experiments: no candidate pair to rank (candidates is all False).")
-    order, gain_sorted = _greedy(P, noise, err, MAX_GREEDY if n is None else n, pick)
+    if objective not in ("others", "grid"):
+        raise ValueError(f"objective must be 'others' or 'grid', got {objective!r}.")
+    n_greedy = MAX_GREEDY if n is None else n
+    order, gain_sorted = _greedy(P, noise, err, n_greedy, pick, objective == "grid")
     rank = np.zeros(t.shape[0], dtype=np.int64)
     rank[order] = np.arange(1, order.size + 1)
     gain = np.full(t.shape[0], np.nan)
@@ -490,6 +508,7 @@ def rank_experiments(
     *,
     method: str | None = "auto",
     n: int | None = None,
+    objective: Literal["others", "grid"] = "others",
     key: str | None = None,
     candidates: str | None = None,
     key_added: str | None = None,
@@ -520,6 +539,11 @@ def rank_experiments(
     n
         Number of pairs chosen jointly (greedy) and listed in ``uns[key_added]["top"]``;
         default: every pair (up to 1000 greedy steps; beyond, by gain given those).
+    objective
+        ``"others"`` (default): the gain is the error removed from the *other* unmeasured
+        pairs, the value of a measurement for the pairs that stay unmeasured. ``"grid"``:
+        plus the pair's own predicted error (measured, it has none left), the error removed
+        from the completed grid as a whole; this favours hard pairs themselves.
     key
         ``key_added`` of an earlier :func:`scimpute.tl.impute` run whose
         ``obs[f"{key}_error"]`` to use instead of imputing (``method`` is then ignored).
@@ -560,7 +584,7 @@ def rank_experiments(
         written if an error is raised.
 
     """
-    opts = RankParams.from_kwargs(_OWNER, {"n": n, "interval": interval})
+    opts = RankParams.from_kwargs(_OWNER, {"n": n, "objective": objective, "interval": interval})
     random_state = check_random_state_value(_OWNER, random_state)
     key_added = _check_key(grid, RANK_KEY if key_added is None else key_added)
     data, order = to_grid_data(grid)
@@ -609,7 +633,13 @@ def rank_experiments(
                 "to rank."
             )
     res = rank_pairs(
-        data, targets, error=error, candidates=pick, n=opts.n, random_state=random_state
+        data,
+        targets,
+        error=error,
+        candidates=pick,
+        n=opts.n,
+        objective=opts.objective,
+        random_state=random_state,
     )
 
     rank_col = np.full(grid.n_obs, -1, dtype=np.int64)
@@ -636,6 +666,7 @@ def rank_experiments(
                 "method": method,
                 "key": key,
                 "n": opts.n,
+                "objective": opts.objective,
                 "candidates": candidates,
                 "interval": opts.interval,
                 "random_state": random_state,
