@@ -47,7 +47,10 @@ def load(name: str):
         return si.pp.perturbation_grid(a, "cell_id", "pert_id", control="DMSO")
     if name == "korkut":
         a = si.datasets.korkut()
-        return si.pp.perturbation_grid(a, "condition", "perturbation", control="control")
+        a.obs["context"] = "SKMEL-133"  # one cell line: a constant context column
+        return si.pp.perturbation_grid(
+            a, "context", "perturbation", control="control", dose_key="dose"
+        )
     a = si.datasets.lincs_doses()
     return si.pp.perturbation_grid(
         a, "cell_id", "pert_iname", control="DMSO", dose_key="pert_dose_um"
@@ -123,9 +126,13 @@ def run_seed(data, method, params, seed: int, batch: int, n_batches: int) -> lis
 
 
 def measurements_to_reach(curve: pd.Series, level: float) -> float:
-    """Acquisitions at which ``curve`` (error by acquisitions) first reaches ``level``."""
-    hit = curve[curve <= level + 1e-12]
-    return float(hit.index[0]) if len(hit) else float("nan")
+    """Acquisitions from which on ``curve`` (error by acquisitions) stays at or below ``level``."""
+    above = np.nonzero((curve.to_numpy() > level + 1e-12))[0]
+    if above.size == 0:
+        return float(curve.index[0])
+    if above[-1] == len(curve) - 1:
+        return float("nan")
+    return float(curve.index[above[-1] + 1])
 
 
 def main() -> None:
@@ -152,9 +159,14 @@ def main() -> None:
         print(metric)
         print(curves[metric].round(4).to_string())
     summary = []
+    budget = args.batch * args.batches
+    at70 = args.batch * int(0.7 * args.batches)  # the last batch within 70% of the budget
     for metric, c in curves.items():
         final = float(c["random"].iloc[-1])
-        budget = float(c.index[-1])
+        per_seed = table.pivot_table(index=["seed", "acquired"], columns="strategy", values=metric)
+        start = per_seed.xs(0, level="acquired")
+        rel = per_seed / start.reindex(per_seed.index.get_level_values("seed")).to_numpy()
+        random_final = rel.xs(budget, level="acquired")["random"]
         for s in STRATEGIES:
             n = measurements_to_reach(c[s], final)
             summary.append(
@@ -164,6 +176,9 @@ def main() -> None:
                     "final_error": float(c[s].iloc[-1]),
                     "measurements_to_random_final": n,
                     "share_of_random_budget": n / budget,
+                    f"seeds_reaching_it_by_{at70}": float(
+                        (rel.xs(at70, level="acquired")[s] <= random_final).mean()
+                    ),
                 }
             )
     summary = pd.DataFrame(summary).set_index(["metric", "strategy"])
