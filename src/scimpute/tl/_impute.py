@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._keys import AUTO_METHOD, SOURCE_CONTROL_FILL, SOURCE_MEASURED, Key
+from .._keys import AUTO_METHOD, AUTO_RECORD, SOURCE_CONTROL_FILL, SOURCE_MEASURED, Key
 from .._params import ParamError, check_random_state_value
 from .._records import read_grid_info
 from .._utils import RandomState, h5ad_safe
@@ -257,7 +257,8 @@ def impute(
             res = assessed.result
         else:
             res.per_target.update(assessed.result.per_target)
-            res.info.update(assessed.result.info)
+            extra = {k: v for k, v in assessed.result.info.items() if k != AUTO_RECORD}
+            res.info.update(extra)  # a fixed method has no auto record
     else:
         res = run_method(m, data, targets, random_state=random_state, params=params)
 

@@ -194,7 +194,11 @@ def assess(
         },
     }
     if level is not None:
-        info[keys.INTERVAL] = {"level": float(level), "quantile": diff.quantile(level)}
+        info[keys.INTERVAL] = {
+            "level": float(level),
+            "quantile": diff.quantile(level),
+            "baseline": oof.baseline,
+        }
     res = MethodResult(
         prediction=pred_t,
         source=source,
