@@ -30,7 +30,7 @@ FAST = {
     "vae": {"width": 16, "latent_dim": 4, "max_epochs": 2, "batch_size": 16, "patience": 1},
 }
 #: methods that take longer than a few seconds even with FAST settings.
-SLOW = {"autoencoder", "vae", "synthetic_interventions"}
+SLOW = {"auto", "autoencoder", "vae", "synthetic_interventions"}
 
 METHODS = sorted(_registry._REGISTRY)  # reading _REGISTRY discovers every method module
 

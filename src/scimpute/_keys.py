@@ -24,6 +24,16 @@ class Key:
             return f"{key}_source"
 
         @staticmethod
+        def error(key: str) -> str:
+            """Predicted normalised error of each imputed pair (``interval=`` / ``auto``)."""
+            return f"{key}_{ERROR}"
+
+        @staticmethod
+        def trust(key: str) -> str:
+            """Estimated probability that the pair's prediction beats the best baseline."""
+            return f"{key}_{TRUST}"
+
+        @staticmethod
         def diagnostic(key: str, name: str) -> str:
             """Column holding a per-pair diagnostic of an imputation run."""
             return f"{key}_{name}"
@@ -63,6 +73,16 @@ class Key:
         def effect(key: str) -> str:
             """Layer holding completed profiles minus the context's control profile."""
             return f"{key}_effect"
+
+        @staticmethod
+        def lower(key: str) -> str:
+            """Lower bound of the conformal interval of each imputed feature value."""
+            return f"{key}_lower"
+
+        @staticmethod
+        def upper(key: str) -> str:
+            """Upper bound of the conformal interval of each imputed feature value."""
+            return f"{key}_upper"
 
     class uns:
         """Entries of ``.uns``."""
@@ -169,3 +189,14 @@ SI_DIAGNOSTICS: Final = (
 )
 #: ``.uns`` entry of the AnnData returned by :func:`scimpute.mm.translate` (source, target, key).
 MM_TRANSLATE_KEY: Final = "translate"
+#: per-pair outputs of ``interval=`` / ``method="auto"`` (``obs[f"{key}_{name}"]``).
+ERROR: Final = "error"
+TRUST: Final = "trust"
+#: ``.uns[key]`` entries of ``method="auto"`` and ``interval=``.
+AUTO_RECORD: Final = "auto"
+CALIBRATION: Final = "calibration"
+TRUST_CV: Final = "trust_cv"
+INTERVAL: Final = "interval"
+#: name of the auto method and of a stacked prediction in ``obs[f"{key}_source"]``.
+AUTO_METHOD: Final = "auto"
+SOURCE_STACK: Final = "stack"

@@ -19,6 +19,8 @@ from ._base import GridData, MethodResult, as_targets
 CONTEXT_FIRST = ("context_mean", "perturbation_mean", "global_mean")
 #: order for pairs whose context has no baseline profile.
 PERTURBATION_FIRST = ("perturbation_mean", "context_mean", "global_mean")
+#: the baselines :func:`validated_order` chooses among (the best baseline of a grid).
+VALIDATED_BASELINES = ("context_mean", "perturbation_mean", "two_way_mean")
 
 
 @dataclass
@@ -97,9 +99,10 @@ def fallback_chain(
 ) -> MethodResult:
     """Predict each target by the first estimator of ``order`` that is defined for it.
 
-    ``order`` names estimators among ``"context_mean"``, ``"perturbation_mean"`` and
-    ``"global_mean"``; ``source`` records which one served each pair and
-    ``per_target["n_averaged"]`` how many profiles it averaged.
+    ``order`` names estimators among ``"context_mean"``, ``"perturbation_mean"``,
+    ``"two_way_mean"`` (their average, defined where both are) and ``"global_mean"``;
+    ``source`` records which one served each pair and ``per_target["n_averaged"]`` how many
+    profiles it averaged.
     """
     t = as_targets(targets)
     gm = group_means(data) if gm is None else gm
@@ -113,6 +116,9 @@ def fallback_chain(
             vals, n = gm.context_mean(c)
         elif name == "perturbation_mean":
             vals, n = gm.perturbation_mean(a)
+        elif name == "two_way_mean":
+            (cm, cn), (pm, pn) = gm.context_mean(c), gm.perturbation_mean(a)
+            vals, n = 0.5 * (cm + pm), np.where((cn > 0) & (pn > 0), cn + pn, 0.0)
         else:
             vals, n = np.broadcast_to(gm.global_mean, pred.shape), np.zeros(len(t))
         new = ~ok & (n > 0) if name != "global_mean" else ~ok
@@ -152,3 +158,51 @@ def default_fallback(
             res.source[no_b] = alt.source
             res.per_target["n_averaged"][no_b] = alt.per_target["n_averaged"]
     return res
+
+
+def baseline_loo_errors(data: GridData, gm: GroupMeans | None = None) -> dict[str, float]:
+    """Leave-one-out mean squared error of each of :data:`VALIDATED_BASELINES` on ``data``.
+
+    Closed form (no refit): hiding a measured non-control pair ``(c, a)`` removes its profile
+    from the sums of context ``c`` and perturbation ``a``, so its leave-one-out context mean is
+    ``(S_c - y) / (n_c - 1)``. Scored over the pairs where every baseline stays defined
+    (``n_c > 1`` and ``n_a > 1``); an empty dict when there is no such pair.
+    """
+    gm = group_means(data) if gm is None else gm
+    ci, ai, ym = measured_rows(data)
+    cn, pn = gm.ctx_n[ci], gm.pert_n[ai]
+    ok = (cn > 1) & (pn > 1)
+    if not ok.any():
+        return {}
+    ci, ai, ym, cn, pn = ci[ok], ai[ok], ym[ok], cn[ok], pn[ok]
+    cm = (gm.ctx_sum[ci] - ym) / (cn - 1)[:, None]
+    pm = (gm.pert_sum[ai] - ym) / (pn - 1)[:, None]
+    preds = {"context_mean": cm, "perturbation_mean": pm, "two_way_mean": 0.5 * (cm + pm)}
+    return {k: float(np.mean((v - ym) ** 2)) for k, v in preds.items()}
+
+
+def validated_order(data: GridData, gm: GroupMeans | None = None) -> tuple[str, ...]:
+    """The fallback order of ``data``: its best baseline by leave-one-out, then the others.
+
+    The best of :data:`VALIDATED_BASELINES` by :func:`baseline_loo_errors` comes first (ties
+    and grids without a scorable pair keep :data:`CONTEXT_FIRST`), followed by the two
+    group means (best first) and ``global_mean``, so that every pair gets a prediction. On a
+    grid of many contexts and few perturbations this is ``perturbation_mean``; on a grid of
+    few contexts, ``context_mean``.
+    """
+    err = baseline_loo_errors(data, gm)
+    if not err:
+        return CONTEXT_FIRST
+    ranked = sorted(VALIDATED_BASELINES, key=lambda k: (err[k], VALIDATED_BASELINES.index(k)))
+    singles = [k for k in ranked if k != "two_way_mean"]
+    return tuple(dict.fromkeys([ranked[0], *singles, "global_mean"]))
+
+
+def validated_fallback(data: GridData, targets, gm: GroupMeans | None = None) -> MethodResult:
+    """:func:`default_fallback` with the grid's validated order (:func:`validated_order`).
+
+    The fallback of every learned method (synthetic interventions, the autoencoders): each
+    target gets the baseline that validation on ``data`` found best, not a fixed one.
+    """
+    gm = group_means(data) if gm is None else gm
+    return default_fallback(data, targets, gm, order=validated_order(data, gm))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,8 +10,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._keys import SOURCE_CONTROL_FILL, SOURCE_MEASURED, Key
-from .._params import check_random_state_value
+from .._keys import AUTO_METHOD, AUTO_RECORD, SOURCE_CONTROL_FILL, SOURCE_MEASURED, Key
+from .._params import ParamError, check_random_state_value
 from .._records import read_grid_info
 from .._utils import RandomState, h5ad_safe
 from ._data import default_targets, to_grid_data
@@ -54,15 +55,15 @@ def check_key_added(grid: AnnData, key) -> None:
             f"key_added={key!r} is reserved (grid.uns[{key!r}] belongs to the grid or to "
             "cross_validate); choose another name."
         )
-    _check_columns(grid, key, [key, Key.obs.source(key)])
+    _check_columns(grid, key, [key, *_own_obs(key)])
     if key in grid.uns and not _is_impute_record(grid.uns[key]):
         raise ValueError(
             f"grid.uns[{key!r}] exists and was not written by impute; choose another "
             "key_added or delete that entry first."
         )
     own = key in grid.uns
-    written = [("layers", n, n in grid.layers) for n in (key, Key.layers.effect(key))] + [
-        ("obs", Key.obs.source(key), Key.obs.source(key) in grid.obs.columns)
+    written = [("layers", n, n in grid.layers) for n in _own_layers(key)] + [
+        ("obs", n, n in grid.obs.columns) for n in _own_obs(key)
     ]
     foreign = [f"{where}[{n!r}]" for where, n, exists in written if exists and not own]
     if foreign:
@@ -70,6 +71,40 @@ def check_key_added(grid: AnnData, key) -> None:
             f"key_added={key!r} would overwrite {', '.join(foreign)}, which impute did not "
             "write; choose another key_added."
         )
+
+
+def _own_layers(key: str) -> tuple[str, ...]:
+    """Layers impute writes under ``key`` (the intervals only with ``interval``)."""
+    return (key, Key.layers.effect(key), Key.layers.lower(key), Key.layers.upper(key))
+
+
+def _own_obs(key: str) -> tuple[str, ...]:
+    """Obs columns impute writes under ``key`` besides the method's diagnostics."""
+    return (Key.obs.source(key), Key.obs.error(key), Key.obs.trust(key))
+
+
+def check_interval(method: str, interval) -> float | None:
+    """The interval level of a call: ``None``/``False`` off, 0.9 by default for ``auto``."""
+    if interval is None:
+        return 0.9 if method == AUTO_METHOD else None
+    if interval is False:
+        return None
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval < 1:
+        raise ParamError(f"impute: interval must be a number in (0, 1) or None, got {interval!r}.")
+    return float(interval)
+
+
+def _assess(m, data, targets, params, res, level, random_state):
+    """Intervals, error and trust of ``res`` (``auto``'s own, or a fixed method's by CV)."""
+    from ._auto import AutoParams, assess
+
+    if m.name == AUTO_METHOD:
+        return assess(data, targets, None, params, level=level, random_state=random_state)
+    opts = AutoParams(rules=("grid",))
+    return assess(
+        data, targets, {m.name: (m, params)}, opts, level=level, final={m.name: res},
+        random_state=random_state,
+    )  # fmt: skip
 
 
 def _fill_controls(data, completed: np.ndarray, source: np.ndarray) -> int:
@@ -107,7 +142,8 @@ def effects(data, completed: np.ndarray) -> np.ndarray:
 def impute(
     grid: AnnData,
     *,
-    method: str,
+    method: str = AUTO_METHOD,
+    interval: float | None = None,
     key_added: str | None = None,
     random_state: RandomState = 0,
     copy: bool = False,
@@ -123,6 +159,16 @@ def impute(
     method
         Name of a registered method; :func:`scimpute.methods.available_methods` lists them
         (``"context_mean"``, ``"perturbation_mean"``, ``"two_way_mean"``, ``"additive"``, ...).
+        ``"auto"`` (default) runs every method that applies to the grid with its validated
+        settings and keeps the rule (one method for the grid, a method per pair, or a
+        non-negative stack) that wins a nested cross-validation on the measured pairs whose
+        hold-out is weighted to look like the real gaps (:class:`scimpute.tl._auto.AutoParams`
+        lists its options; :mod:`scimpute.tl._auto._holdout` documents the hold-out).
+    interval
+        Nominal coverage of conformal prediction intervals per imputed feature value, e.g.
+        ``0.9``; ``None`` means 0.9 for ``"auto"`` and no intervals for other methods;
+        ``False`` turns them off. For a fixed method the intervals cost ``n_folds`` extra fits
+        (its out-of-fold residuals); ``"auto"`` has them for free.
     key_added
         Name under which results are stored; defaults to ``f"imputed_{method}"``.
     random_state
@@ -153,6 +199,32 @@ def impute(
       diagnostics; ``params`` holds every parameter of the method's spec (the typed values,
       h5ad-safe) and ``random_state``.
 
+    With intervals (``interval`` set, or ``method="auto"``):
+
+    - ``layers[f"{key}_lower"]``, ``layers[f"{key}_upper"]``: bounds of the conformal
+      interval of every feature of every imputed pair (NaN on measured and control rows),
+      :mod:`scimpute.tl._auto._conformal` (guarantee: marginal coverage at the nominal level
+      when the real gaps are exchangeable with the weighted hidden pairs);
+    - ``obs[f"{key}_error"]``: the predicted normalised error of the pair, an estimate of
+      ``mean_j (yhat_j - y_j)^2 / v_j`` with ``v_j`` the variance of feature j over the
+      grid's measured non-control profiles (0 is perfect, 1 is an error as large as the
+      spread of the profiles); NaN on rows that were not imputed;
+    - ``obs[f"{key}_trust"]``: the estimated probability that the pair's prediction has a
+      squared error no larger than that of the grid's best baseline
+      (``uns[key]["auto"]["baseline"]``, chosen by validation; a fallback to it ties, which
+      counts as beating); NaN on rows that were not imputed;
+    - ``uns[key]["calibration"]``: ``{"nominal": [levels], "empirical": [coverage of the
+      inner hold-out at each level, cross-conformal], "n": pairs}``;
+      ``uns[key]["trust_cv"]``: per held-out pair of the inner CV, ``trust``, ``error``
+      (measured normalised error), ``predicted_error``, ``beats_baseline``;
+      ``uns[key]["interval"]``: ``{"level", "quantile"}``;
+    - for ``method="auto"``, ``uns[key]["auto"]``: ``candidates`` (those run on every fold),
+      ``screened_out``, ``not_applicable`` (name -> reason), ``cv_scores`` (weighted median
+      R2 per candidate), ``rule`` (``"grid"``, ``"per_pair"`` or ``"stack"``),
+      ``rule_scores``, ``chosen`` / ``weights`` / ``description`` of the rule, ``baseline``;
+      ``obs[f"{key}_source"]`` names the candidate (or its own fallback) that produced each
+      pair, ``"stack"`` for stacked ones.
+
     ``key_added`` may not be ``"perturbation_grid"`` or ``"cross_validation"``, nor overwrite
     the grid's label/``measured``/``n_cells`` columns or entries impute did not write. A
     method that does not apply to the grid (e.g. ``additive_combination`` without
@@ -162,12 +234,33 @@ def impute(
     """
     key = Key.uns.imputed(method) if key_added is None else key_added
     m, params = prepare_method(method, method_params)  # every check before any work
+    level = check_interval(m.name, interval)
     random_state = check_random_state_value(m.name, random_state)
     check_key_added(grid, key)
     data, order = to_grid_data(grid)
     check_applicable(m, data)
     targets = default_targets(data)
-    res = run_method(m, data, targets, random_state=random_state, params=params)
+    if len(targets) == 0:
+        warnings.warn(
+            f"{m.name}: nothing to impute (every non-control pair of the grid is measured); "
+            f"layers[{key!r}] is a copy of the measured profiles.",
+            UserWarning,
+            stacklevel=2,
+        )
+    assessed = None
+    if len(targets) and (m.name == AUTO_METHOD or level is not None):
+        res = None if m.name == AUTO_METHOD else run_method(
+            m, data, targets, random_state=random_state, params=params
+        )  # fmt: skip
+        assessed = _assess(m, data, targets, params, res, level, random_state)
+        if res is None:
+            res = assessed.result
+        else:
+            res.per_target.update(assessed.result.per_target)
+            extra = {k: v for k, v in assessed.result.info.items() if k != AUTO_RECORD}
+            res.info.update(extra)  # a fixed method has no auto record
+    else:
+        res = run_method(m, data, targets, random_state=random_state, params=params)
 
     n_c, n_a, p = data.Y.shape
     completed = np.array(data.Y, dtype=np.float32, copy=True)
@@ -202,7 +295,20 @@ def impute(
     out = grid.copy() if copy else grid
     out.layers[key] = completed.reshape(n_c * n_a, p)[inv]
     out.layers[Key.layers.effect(key)] = eff.reshape(n_c * n_a, p)[inv]
+    for name in (Key.layers.lower(key), Key.layers.upper(key)):
+        out.layers.pop(name, None)  # a previous run's intervals never outlive this one
+    if assessed is not None and assessed.lower is not None:
+        for name, bound in (
+            (Key.layers.lower(key), assessed.lower),
+            (Key.layers.upper(key), assessed.upper),
+        ):
+            full = np.full((n_c, n_a, p), np.nan, dtype=np.float32)
+            full[targets[:, 0], targets[:, 1]] = bound
+            out.layers[name] = full.reshape(n_c * n_a, p)[inv]
     out.obs[Key.obs.source(key)] = pd.Categorical(src_flat.astype(str))
+    for col in _own_obs(key)[1:]:
+        if col in out.obs.columns and col not in diag_cols:
+            del out.obs[col]  # a previous run's error/trust never outlive this one
     for col, values in diag_cols.items():
         out.obs[col] = values
     out.uns[key] = record

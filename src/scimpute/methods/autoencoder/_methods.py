@@ -8,7 +8,7 @@ from ..._utils import RandomState
 from ...nn import select
 from .._base import GridData, MethodResult, as_targets
 from .._registry import register
-from .._stats import default_fallback
+from .._stats import validated_fallback
 from ._arithmetic import latent_arithmetic, resolve_baseline
 from ._fit import fit_grid_networks, net_config
 from ._params import AutoencoderParams, VAEParams
@@ -21,8 +21,8 @@ _REF = (
 
 
 def with_fallback(data: GridData, t: np.ndarray, pred, ok, n_used, name) -> MethodResult:
-    """The predictions where ``ok``, :func:`~scimpute.methods._stats.default_fallback` elsewhere."""
-    res = default_fallback(data, t)
+    """The predictions where ``ok``, :func:`~scimpute.methods._stats.validated_fallback` elsewhere."""
+    res = validated_fallback(data, t)
     res.prediction[ok] = pred[ok]
     res.source[ok] = name
     res.per_target = {"n_contexts": np.where(ok, n_used, 0.0)}

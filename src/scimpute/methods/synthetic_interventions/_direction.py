@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from ... import _keys as keys
 from .._base import GridData, MethodResult
-from .._stats import CONTEXT_FIRST, fallback_chain, group_means
+from .._stats import fallback_chain, group_means, validated_order
 from . import FALLBACK_REASONS, NAME
 from . import _engine as E
 from ._params import SIParams
@@ -261,9 +261,10 @@ def _predict(data, t, view, paths, sel, use_si, progress):
     fb = np.flatnonzero(~use_si)
     if fb.size:
         gm = group_means(data)
+        order = list(validated_order(data, gm))  # the grid's best baseline first
         for lo in range(0, fb.size, _CHUNK_FALLBACK):
             rows = fb[lo : lo + _CHUNK_FALLBACK]
-            base = fallback_chain(data, t[rows], list(CONTEXT_FIRST), gm)
+            base = fallback_chain(data, t[rows], order, gm)
             pred[rows] = base.prediction
             source[rows] = base.source
     si_rows = np.flatnonzero(use_si[sel.has])

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..._keys import SI_DIAGNOSTICS, SI_RIDGE, SI_SUBSPACE_PASS
 from .._base import grid_data
-from .._stats import CONTEXT_FIRST, fallback_chain
+from .._stats import fallback_chain, validated_order
 from ._params import SIParams
 
 GD_OMEGA = (0.56, -0.95, 1.82, 1.43)  # omega(b) ~ 0.56 b^3 - 0.95 b^2 + 1.82 b + 1.43
@@ -163,7 +163,8 @@ def reference_si(
     out["source"] = np.empty(n_t, dtype=object)
     out["weights"] = [None] * n_t
     out["reason"] = np.full(n_t, "", dtype=object)
-    base_res = fallback_chain(grid_data(Y, M, control=control), targets, list(CONTEXT_FIRST))
+    base_data = grid_data(Y, M, control=control)
+    base_res = fallback_chain(base_data, targets, list(validated_order(base_data)))
 
     def fall_back(i: int, reason: str) -> None:
         out["prediction"][i] = base_res.prediction[i]

@@ -1,0 +1,215 @@
+"""``auto`` end to end: out-of-fold predictions, rule, final fit, intervals, trust, records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ... import _keys as keys
+from ..._params import Params
+from ..._utils import RandomState, check_random_state
+from ...methods import GridData, Method, MethodResult, as_targets
+from ...methods._stats import fallback_chain, group_means, validated_order
+from .._run import run_method
+from ._conformal import Difficulty, fit_difficulty
+from ._features import pair_features
+from ._holdout import support
+from ._oof import OOFRecord, candidate_specs, out_of_fold
+from ._params import AutoParams
+from ._select import Rule, score, select_rule
+from ._trust import Trust, beats_baseline, fit_trust
+
+#: nominal levels of ``uns[key]["calibration"]``.
+CALIBRATION_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+@dataclass
+class Assessment:
+    """What ``auto`` (or ``interval=`` of any method) computes for the targets.
+
+    ``result``: predictions and sources, with ``per_target["error"]`` and
+    ``per_target["trust"]`` and the records in ``info``; ``lower``/``upper``: ``(n, p)``
+    interval bounds (``None`` without a level); plus the fitted pieces for reuse.
+    """
+
+    result: MethodResult
+    lower: np.ndarray | None
+    upper: np.ndarray | None
+    oof: OOFRecord
+    rule: Rule
+    difficulty: Difficulty
+    trust: Trust
+
+
+def _used(rule: Rule) -> list[str]:
+    if rule.kind == "grid":
+        return [rule.chosen]
+    if rule.kind == "stack":
+        return [c for c, w in rule.weights.items() if w > 0] or [rule.candidates[0]]
+    return list(rule.candidates)
+
+
+def _difficulty_features(sup, preds, rule_pred, base_pred, diags, var, names=None):
+    x, n = pair_features(sup, preds, base_pred, diags, var, names)
+    d = np.log1p(np.mean((rule_pred - base_pred) ** 2 / var, axis=1))
+    return np.column_stack([x, d]), n
+
+
+def assess(
+    data: GridData,
+    targets,
+    candidates: dict[str, tuple[Method, Params]] | None = None,
+    params: AutoParams | None = None,
+    *,
+    level: float | None = 0.9,
+    final: dict[str, MethodResult] | None = None,
+    random_state: RandomState = 0,
+) -> Assessment:
+    """Choose, fit and assess the candidates for ``targets`` (the steps of ``auto``).
+
+    Parameters
+    ----------
+    data
+        The grid's arrays (targets unmeasured).
+    targets
+        ``(n, 2)`` pairs to predict.
+    candidates
+        ``{name: (method, typed params)}``; ``None``: :func:`~._oof.candidate_specs` with
+        ``params.candidates`` / ``params.exclude``.
+    params
+        :class:`AutoParams` (defaults when ``None``).
+    level
+        Nominal coverage of the intervals, or ``None`` for none.
+    final
+        Results of candidates already run on ``data`` for ``targets`` (not re-run).
+    random_state
+        Seed of the inner folds and the candidates.
+
+    """
+    opts = AutoParams() if params is None else params
+    t = as_targets(targets)
+    skipped: dict[str, str] = {}
+    if candidates is None:
+        candidates, skipped = candidate_specs(data, opts.candidates, opts.exclude)
+    rng = check_random_state(random_state)
+    oof = out_of_fold(
+        data,
+        candidates,
+        targets=t,
+        n_folds=opts.n_folds,
+        screen_margin=opts.screen_margin if len(candidates) > 1 else None,
+        random_state=int(rng.integers(0, 2**31 - 1)),
+        progress=opts.progress,
+    )
+    oof.skipped.update(skipped)
+    x_sel, sel_names = pair_features(
+        oof.support, oof.preds, oof.baseline_pred, oof.diagnostics, oof.feature_var
+    )
+    rule, rule_scores, cv_pred, _ = select_rule(oof, x_sel, opts.rules, opts.tolerance)
+    used = _used(rule)
+
+    # final fit of the candidates the rule uses, on every measured pair
+    final = dict(final or {})
+    seed = int(rng.integers(0, 2**31 - 1))
+    for name in used:
+        if name not in final:
+            m, typed = candidates[name]
+            final[name] = run_method(m, data, t, random_state=seed, params=typed)
+    preds_t = {c: np.asarray(final[c].prediction, dtype=np.float64) for c in used}
+    diags_t = {
+        c: {
+            k: np.asarray(final[c].per_target[k], float)
+            for k in oof.diagnostics[c]
+            if k in final[c].per_target
+        }
+        for c in used
+    }
+    sup_t = support(data.treated_mask(), t)
+    gm = group_means(data)
+    base_t = fallback_chain(data, t, list(validated_order(data, gm)), gm).prediction
+    x_sel_t = None
+    if rule.kind == "per_pair":
+        diag_names = [
+            tuple(n.split(":", 1))
+            for n in sel_names
+            if n.count(":") and not n.endswith("distance_to_baseline")
+        ]
+        x_sel_t, _ = pair_features(sup_t, preds_t, base_t, diags_t, oof.feature_var, diag_names)
+    pred_t, picked = rule.predict(preds_t, x_sel_t)
+    source = picked.copy()
+    for c in used:  # a candidate's own fallbacks keep their names
+        here = picked == c
+        source[here] = np.asarray(final[c].source, dtype=object)[here]
+
+    # difficulty, intervals, trust: on the cross-fitted predictions of the chosen rule
+    oof_used = {c: oof.preds[c] for c in used}
+    diag_used = {c: oof.diagnostics[c] for c in used}
+    x_d, d_names = _difficulty_features(
+        oof.support, oof_used, cv_pred, oof.baseline_pred, diag_used, oof.feature_var
+    )
+    names_d = [
+        tuple(n.split(":", 1))
+        for n in d_names
+        if n.count(":") and not n.endswith("distance_to_baseline")
+    ]
+    x_dt, _ = _difficulty_features(
+        sup_t, preds_t, pred_t, base_t, diags_t, oof.feature_var, names_d
+    )
+    diff = fit_difficulty(oof.truth - cv_pred, x_d, oof.fold, oof.weight, oof.feature_var)
+    err_t = diff.error(x_dt)
+    beats = beats_baseline(oof.truth, cv_pred, oof.baseline_pred)
+    trust = fit_trust(x_d, np.log(diff.error_cv), beats, oof.fold, oof.weight)
+    trust_t = trust.predict(x_dt, np.log(err_t))
+    lower = upper = None
+    if level is not None:
+        lower, upper = diff.intervals(pred_t, err_t, level)
+
+    info = {
+        keys.AUTO_RECORD: {
+            "candidates": oof.candidates,
+            "screened_out": [c for c in oof.screen if c not in oof.preds],
+            "not_applicable": dict(oof.skipped),
+            "cv_scores": {c: score(oof, oof.preds[c]) for c in oof.candidates},
+            "screen_scores": dict(oof.screen),
+            "rule": rule.kind,
+            "rule_scores": rule_scores,
+            **rule.describe(),
+            "baseline": oof.baseline,
+            "n_folds": oof.n_folds,
+            "n_heldout": int(oof.truth.shape[0]),
+        },
+        keys.CALIBRATION: {
+            "nominal": list(CALIBRATION_LEVELS),
+            "empirical": diff.coverage(CALIBRATION_LEVELS, oof.fold),
+            "n": int(oof.truth.shape[0]),
+        },
+        keys.TRUST_CV: {
+            "context": np.asarray(data.contexts)[oof.pairs[:, 0]].astype(str),
+            "perturbation": np.asarray(data.perturbations)[oof.pairs[:, 1]].astype(str),
+            "trust": trust.trust_cv,
+            "error": oof.nmse(cv_pred),
+            "predicted_error": diff.error_cv,
+            "beats_baseline": beats,
+        },
+    }
+    if level is not None:
+        info[keys.INTERVAL] = {
+            "level": float(level),
+            "quantile": diff.quantile(level),
+            "baseline": oof.baseline,
+        }
+    res = MethodResult(
+        prediction=pred_t,
+        source=source,
+        per_target={keys.ERROR: err_t, keys.TRUST: trust_t},
+        info=info,
+    )
+    return Assessment(res, lower, upper, oof, rule, diff, trust)
+
+
+def auto_method(
+    data: GridData, targets, params: AutoParams | None = None, *, random_state: RandomState = 0
+) -> MethodResult:
+    """The registered ``auto`` method: :func:`assess` without intervals, its result only."""
+    return assess(data, targets, None, params, level=None, random_state=random_state).result

@@ -1,0 +1,68 @@
+"""Pre-measurement features of a pair: what is known about it before it is measured."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _log_disagreement(a: np.ndarray, b: np.ndarray, var: np.ndarray) -> np.ndarray:
+    return np.log1p(np.mean((a - b) ** 2 / var, axis=1))
+
+
+def pair_features(
+    support: np.ndarray,
+    preds: dict[str, np.ndarray],
+    base_pred: np.ndarray,
+    diagnostics: dict[str, dict[str, np.ndarray]],
+    feature_var: np.ndarray,
+    diag_names: list[tuple[str, str]] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """``(n, k)`` features of pairs and their names.
+
+    ``log1p`` of the row and column supports; for each candidate, ``log1p`` of its mean
+    squared distance to the baseline's prediction (in units of ``feature_var``); the spread of
+    the candidates' predictions; and the candidates' own per-pair diagnostics
+    (``diag_names``: ``(candidate, diagnostic)`` pairs, default every one present; missing
+    values stay NaN and are filled by :func:`fill_missing`).
+    """
+    cols = [np.log1p(support[:, 0]), np.log1p(support[:, 1])]
+    names = ["log_row_support", "log_col_support"]
+    for name, p in preds.items():
+        cols.append(_log_disagreement(p, base_pred, feature_var))
+        names.append(f"{name}:distance_to_baseline")
+    if len(preds) > 1:
+        stack = np.stack(list(preds.values()))
+        cols.append(np.log1p(np.mean(stack.var(axis=0) / feature_var, axis=1)))
+        names.append("candidate_spread")
+    if diag_names is None:
+        diag_names = [(c, k) for c, d in diagnostics.items() for k in d]
+    n = support.shape[0]
+    for c, k in diag_names:
+        v = diagnostics.get(c, {}).get(k)
+        cols.append(np.full(n, np.nan) if v is None else np.asarray(v, dtype=float))
+        names.append(f"{c}:{k}")
+    return np.stack(cols, axis=1), names
+
+
+def fill_missing(x: np.ndarray, fill: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Non-finite entries replaced by ``fill`` (default: the column medians of ``x``, 0 if none)."""
+    x = np.where(np.isfinite(x), x, np.nan)
+    if fill is None:
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fill = np.nanmedian(x, axis=0) if x.shape[0] else np.zeros(x.shape[1])
+        fill = np.where(np.isfinite(fill), fill, 0.0)
+    return np.where(np.isnan(x), fill, x), fill
+
+
+def ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, alpha: float = 1.0):
+    """A fitted standardised ridge regression (scikit-learn pipeline)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), Ridge(alpha=alpha))
+    return model.fit(x, y, ridge__sample_weight=w)
