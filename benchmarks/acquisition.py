@@ -127,7 +127,7 @@ def run_seed(data, method, params, seed: int, batch: int, n_batches: int) -> lis
 
 def measurements_to_reach(curve: pd.Series, level: float) -> float:
     """Acquisitions from which on ``curve`` (error by acquisitions) stays at or below ``level``."""
-    above = np.nonzero((curve.to_numpy() > level + 1e-12))[0]
+    above = np.nonzero(curve.to_numpy() > level + 1e-12)[0]
     if above.size == 0:
         return float(curve.index[0])
     if above[-1] == len(curve) - 1:

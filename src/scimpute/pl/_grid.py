@@ -15,7 +15,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from .._keys import SOURCE_CONTROL_FILL, SOURCE_MEASURED, Key
+from .._keys import AUTO_RECORD, SOURCE_CONTROL_FILL, SOURCE_MEASURED, SOURCE_STACK, Key
 from .._params import check_choice
 from .._validate import _suggest, check_grid
 from ..tl._data import grid_positions
@@ -124,9 +124,9 @@ def _model_sources(grid: AnnData, key: str) -> set[str]:
     method = _method_name(grid, key)
     out = {method}
     record = grid.uns.get(key)
-    auto = record.get("auto") if isinstance(record, Mapping) else None
+    auto = record.get(AUTO_RECORD) if isinstance(record, Mapping) else None
     if isinstance(auto, Mapping):
-        out |= _names(auto.get("chosen")) | {"stack"}
+        out |= _names(auto.get("chosen")) | {SOURCE_STACK}
         weights = auto.get("weights")
         if isinstance(weights, Mapping):
             out |= {str(k) for k, w in weights.items() if np.all(np.asarray(w, float) > 0)}
@@ -137,11 +137,11 @@ def _color_values(grid: AnnData, key: str, color: str) -> np.ndarray:
     """Per-row values of ``color`` for the imputed rows (NaN elsewhere), or a clear error."""
     hint = f"run scimpute.tl.impute(grid, method=..., key_added={key!r}, interval=0.9) first"
     if color in ("trust", "error"):
-        col = Key.obs.diagnostic(key, color)
+        col = Key.obs.trust(key) if color == "trust" else Key.obs.error(key)
         if col not in grid.obs.columns:
             raise KeyError(f"{_OWNER}: color={color!r} needs grid.obs[{col!r}]; {hint}.")
         return grid.obs[col].to_numpy(dtype=float)
-    lo, hi = f"{key}_lower", f"{key}_upper"
+    lo, hi = Key.layers.lower(key), Key.layers.upper(key)
     missing = [n for n in (lo, hi) if n not in grid.layers]
     if missing:
         raise KeyError(f"{_OWNER}: color='interval' needs grid.layers{missing}; {hint}.")

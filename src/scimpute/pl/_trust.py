@@ -9,12 +9,9 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
 
-from .._keys import Key
+from .._keys import CALIBRATION, TRUST_CV, Key
 from ._utils import check_output, doc_show_save, finish, fmt_num, get_ax
 
-#: ``uns[key]`` entries written by :func:`scimpute.tl.impute` with ``interval=`` (issue 10).
-CALIBRATION = "calibration"
-TRUST_CV = "trust_cv"
 _BEATS = "#1a9641"
 _LOSES = "#d7191c"
 
@@ -189,7 +186,7 @@ def trust(
                 lw=0,
                 label=f"{label} ({int(mask.sum())})",
             )
-    col = Key.obs.diagnostic(key, "trust")
+    col = Key.obs.trust(key)
     if col in grid.obs.columns:
         real = grid.obs[col].to_numpy(dtype=float)
         real = real[np.isfinite(real)]

@@ -448,11 +448,6 @@ def _rank_pairs(data, targets, error, candidates, n, objective, random_state) ->
 # AnnData entry point
 
 
-def _error_col(key: str) -> str:
-    """``obs`` column of the predicted error of an imputation run (issue 10's schema)."""
-    return f"{key}_error"
-
-
 def _columns(key: str) -> tuple[str, str]:
     return Key.obs.rank(key), Key.obs.gain(key)
 
@@ -497,10 +492,12 @@ def _impute_errors(
         kwargs.setdefault("interval", interval)
     tmp = "_rank_experiments"
     out = impute(grid, method=method, key_added=tmp, random_state=random_state, copy=True, **kwargs)
-    col = _error_col(tmp)
+    col = Key.obs.error(tmp)
     if col not in out.obs.columns:
         return None, f"surrogate (impute(method={method!r}) wrote no {col})"
-    return out.obs[col].astype(float), f"obs[{_error_col(method)!r}] of impute(method={method!r})"
+    return out.obs[col].astype(
+        float
+    ), f"obs[{Key.obs.error(method)!r}] of impute(method={method!r})"
 
 
 def rank_experiments(
@@ -600,7 +597,7 @@ def rank_experiments(
     error = None
     error_from = "surrogate predictive variance"
     if key is not None:
-        col = _error_col(key)
+        col = Key.obs.error(key)
         if col not in grid.obs.columns:
             raise ValueError(
                 f"{_OWNER}: grid.obs[{col!r}] not found; run scimpute.tl.impute(..., "
