@@ -181,7 +181,9 @@ def main() -> None:
                     ),
                 }
             )
-    summary = pd.DataFrame(summary).set_index(["metric", "strategy"])
+    summary = pd.DataFrame(summary)
+    summary.index = summary["metric"] + ": " + summary["strategy"]
+    summary = summary.drop(columns=["metric", "strategy"])
     print(summary.round(3).to_string())
     elapsed = time.perf_counter() - t0
     write_results(
