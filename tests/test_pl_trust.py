@@ -124,6 +124,13 @@ def test_grid_state_legend_lists_only_present_sources_and_auto_choices(grid):
     labels = _legend(si.pl.grid(g, key=KEY, show=False))
     assert f"predicted by {SI}" in labels and "predicted by context_mean" in labels
     assert not any(lab.startswith("fallback") for lab in labels)
+    # a stack: "stack" and its positive weights are the model; the rest falls back
+    g.uns[KEY]["auto"] = {"rule": "stack", "weights": {SI: 0.7, "context_mean": 0.0}}
+    labels = _legend(si.pl.grid(g, key=KEY, show=False))
+    assert f"predicted by {SI}" in labels and "fallback: context_mean" in labels
+    g.uns[KEY]["auto"] = {"rule": "per_pair", "candidates": np.array([SI, "context_mean"])}
+    labels = _legend(si.pl.grid(g, key=KEY, show=False))
+    assert "predicted by context_mean" in labels
     plt.close("all")
 
 

@@ -118,8 +118,10 @@ def _names(value) -> set[str]:
 def _model_sources(grid: AnnData, key: str) -> set[str]:
     """Sources that are the model's own predictions; every other imputed source is a fallback.
 
-    For one method: its name. For ``method="auto"``: the candidates its rule chose
-    (``uns[key]["auto"]["chosen"]``, or the weights' names of a stack) and ``"stack"``.
+    For one method: its name. For ``method="auto"``: what its rule uses
+    (``uns[key]["auto"]``: the ``chosen`` candidate of the ``"grid"`` rule, ``"stack"`` and
+    the candidates of positive weight of a stack, every candidate of the ``"per_pair"``
+    rule); a source outside these (a chosen method's own fallback) is a fallback.
     """
     method = _method_name(grid, key)
     out = {method}
@@ -127,6 +129,8 @@ def _model_sources(grid: AnnData, key: str) -> set[str]:
     auto = record.get(AUTO_RECORD) if isinstance(record, Mapping) else None
     if isinstance(auto, Mapping):
         out |= _names(auto.get("chosen")) | {SOURCE_STACK}
+        if str(auto.get("rule")) == "per_pair":  # each pair takes one of the candidates
+            out |= _names(auto.get("candidates"))
         weights = auto.get("weights")
         if isinstance(weights, Mapping):
             out |= {str(k) for k, w in weights.items() if np.all(np.asarray(w, float) > 0)}
