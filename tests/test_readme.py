@@ -389,6 +389,58 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
     ),
 ]
 
+
+def _acq(grid: str, metric: str, strategy: str, column: str) -> Source:
+    """A value of the summary of ``benchmarks/acquisition.py`` on ``grid``."""
+    return js(f"acquisition_{grid}.json", "sections", "Summary", f"{metric}: {strategy}", column)
+
+
+# acquisition curves (which pair to measure next)
+QUOTES += [
+    *[
+        (
+            f"| {label} | 60 pairs | {{}} | {{}} | **{{}}** | {{}} pairs ({{}}%) |",
+            [
+                (_acq(grid, "mse_z_test", "random", "final_error"), 3),
+                (_acq(grid, "mse_z_test", "largest_error", "final_error"), 3),
+                (_acq(grid, "mse_z_test", "ranked", "final_error"), 3),
+                (_acq(grid, "mse_z_test", "ranked", "measurements_to_random_final"), 0),
+                (scaled(_acq(grid, "mse_z_test", "ranked", "share_of_random_budget"), 100), 0),
+            ],
+        )
+        for label, grid in [
+            ("CMap 24 x 20, two_way_mean", "cmap"),
+            ("LINCS A375 doses, dose_interpolation", "lincs"),
+        ]
+    ],
+    (
+        "| Korkut drug pairs, additive_combination | 10 pairs | {} | {} | **{}** | {} pairs "
+        "(missed) |",
+        [
+            (_acq("korkut", "mse_z_test", "random", "final_error"), 3),
+            (_acq("korkut", "mse_z_test", "largest_error", "final_error"), 3),
+            (_acq("korkut", "mse_z_test", "ranked", "final_error"), 3),
+            (_acq("korkut", "mse_z_test", "ranked", "measurements_to_random_final"), 0),
+        ],
+    ),
+    (
+        "looks best (CMap {}, random {})",
+        [
+            (_acq("cmap", "mse_z_still_hidden", "largest_error", "final_error"), 3),
+            (_acq("cmap", "mse_z_still_hidden", "random", "final_error"), 3),
+        ],
+    ),
+    (
+        'does not beat random there ({}); `objective="grid"`, which also counts the measured '
+        "pair's own error, reaches {} and random's final error after {} pairs.",
+        [
+            (_acq("cmap", "mse_z_still_hidden", "ranked", "final_error"), 3),
+            (_acq("cmap", "mse_z_still_hidden", "ranked_grid", "final_error"), 3),
+            (_acq("cmap", "mse_z_still_hidden", "ranked_grid", "measurements_to_random_final"), 0),
+        ],
+    ),
+]
+
 #: decimal numbers of the Results section that are not results of this repository.
 NOT_RESULTS = {
     "(0 perfect, 0.5 random)": "the definition of FOSCTTM",
