@@ -9,6 +9,30 @@ def _log_disagreement(a: np.ndarray, b: np.ndarray, var: np.ndarray) -> np.ndarr
     return np.log1p(np.mean((a - b) ** 2 / var, axis=1))
 
 
+def context_difficulty(data, pairs: np.ndarray, feature_var: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` log mean leave-one-out error of the best baseline in each pair's row and column.
+
+    Computed on ``data`` as given (the pairs themselves unmeasured there), in units of
+    ``feature_var``: noisy contexts and hard perturbations show here before any pair of them is
+    predicted. Rows or columns without a scorable pair get NaN (filled later).
+    """
+    from ...methods._stats import baseline_loo_residuals, validated_order
+
+    loo_pairs, res = baseline_loo_residuals(data)
+    out = np.full((pairs.shape[0], 2), np.nan)
+    if loo_pairs.shape[0] == 0:
+        return out
+    best = validated_order(data)[0]
+    best = best if best in res else "context_mean"
+    e = np.mean(res[best] ** 2 / feature_var, axis=1)
+    for axis, n in ((0, data.n_contexts), (1, data.n_perturbations)):
+        s = np.bincount(loo_pairs[:, axis], weights=e, minlength=n)
+        k = np.bincount(loo_pairs[:, axis], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, axis] = np.log(s / k)[pairs[:, axis]]
+    return out
+
+
 def pair_features(
     support: np.ndarray,
     preds: dict[str, np.ndarray],
@@ -19,7 +43,8 @@ def pair_features(
 ) -> tuple[np.ndarray, list[str]]:
     """``(n, k)`` features of pairs and their names.
 
-    ``log1p`` of the row and column supports; for each candidate, ``log1p`` of its mean
+    ``log1p`` of the row and column supports (the first two columns of ``support``; further
+    columns, e.g. :func:`context_difficulty`, are taken as they are); for each candidate, ``log1p`` of its mean
     squared distance to the baseline's prediction (in units of ``feature_var``); the spread of
     the candidates' predictions; and the candidates' own per-pair diagnostics
     (``diag_names``: ``(candidate, diagnostic)`` pairs, default every one present; missing
@@ -27,6 +52,10 @@ def pair_features(
     """
     cols = [np.log1p(support[:, 0]), np.log1p(support[:, 1])]
     names = ["log_row_support", "log_col_support"]
+    extra = ["log_row_difficulty", "log_col_difficulty"]
+    for j in range(2, support.shape[1]):  # context_difficulty columns, when given
+        cols.append(support[:, j])
+        names.append(extra[j - 2] if j - 2 < len(extra) else f"extra_{j}")
     for name, p in preds.items():
         cols.append(_log_disagreement(p, base_pred, feature_var))
         names.append(f"{name}:distance_to_baseline")
