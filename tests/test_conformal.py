@@ -102,3 +102,46 @@ def test_error_and_trust_separate_noisy_contexts_from_clean_ones():
     tc = a.result.info["trust_cv"]
     worse = ~np.asarray(tc["beats_baseline"])
     assert roc_auc_score(worse, 1 - np.asarray(tc["trust"])) > 0.6
+
+
+def test_cross_validate_reports_outer_coverage_for_auto_and_a_fixed_method():
+    g = si.datasets.simulate_grid(16, 12, 20, fraction_measured=0.7, noise=0.3, random_state=5)
+    df = si.tl.cross_validate(
+        g,
+        methods=["additive", "auto"],
+        holdout="random",
+        n_folds=3,
+        interval=0.9,
+        candidates=CHEAP,
+        progress=False,
+    )
+    from scimpute.tl._cross_validate import INTERVAL_COLUMNS
+
+    assert set(INTERVAL_COLUMNS) <= set(df.columns)
+    for _, d in df.groupby("method"):
+        assert d["coverage"].between(0, 1).all() and (d["interval_width"] > 0).all()
+        assert 0.8 < d["coverage"].mean() < 0.98
+        assert d["trust"].between(0, 1).all()
+    assert g.uns["cross_validation"]["params"]["interval"] == 0.9
+    with pytest.raises(si._params.ParamError, match="cross_validate: interval"):
+        si.tl.cross_validate(g, methods=["additive"], interval=2.0)
+
+
+def test_linear_models_match_scikit_learn():
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from scimpute.tl._auto._features import logistic, ridge
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)) * [1, 2, 3, 4]
+    y = x @ [1.0, -0.5, 0.2, 0.0] + rng.normal(size=200)
+    z = StandardScaler().fit_transform(x)
+    np.testing.assert_allclose(
+        ridge(x, y, alpha=2.0).predict(x), Ridge(alpha=2.0).fit(z, y).predict(z), rtol=1e-8
+    )
+    lab = (y > 0).astype(float)
+    ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(z, lab)
+    np.testing.assert_allclose(
+        logistic(x, lab).predict_proba(x), ref.predict_proba(z)[:, 1], atol=1e-5
+    )
