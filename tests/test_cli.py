@@ -293,7 +293,7 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path, capsys):
 def test_exit_status_usage_2_failure_1(grid_file, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out.h5ad"
     # usage errors (argparse) share the format and the status
-    assert main(["impute", str(grid_file), "-o", str(out)]) == 2
+    assert main(["impute", str(grid_file), "-o", str(out), "--method"]) == 2
     assert "--method" in _one_error_line(capsys.readouterr().err, "impute")
     assert main(["benchmark", str(grid_file), "--n-folds", "1"]) == 2
     assert "must be >= 2" in _one_error_line(capsys.readouterr().err, "benchmark")
@@ -614,3 +614,35 @@ def test_subprocess_new_subcommands(tmp_path):
         f"scimpute integrate: error: input {str(bad)!r} is an AnnData file (.h5ad); this command "
         "reads a MuData (.h5mu) with two or more modalities."
     ]
+
+
+def test_impute_defaults_to_auto_and_reports_its_choice(grid_file, tmp_path, capsys):
+    out = tmp_path / "auto.h5ad"
+    args = ["impute", str(grid_file), "-o", str(out), "--param", "n_folds=3"]
+    args += ["--param", 'candidates=["context_mean","additive"]']
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "with 'auto'" in text and "auto (nested CV" in text and "chose" in text
+    assert "90% conformal intervals" in text
+    import anndata as ad
+
+    back = ad.read_h5ad(out)
+    assert {"imputed_auto_lower", "imputed_auto_upper"} <= set(back.layers)
+    assert back.uns["imputed_auto"]["auto"]["rule"] in ("grid", "per_pair", "stack")
+
+
+def test_benchmark_reports_what_auto_would_choose(grid_file, capsys):
+    assert (
+        main(
+            [
+                "benchmark",
+                str(grid_file),
+                "--methods",
+                "context_mean,additive",
+                "--holdout",
+                "random",
+            ]
+        )
+        == 0
+    )
+    assert "auto over these methods" in capsys.readouterr().out

@@ -104,6 +104,7 @@ MM = "mm_integration.md"
 SI = "si_cmap.json"
 NTK = "ntk_cmap.json"
 CE = "transfer_celleval.json"
+TRUST = "trust.json"
 
 #: README phrase -> (source, decimals) per ``{}``; decimals is an int or a format spec.
 QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
@@ -387,6 +388,27 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
             (js("si_scale.json", "meta", "context_mean_median_r2_vs_truth"), 3),
         ],
     ),
+    # trust: auto, intervals, error and trust scores (benchmarks/trust.py)
+    *[
+        (
+            f"| {label} | **{{}}** | ntk {{}} | {{}} | {{}} | {{}} |",
+            [
+                (js(TRUST, "meta", "summaries", grid, "median_r2", "auto"), 3),
+                (js(TRUST, "meta", "summaries", grid, "median_r2", "ntk"), 3),
+                (js(TRUST, "meta", "summaries", grid, "coverage_90"), 3),
+                (js(TRUST, "meta", "summaries", grid, "error_spearman"), 3),
+                (js(TRUST, "meta", "summaries", grid, "trust_auroc_worse"), 3),
+            ],
+        )
+        for label, grid in [("Korkut, 51 pairs", "korkut"), ("LINCS doses, 351 pairs", "lincs")]
+    ],
+    (
+        "intervals under-cover here ({} and {}, target",
+        [
+            (js(TRUST, "meta", "summaries", "korkut", "coverage_90"), 3),
+            (js(TRUST, "meta", "summaries", "lincs", "coverage_90"), 3),
+        ],
+    ),
 ]
 
 
@@ -446,6 +468,9 @@ NOT_RESULTS = {
     "(0 perfect, 0.5 random)": "the definition of FOSCTTM",
     "| scGen, published (larger training set) | 0.95 | 0.94 |": "the scGen paper's figures",
     "predictions equal to 5e-8": "an agreement bound (an exponent, not a decimal)",
+    "target 0.88-0.92": "the coverage target of issue 10 (not a measurement)",
+    "(by less than 0.01)": "a tolerance of issue 10 (not a measurement)",
+    "cross_validate(..., interval=0.9)": "a parameter value in a code example",
 }
 
 

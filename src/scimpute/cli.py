@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._keys import DATA_DIR_ENV, MM_KEY  # constants only: no heavy import
+from ._keys import AUTO_RECORD, DATA_DIR_ENV, INTERVAL, MM_KEY  # constants only: no heavy import
 
 #: exit status of bad usage or bad input (also argparse's).
 EXIT_USAGE = 2
@@ -410,14 +410,52 @@ def _cmd_impute(args: argparse.Namespace) -> int:
 
     key = args.key_added or Key.uns.imputed(args.method)
     _run(
-        lambda: tl.impute(grid, method=args.method, key_added=key, random_state=args.seed, **params)
+        lambda: tl.impute(
+            grid,
+            method=args.method,
+            interval=args.interval,
+            key_added=key,
+            random_state=args.seed,
+            **params,
+        )
     )
     _run(lambda: _atomic_write(out, grid.write_h5ad))
     sources = grid.obs[Key.obs.source(key)].astype(str)
     imputed = sources[~sources.isin([SOURCE_MEASURED, SOURCE_CONTROL_FILL])]
     counts = {str(k): int(v) for k, v in imputed.value_counts().items()}
     print(f"imputed {len(imputed)} pairs with {args.method!r} (sources: {counts}); wrote {out}")
+    rec = grid.uns[key]
+    if AUTO_RECORD in rec:
+        print(_auto_text(rec))
+    if INTERVAL in rec:
+        print(
+            f"{rec[INTERVAL]['level']:.0%} conformal intervals in layers[{key + '_lower'!r}] / "
+            f"[{key + '_upper'!r}]; predicted error and trust in obs[{key + '_error'!r}] / "
+            f"[{key + '_trust'!r}]"
+        )
     return 0
+
+
+def _auto_text(rec) -> str:
+    """One line on what ``auto`` chose and what produced the imputed pairs."""
+    auto = rec[AUTO_RECORD]
+    scores = ", ".join(
+        f"{k} {v:.3f}" for k, v in sorted(auto["cv_scores"].items(), key=lambda kv: -kv[1])
+    )
+    if auto["rule"] == "grid":
+        rule = f"one method for the grid: {auto['chosen']}"
+        shares = _own_share_text(rec["fallbacks"], auto["chosen"])
+    elif auto["rule"] == "stack":
+        w = ", ".join(f"{k} {v:.2f}" for k, v in auto["weights"].items() if v > 0)
+        rule, shares = f"a convex stack ({w})", _own_share_text(rec["fallbacks"], "stack")
+    else:
+        rule = "a method per pair"
+        total = max(sum(rec["fallbacks"].values()), 1)
+        shares = ", ".join(f"{k}: {v / total:.1%}" for k, v in sorted(rec["fallbacks"].items()))
+    return (
+        f"auto (nested CV on the measured pairs; inner median R2: {scores}) chose {rule}; "
+        f"{shares}; best baseline: {auto['baseline']}"
+    )
 
 
 def _summary(scores, *, full: bool = False):
@@ -518,9 +556,32 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     )
     summary = _run(lambda: _summary(scores, full=args.full))
     _run(lambda: _write_table(summary, out))
+    if "auto" not in methods:
+        print(_run(lambda: _auto_choice(grid, methods, args.seed)))
     if scores_out is not None:
         _run(lambda: _atomic_write(scores_out, lambda p: scores.to_csv(p, index=False)))
     return 0
+
+
+def _auto_choice(grid, methods: Sequence[str], seed: int) -> str:
+    """What ``auto`` over ``methods`` would choose on this grid (its inner CV, run once)."""
+    from .tl._auto import AutoParams, fit_assessment
+    from .tl._data import default_targets, to_grid_data
+
+    data, _ = to_grid_data(grid)
+    fit = fit_assessment(
+        data, default_targets(data), None, AutoParams(candidates=tuple(methods)), random_state=seed
+    )
+    auto = fit.info[AUTO_RECORD]
+    what = {"grid": f"one method: {auto.get('chosen')}", "stack": "a convex stack"}.get(
+        auto["rule"], "a method per pair"
+    )
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in auto["rule_scores"].items())
+    return (
+        f"auto over these methods (nested CV, 10 inner folds weighted like the real gaps) "
+        f"would use {what} (rule scores, median R2: {scores}); run "
+        "`scimpute impute` for it, or add auto to --methods to cross-validate it."
+    )
 
 
 def _stage_bar(total: int, enabled: bool):
@@ -634,8 +695,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         scores = pd.concat(tables, ignore_index=True)
         summary = _summary(scores)
         best = str(summary.index[0])
-        bar.set_description_str(f"imputing the grid with {best}")
-        tl.impute(grid, method=best, key_added="imputed", random_state=args.seed)
+        bar.set_description_str(f"imputing the grid with auto over {', '.join(chosen)}")
+        tl.impute(
+            grid, method="auto", candidates=tuple(chosen), key_added="imputed",
+            random_state=args.seed,
+        )  # fmt: skip
         bar.update()
         bar.set_description_str("drawing the figures")
         fig_path = out / "demo_cross_validation.png"
@@ -646,13 +710,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         bar.close()
         _write_table(summary, out / "demo_cross_validation.md")
         cv_share = summary.loc[best, OWN_SHARE]
-        imputed = grid.uns["imputed"]["fallbacks"]
         rest = ", the rest by fallbacks" if cv_share < 1 else ""
         print(
             f"highest median R² in leave-one-out: {best} ({summary.loc[best, 'median_r2']:.3f}; "
             f"{cv_share:.1%} of its held-out pairs predicted by {best} itself{rest})."
         )
-        print(f"imputed grid: {_own_share_text(imputed, best)} -> {out / 'demo_grid.h5ad'}")
+        print(f"imputed grid: {_auto_text(grid.uns['imputed'])} -> {out / 'demo_grid.h5ad'}")
         print(f"figures -> {fig_path}, {out / 'demo_grid.png'}")
 
     _run(work)
@@ -931,7 +994,18 @@ def build_parser() -> argparse.ArgumentParser:
     _grid_args(p)
     m = p.add_argument_group("imputation")
     m.add_argument(
-        "--method", required=True, help="registered method (list them: scimpute methods)"
+        "--method",
+        default="auto",
+        help=(
+            "registered method (list them: scimpute methods); auto (default) picks among "
+            "every applicable method by nested cross-validation"
+        ),
+    )
+    m.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        help="nominal coverage of conformal intervals (default: 0.9 for auto, none otherwise)",
     )
     _param_arg(m)
     m.add_argument(

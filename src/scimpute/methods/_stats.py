@@ -160,25 +160,36 @@ def default_fallback(
     return res
 
 
-def baseline_loo_errors(data: GridData, gm: GroupMeans | None = None) -> dict[str, float]:
-    """Leave-one-out mean squared error of each of :data:`VALIDATED_BASELINES` on ``data``.
+def baseline_loo_residuals(
+    data: GridData, gm: GroupMeans | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Leave-one-out residuals of :data:`VALIDATED_BASELINES` on the measured treated pairs.
 
     Closed form (no refit): hiding a measured non-control pair ``(c, a)`` removes its profile
     from the sums of context ``c`` and perturbation ``a``, so its leave-one-out context mean is
-    ``(S_c - y) / (n_c - 1)``. Scored over the pairs where every baseline stays defined
-    (``n_c > 1`` and ``n_a > 1``); an empty dict when there is no such pair.
+    ``(S_c - y) / (n_c - 1)``. Returns the ``(n, 2)`` pairs where every baseline stays
+    defined (``n_c > 1`` and ``n_a > 1``) and, per baseline, their ``(n, p)`` residuals.
     """
     gm = group_means(data) if gm is None else gm
     ci, ai, ym = measured_rows(data)
     cn, pn = gm.ctx_n[ci], gm.pert_n[ai]
     ok = (cn > 1) & (pn > 1)
-    if not ok.any():
-        return {}
     ci, ai, ym, cn, pn = ci[ok], ai[ok], ym[ok], cn[ok], pn[ok]
     cm = (gm.ctx_sum[ci] - ym) / (cn - 1)[:, None]
     pm = (gm.pert_sum[ai] - ym) / (pn - 1)[:, None]
     preds = {"context_mean": cm, "perturbation_mean": pm, "two_way_mean": 0.5 * (cm + pm)}
-    return {k: float(np.mean((v - ym) ** 2)) for k, v in preds.items()}
+    return np.stack([ci, ai], axis=1), {k: v - ym for k, v in preds.items()}
+
+
+def baseline_loo_errors(data: GridData, gm: GroupMeans | None = None) -> dict[str, float]:
+    """Leave-one-out mean squared error of each of :data:`VALIDATED_BASELINES` on ``data``.
+
+    Over the pairs of :func:`baseline_loo_residuals`; an empty dict when there is none.
+    """
+    pairs, res = baseline_loo_residuals(data, gm)
+    if pairs.shape[0] == 0:
+        return {}
+    return {k: float(np.mean(v**2)) for k, v in res.items()}
 
 
 def validated_order(data: GridData, gm: GroupMeans | None = None) -> tuple[str, ...]:

@@ -12,12 +12,14 @@ import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from .._keys import Key
+from .._keys import AUTO_METHOD, ERROR, TRUST, Key
 from .._params import Params, check_random_state_value, param
 from .._utils import RandomState, check_random_state, h5ad_safe
 from ..methods import GridData, Method, MethodResult, get_method
+from ..methods._stats import fallback_chain, group_means, validated_order
 from ..metrics import METRICS, fold_scores
 from ._data import to_grid_data
+from ._impute import check_interval
 from ._run import check_applicable, check_result, prepare_method, run_method
 
 Holdout = Literal["leave_one_out", "random", "contexts", "perturbations"]
@@ -119,6 +121,7 @@ def cross_validate(
     random_state: RandomState = 0,
     key_added: str | None = Key.uns.cross_validation,
     progress: bool = True,
+    interval: float | None = None,
     **method_params: Any,
 ) -> pd.DataFrame:
     """Hide measured pairs fold by fold, impute them with each method, and score them.
@@ -142,6 +145,12 @@ def cross_validate(
         ``grid.uns`` key of the stored table; ``None`` writes nothing.
     progress
         Show a progress bar over folds.
+    interval
+        Nominal coverage (e.g. ``0.9``) of conformal intervals computed for every hidden pair
+        from the fold's own measured pairs only (an inner cross-validation the outer fold
+        never sees, :mod:`scimpute.tl._auto._conformal`); adds the columns of
+        :data:`INTERVAL_COLUMNS`. ``None`` (default): none. Costs the inner folds of every
+        method in every outer fold.
     **method_params
         A parameter passed to every method that accepts it, or ``label={...}`` for one method.
         Every method's parameters are checked by its spec before any work. A method whose
@@ -154,7 +163,12 @@ def cross_validate(
     ``fold``, ``source`` (estimator or fallback used) and the scores ``r2`` (1 - SSE/SST over
     features), ``r2_effect``, ``pearson_effect``, ``cosine_effect`` (on the profile minus
     the context's control, on the profile itself when the grid has no control), ``mse`` and
-    ``relative_mse`` (SSE / SSE of ``context_mean`` on the same fold). Also written to
+    ``relative_mse`` (SSE / SSE of ``context_mean`` on the same fold). With ``interval``:
+    ``coverage`` (fraction of the pair's features inside their interval), ``interval_width``
+    (mean width over features), ``predicted_error`` and ``trust`` (as written by
+    :func:`scimpute.tl.impute`), ``error`` (the pair's real normalised error, the quantity
+    ``predicted_error`` estimates) and ``beats_baseline`` (whether its SSE is at most that of
+    the fold's validated best baseline, what ``trust`` estimates). Also written to
     ``grid.uns[key_added]`` as ``{"scores": DataFrame, "params": {...}}`` (h5ad-safe).
     :func:`scimpute.tl.summarize_cross_validation` condenses it.
 
@@ -162,6 +176,8 @@ def cross_validate(
     opts = CrossValidateParams.from_kwargs(
         "cross_validate", {"holdout": holdout, "n_folds": n_folds, "progress": progress}
     )
+    if interval is not None:
+        interval = check_interval("cross_validate", interval, owner="cross_validate")
     random_state = check_random_state_value("cross_validate", random_state)
     if key_added is not None and (not isinstance(key_added, str) or key_added == Key.uns.grid):
         raise ValueError(
@@ -193,11 +209,15 @@ def cross_validate(
             reference[0], fold, hidden, random_state=seed, params=reference[1]
         ).prediction
         for lab, (m, typed) in resolved.items():
-            if lab in grouped:
-                res = grouped[lab][f]
-            else:
+            res = grouped[lab][f] if lab in grouped else None
+            if interval is not None:
+                res, extra = _with_interval(m, typed, fold, data, hidden, res, interval, seed)
+            elif res is None:
                 res = run_method(m, fold, hidden, random_state=seed, params=typed)
-            tables.append(fold_scores(data, lab, hidden, res.prediction, res.source, ref, f))
+            table = fold_scores(data, lab, hidden, res.prediction, res.source, ref, f)
+            if interval is not None:
+                table = table.assign(**extra)
+            tables.append(table)
     table = pd.concat(tables, ignore_index=True)
     if key_added is not None:
         grid.uns[key_added] = {
@@ -210,11 +230,53 @@ def cross_validate(
                     },
                     "holdout": opts.holdout,
                     "n_folds": len(folds),
+                    "interval": interval,
                     "random_state": random_state,
                 }
             ),
         }
     return table
+
+
+#: columns added by ``cross_validate(..., interval=level)``.
+INTERVAL_COLUMNS = (
+    "coverage",
+    "interval_width",
+    "predicted_error",
+    "trust",
+    "error",
+    "beats_baseline",
+)
+
+
+def _with_interval(m, typed, fold, data, hidden, res, level, seed):
+    """A method's result on one outer fold and its interval columns (inner CV on the fold)."""
+    from ._auto import AutoParams, assess
+    from ._auto._trust import beats_baseline
+
+    if m.name == AUTO_METHOD:
+        a = assess(fold, hidden, None, typed, level=level, random_state=seed)
+    else:
+        if res is None:
+            res = run_method(m, fold, hidden, random_state=seed, params=typed)
+        a = assess(
+            fold, hidden, {m.name: (m, typed)}, AutoParams(rules=("grid",)), level=level,
+            final={m.name: res}, random_state=seed,
+        )  # fmt: skip
+    out = a.result if m.name == AUTO_METHOD else res
+    y = np.asarray(data.Y[hidden[:, 0], hidden[:, 1]], dtype=np.float64)
+    pred = np.asarray(out.prediction, dtype=np.float64)
+    gm = group_means(fold)
+    base = fallback_chain(fold, hidden, list(validated_order(fold, gm)), gm).prediction
+    extra = {
+        "coverage": ((y >= a.lower) & (y <= a.upper)).mean(axis=1),
+        "interval_width": (a.upper - a.lower).mean(axis=1),
+        "predicted_error": a.result.per_target[ERROR],
+        "trust": a.result.per_target[TRUST],
+        "error": np.mean((pred - y) ** 2 / a.oof.feature_var, axis=1),
+        "beats_baseline": beats_baseline(y, pred, base),
+    }
+    return out, extra
 
 
 def _grouped_results(

@@ -83,14 +83,14 @@ def _own_obs(key: str) -> tuple[str, ...]:
     return (Key.obs.source(key), Key.obs.error(key), Key.obs.trust(key))
 
 
-def check_interval(method: str, interval) -> float | None:
+def check_interval(method: str, interval, owner: str = "impute") -> float | None:
     """The interval level of a call: ``None``/``False`` off, 0.9 by default for ``auto``."""
     if interval is None:
         return 0.9 if method == AUTO_METHOD else None
     if interval is False:
         return None
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval < 1:
-        raise ParamError(f"impute: interval must be a number in (0, 1) or None, got {interval!r}.")
+        raise ParamError(f"{owner}: interval must be a number in (0, 1) or None, got {interval!r}.")
     return float(interval)
 
 

@@ -15,17 +15,20 @@ from typing import TYPE_CHECKING
 from ..._lazy import attach
 
 if TYPE_CHECKING:
-    from ._assess import Assessment, assess, auto_method
+    from ._assess import Assessment, Fitted, apply_assessment, assess, auto_method, fit_assessment
     from ._oof import OOFRecord, candidate_specs, out_of_fold
     from ._params import AutoParams
 
 __all__ = [
     "Assessment",
     "AutoParams",
+    "Fitted",
     "OOFRecord",
+    "apply_assessment",
     "assess",
     "auto_method",
     "candidate_specs",
+    "fit_assessment",
     "out_of_fold",
 ]
 
@@ -35,6 +38,9 @@ __getattr__, __dir__ = attach(
     attributes={
         "AutoParams": "_params",
         "Assessment": "_assess",
+        "Fitted": "_assess",
+        "apply_assessment": "_assess",
+        "fit_assessment": "_assess",
         "assess": "_assess",
         "auto_method": "_assess",
         "OOFRecord": "_oof",

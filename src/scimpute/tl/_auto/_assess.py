@@ -13,7 +13,7 @@ from ...methods import GridData, Method, MethodResult, as_targets
 from ...methods._stats import fallback_chain, group_means, validated_order
 from .._run import run_method
 from ._conformal import Difficulty, fit_difficulty
-from ._features import pair_features
+from ._features import context_difficulty, pair_features
 from ._holdout import support
 from ._oof import OOFRecord, candidate_specs, out_of_fold
 from ._params import AutoParams
@@ -56,50 +56,60 @@ def _difficulty_features(sup, preds, rule_pred, base_pred, diags, var, names=Non
     return np.column_stack([x, d]), n
 
 
-def assess(
+@dataclass
+class Fitted:
+    """What ``auto`` learns from the measured pairs alone, before any target is predicted.
+
+    The out-of-fold record, the chosen rule (and the candidates it uses), the difficulty and
+    trust models, and the records for ``.uns``. :func:`apply_assessment` turns it into
+    predictions, intervals, errors and trust for any targets (the same grid, or the grid with
+    a few more pairs hidden, as in a leave-one-out benchmark).
+    """
+
+    oof: OOFRecord
+    rule: Rule
+    used: list[str]
+    candidates: dict[str, tuple[Method, Params]]
+    sel_names: list[str]
+    d_names: list[tuple[str, str]]
+    difficulty: Difficulty
+    trust: Trust
+    info: dict
+
+
+def _diag_names(names) -> list[tuple[str, str]]:
+    return [
+        tuple(n.split(":", 1))
+        for n in names
+        if n.count(":") and not n.endswith("distance_to_baseline")
+    ]
+
+
+def fit_assessment(
     data: GridData,
     targets,
     candidates: dict[str, tuple[Method, Params]] | None = None,
     params: AutoParams | None = None,
     *,
-    level: float | None = 0.9,
-    final: dict[str, MethodResult] | None = None,
     random_state: RandomState = 0,
-) -> Assessment:
-    """Choose, fit and assess the candidates for ``targets`` (the steps of ``auto``).
+) -> Fitted:
+    """The inner cross-validation of ``auto`` on ``data``: OOF, rule, difficulty, trust.
 
-    Parameters
-    ----------
-    data
-        The grid's arrays (targets unmeasured).
-    targets
-        ``(n, 2)`` pairs to predict.
-    candidates
-        ``{name: (method, typed params)}``; ``None``: :func:`~._oof.candidate_specs` with
-        ``params.candidates`` / ``params.exclude``.
-    params
-        :class:`AutoParams` (defaults when ``None``).
-    level
-        Nominal coverage of the intervals, or ``None`` for none.
-    final
-        Results of candidates already run on ``data`` for ``targets`` (not re-run).
-    random_state
-        Seed of the inner folds and the candidates.
-
+    ``targets`` only set the importance weights of the hold-out (their supports). See
+    :func:`assess` for the parameters.
     """
     opts = AutoParams() if params is None else params
     t = as_targets(targets)
     skipped: dict[str, str] = {}
     if candidates is None:
         candidates, skipped = candidate_specs(data, opts.candidates, opts.exclude)
-    rng = check_random_state(random_state)
     oof = out_of_fold(
         data,
         candidates,
         targets=t,
         n_folds=opts.n_folds,
         screen_margin=opts.screen_margin if len(candidates) > 1 else None,
-        random_state=int(rng.integers(0, 2**31 - 1)),
+        random_state=random_state,
         progress=opts.progress,
     )
     oof.skipped.update(skipped)
@@ -108,63 +118,18 @@ def assess(
     )
     rule, rule_scores, cv_pred, _ = select_rule(oof, x_sel, opts.rules, opts.tolerance)
     used = _used(rule)
-
-    # final fit of the candidates the rule uses, on every measured pair
-    final = dict(final or {})
-    seed = int(rng.integers(0, 2**31 - 1))
-    for name in used:
-        if name not in final:
-            m, typed = candidates[name]
-            final[name] = run_method(m, data, t, random_state=seed, params=typed)
-    preds_t = {c: np.asarray(final[c].prediction, dtype=np.float64) for c in used}
-    diags_t = {
-        c: {
-            k: np.asarray(final[c].per_target[k], float)
-            for k in oof.diagnostics[c]
-            if k in final[c].per_target
-        }
-        for c in used
-    }
-    sup_t = support(data.treated_mask(), t)
-    gm = group_means(data)
-    base_t = fallback_chain(data, t, list(validated_order(data, gm)), gm).prediction
-    x_sel_t = None
-    if rule.kind == "per_pair":
-        diag_names = [
-            tuple(n.split(":", 1))
-            for n in sel_names
-            if n.count(":") and not n.endswith("distance_to_baseline")
-        ]
-        x_sel_t, _ = pair_features(sup_t, preds_t, base_t, diags_t, oof.feature_var, diag_names)
-    pred_t, picked = rule.predict(preds_t, x_sel_t)
-    source = picked.copy()
-    for c in used:  # a candidate's own fallbacks keep their names
-        here = picked == c
-        source[here] = np.asarray(final[c].source, dtype=object)[here]
-
-    # difficulty, intervals, trust: on the cross-fitted predictions of the chosen rule
-    oof_used = {c: oof.preds[c] for c in used}
-    diag_used = {c: oof.diagnostics[c] for c in used}
+    # difficulty and trust: on the cross-fitted predictions of the chosen rule
     x_d, d_names = _difficulty_features(
-        oof.support, oof_used, cv_pred, oof.baseline_pred, diag_used, oof.feature_var
-    )
-    names_d = [
-        tuple(n.split(":", 1))
-        for n in d_names
-        if n.count(":") and not n.endswith("distance_to_baseline")
-    ]
-    x_dt, _ = _difficulty_features(
-        sup_t, preds_t, pred_t, base_t, diags_t, oof.feature_var, names_d
+        oof.support,
+        {c: oof.preds[c] for c in used},
+        cv_pred,
+        oof.baseline_pred,
+        {c: oof.diagnostics[c] for c in used},
+        oof.feature_var,
     )
     diff = fit_difficulty(oof.truth - cv_pred, x_d, oof.fold, oof.weight, oof.feature_var)
-    err_t = diff.error(x_dt)
     beats = beats_baseline(oof.truth, cv_pred, oof.baseline_pred)
     trust = fit_trust(x_d, np.log(diff.error_cv), beats, oof.fold, oof.weight)
-    trust_t = trust.predict(x_dt, np.log(err_t))
-    lower = upper = None
-    if level is not None:
-        lower, upper = diff.intervals(pred_t, err_t, level)
-
     info = {
         keys.AUTO_RECORD: {
             "candidates": oof.candidates,
@@ -193,7 +158,63 @@ def assess(
             "beats_baseline": beats,
         },
     }
+    return Fitted(oof, rule, used, candidates, sel_names, _diag_names(d_names), diff, trust, info)
+
+
+def apply_assessment(
+    fitted: Fitted,
+    data: GridData,
+    targets,
+    *,
+    level: float | None = 0.9,
+    final: dict[str, MethodResult] | None = None,
+    random_state: RandomState = 0,
+) -> Assessment:
+    """Predictions, intervals, errors and trust of ``targets`` from a :class:`Fitted`.
+
+    The candidates the rule uses are run on ``data`` for ``targets`` unless ``final`` holds
+    their results already.
+    """
+    t = as_targets(targets)
+    oof, rule, used = fitted.oof, fitted.rule, fitted.used
+    final = dict(final or {})
+    for name in used:
+        if name not in final:
+            m, typed = fitted.candidates[name]
+            final[name] = run_method(m, data, t, random_state=random_state, params=typed)
+    preds_t = {c: np.asarray(final[c].prediction, dtype=np.float64) for c in used}
+    diags_t = {
+        c: {
+            k: np.asarray(final[c].per_target[k], float)
+            for k in oof.diagnostics[c]
+            if k in final[c].per_target
+        }
+        for c in used
+    }
+    sup_t = np.column_stack(
+        [support(data.treated_mask(), t), context_difficulty(data, t, oof.feature_var)]
+    )
+    gm = group_means(data)
+    base_t = fallback_chain(data, t, list(validated_order(data, gm)), gm).prediction
+    x_sel_t = None
+    if rule.kind == "per_pair":
+        names = _diag_names(fitted.sel_names)
+        x_sel_t, _ = pair_features(sup_t, preds_t, base_t, diags_t, oof.feature_var, names)
+    pred_t, picked = rule.predict(preds_t, x_sel_t)
+    source = picked.copy()
+    for c in used:  # a candidate's own fallbacks keep their names
+        here = picked == c
+        source[here] = np.asarray(final[c].source, dtype=object)[here]
+    x_dt, _ = _difficulty_features(
+        sup_t, preds_t, pred_t, base_t, diags_t, oof.feature_var, fitted.d_names
+    )
+    diff = fitted.difficulty
+    err_t = diff.error(x_dt)
+    trust_t = fitted.trust.predict(x_dt, np.log(err_t))
+    lower = upper = None
+    info = dict(fitted.info)
     if level is not None:
+        lower, upper = diff.intervals(pred_t, err_t, level)
         info[keys.INTERVAL] = {
             "level": float(level),
             "quantile": diff.quantile(level),
@@ -205,7 +226,48 @@ def assess(
         per_target={keys.ERROR: err_t, keys.TRUST: trust_t},
         info=info,
     )
-    return Assessment(res, lower, upper, oof, rule, diff, trust)
+    return Assessment(res, lower, upper, oof, rule, diff, fitted.trust)
+
+
+def assess(
+    data: GridData,
+    targets,
+    candidates: dict[str, tuple[Method, Params]] | None = None,
+    params: AutoParams | None = None,
+    *,
+    level: float | None = 0.9,
+    final: dict[str, MethodResult] | None = None,
+    random_state: RandomState = 0,
+) -> Assessment:
+    """Choose, fit and assess the candidates for ``targets`` (the steps of ``auto``).
+
+    :func:`fit_assessment` (the inner cross-validation) then :func:`apply_assessment`.
+
+    Parameters
+    ----------
+    data
+        The grid's arrays (targets unmeasured).
+    targets
+        ``(n, 2)`` pairs to predict.
+    candidates
+        ``{name: (method, typed params)}``; ``None``: :func:`~._oof.candidate_specs` with
+        ``params.candidates`` / ``params.exclude``.
+    params
+        :class:`AutoParams` (defaults when ``None``).
+    level
+        Nominal coverage of the intervals, or ``None`` for none.
+    final
+        Results of candidates already run on ``data`` for ``targets`` (not re-run).
+    random_state
+        Seed of the inner folds and the candidates.
+
+    """
+    rng = check_random_state(random_state)
+    fitted = fit_assessment(
+        data, targets, candidates, params, random_state=int(rng.integers(0, 2**31 - 1))
+    )
+    seed = int(rng.integers(0, 2**31 - 1))
+    return apply_assessment(fitted, data, targets, level=level, final=final, random_state=seed)
 
 
 def auto_method(

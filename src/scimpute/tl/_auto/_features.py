@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
 def _log_disagreement(a: np.ndarray, b: np.ndarray, var: np.ndarray) -> np.ndarray:
     return np.log1p(np.mean((a - b) ** 2 / var, axis=1))
+
+
+def context_difficulty(data, pairs: np.ndarray, feature_var: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` log mean leave-one-out error of the best baseline in each pair's row and column.
+
+    Computed on ``data`` as given (the pairs themselves unmeasured there), in units of
+    ``feature_var``: noisy contexts and hard perturbations show here before any pair of them is
+    predicted. Rows or columns without a scorable pair get NaN (filled later).
+    """
+    from ...methods._stats import baseline_loo_residuals, validated_order
+
+    loo_pairs, res = baseline_loo_residuals(data)
+    out = np.full((pairs.shape[0], 2), np.nan)
+    if loo_pairs.shape[0] == 0:
+        return out
+    best = validated_order(data)[0]
+    best = best if best in res else "context_mean"
+    e = np.mean(res[best] ** 2 / feature_var, axis=1)
+    for axis, n in ((0, data.n_contexts), (1, data.n_perturbations)):
+        s = np.bincount(loo_pairs[:, axis], weights=e, minlength=n)
+        k = np.bincount(loo_pairs[:, axis], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, axis] = np.log(s / k)[pairs[:, axis]]
+    return out
 
 
 def pair_features(
@@ -19,7 +45,8 @@ def pair_features(
 ) -> tuple[np.ndarray, list[str]]:
     """``(n, k)`` features of pairs and their names.
 
-    ``log1p`` of the row and column supports; for each candidate, ``log1p`` of its mean
+    ``log1p`` of the row and column supports (the first two columns of ``support``; further
+    columns, e.g. :func:`context_difficulty`, are taken as they are); for each candidate, ``log1p`` of its mean
     squared distance to the baseline's prediction (in units of ``feature_var``); the spread of
     the candidates' predictions; and the candidates' own per-pair diagnostics
     (``diag_names``: ``(candidate, diagnostic)`` pairs, default every one present; missing
@@ -27,6 +54,10 @@ def pair_features(
     """
     cols = [np.log1p(support[:, 0]), np.log1p(support[:, 1])]
     names = ["log_row_support", "log_col_support"]
+    extra = ["log_row_difficulty", "log_col_difficulty"]
+    for j in range(2, support.shape[1]):  # context_difficulty columns, when given
+        cols.append(support[:, j])
+        names.append(extra[j - 2] if j - 2 < len(extra) else f"extra_{j}")
     for name, p in preds.items():
         cols.append(_log_disagreement(p, base_pred, feature_var))
         names.append(f"{name}:distance_to_baseline")
@@ -58,11 +89,70 @@ def fill_missing(x: np.ndarray, fill: np.ndarray | None = None) -> tuple[np.ndar
     return np.where(np.isnan(x), fill, x), fill
 
 
-def ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, alpha: float = 1.0):
-    """A fitted standardised ridge regression (scikit-learn pipeline)."""
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+@dataclass
+class Linear:
+    """A standardised linear model ``y = ((x - mean) / scale) @ coef + intercept``."""
 
-    model = make_pipeline(StandardScaler(), Ridge(alpha=alpha))
-    return model.fit(x, y, ridge__sample_weight=w)
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.coef + self.intercept
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted values (ridge) of pairs with features ``x``."""
+        return self.decision(x)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities (logistic) of pairs with features ``x``."""
+        return 1.0 / (1.0 + np.exp(-np.clip(self.decision(x), -30, 30)))
+
+
+def _standardise(x, w):
+    mean = np.average(x, axis=0, weights=w)
+    scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w))
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    return (x - mean) / scale, mean, scale
+
+
+def ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, alpha: float = 1.0) -> Linear:
+    """Weighted ridge regression on standardised features (closed form; intercept free).
+
+    The same estimator as scikit-learn's ``StandardScaler`` + ``Ridge(alpha)`` with sample
+    weights, solved directly: the models here have a handful of features and are fitted
+    dozens of times per call, where the pipeline's checks dominate.
+    """
+    w = np.ones(len(y)) if w is None else np.asarray(w, dtype=float)
+    z, mean, scale = _standardise(x, w)
+    ym = np.average(y, weights=w)
+    a = (z * w[:, None]).T @ z + alpha * np.eye(z.shape[1])
+    coef = np.linalg.solve(a, (z * w[:, None]).T @ (y - ym))
+    zm = np.average(z, axis=0, weights=w)
+    return Linear(mean, scale, coef, float(ym - zm @ coef))
+
+
+def logistic(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, alpha: float = 1.0
+) -> Linear:
+    """Weighted L2-penalised logistic regression on standardised features (Newton steps).
+
+    The penalty ``alpha / 2 * |coef|^2`` matches scikit-learn's ``LogisticRegression(C)``
+    with ``C = 1 / alpha`` when the weights sum to the number of samples.
+    """
+    w = np.ones(len(y)) if w is None else np.asarray(w, dtype=float)
+    z, mean, scale = _standardise(x, w)
+    d = np.column_stack([z, np.ones(len(y))])
+    beta = np.zeros(d.shape[1])
+    pen = alpha * np.eye(d.shape[1])
+    pen[-1, -1] = 0.0
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-np.clip(d @ beta, -30, 30)))
+        grad = d.T @ (w * (p - y)) + pen @ beta
+        hess = (d * (w * p * (1 - p))[:, None]).T @ d + pen + 1e-9 * np.eye(d.shape[1])
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return Linear(mean, scale, beta[:-1], float(beta[-1]))

@@ -76,10 +76,10 @@ def importance_weights(hidden: np.ndarray, targets: np.ndarray) -> np.ndarray:
     y = np.r_[np.zeros(n), np.ones(targets.shape[0])]
     if np.ptp(x, axis=0).max() == 0:
         return np.ones(n)
-    from sklearn.linear_model import LogisticRegression
+    from ._features import logistic
 
-    clf = LogisticRegression(C=1.0, class_weight="balanced").fit(x, y)
-    p = np.clip(clf.predict_proba(x[:n])[:, 1], 1e-6, 1 - 1e-6)
+    balanced = np.where(y == 1, 0.5 * y.size / y.sum(), 0.5 * y.size / (y.size - y.sum()))
+    p = np.clip(logistic(x, y, balanced).predict_proba(x[:n]), 1e-6, 1 - 1e-6)
     w = p / (1 - p)
     w = np.clip(w / w.mean(), *WEIGHT_CLIP)
     return w / w.mean()

@@ -13,6 +13,7 @@ from ...methods import GridData, Method
 from ...methods._stats import fallback_chain, group_means, validated_order
 from ...metrics import r2
 from .._run import check_result, prepare_method, run_method
+from ._features import context_difficulty
 from ._holdout import hidden_support, importance_weights, inner_folds, support
 from ._params import NOT_CANDIDATES, VALIDATED_SETTINGS
 
@@ -44,8 +45,9 @@ class OOFRecord:
         ``(n,)`` importance weights (mean 1) that match the hidden pairs' supports to the
         targets' (:mod:`scimpute.tl._auto._holdout`).
     support
-        ``(n, 2)`` measured non-control pairs in each pair's row and column with its fold
-        hidden.
+        ``(n, 4)`` measured non-control pairs in each pair's row and column with its fold
+        hidden, and the log leave-one-out error of the baseline in that row and column
+        (:func:`~scimpute.tl._auto._features.context_difficulty`, on the same fold).
     preds, sources, diagnostics
         Per candidate that ran on every fold: ``(n, p)`` predictions, ``(n,)`` sources and the
         per-pair diagnostics named in :data:`DIAGNOSTIC_FEATURES` that it returned.
@@ -147,6 +149,15 @@ def _run_folds(m, typed, data, folds, seeds, grouped_seed):
         return res
 
 
+def _fold_difficulty(data: GridData, folds, var) -> np.ndarray:
+    out = []
+    for hidden in folds:
+        mask = data.measured.copy()
+        mask[hidden[:, 0], hidden[:, 1]] = False
+        out.append(context_difficulty(data.with_measured(mask), hidden, var))
+    return np.concatenate(out)
+
+
 def _diag(res_list) -> dict[str, np.ndarray]:
     keys = [k for k in DIAGNOSTIC_FEATURES if all(k in r.per_target for r in res_list)]
     return {
@@ -210,9 +221,11 @@ def out_of_fold(
         if data.control is not None:
             t_mask[:, data.control] = False
         targets = np.argwhere(t_mask)
+    var = feature_variance(data)
     hs = hidden_support(data, folds)
     ts = support(data.treated_mask(), targets)
     weight = importance_weights(hs, ts)
+    hs = np.column_stack([hs, _fold_difficulty(data, folds, var)])
     pairs = np.concatenate(folds)
     fold = np.concatenate([np.full(len(f), i) for i, f in enumerate(folds)])
     truth = np.asarray(data.Y[pairs[:, 0], pairs[:, 1]], dtype=np.float64)
@@ -269,6 +282,6 @@ def out_of_fold(
         screen=screen,
         baseline=base,
         baseline_pred=np.concatenate(base_pred),
-        feature_var=feature_variance(data),
+        feature_var=var,
         skipped=skipped,
     )

@@ -14,8 +14,11 @@ predictions the rule never saw. Score: weighted median over pairs of the pair's 
     (:func:`~scimpute.tl._auto._features.pair_features`); each pair takes the candidate with
     the lowest predicted error.
 ``stack``
-    Non-negative least squares weights ``w_m >= 0`` of the candidates' predictions
-    (``sum_m w_m yhat_m`` over every feature of every pair, weighted); no intercept.
+    Convex weights (``w_m >= 0``, ``sum_m w_m = 1``) of the candidates' predictions fitted
+    by least squares over every feature of every pair (weighted; non-negative least squares
+    with the sum enforced by a heavy extra row). Convex so that the stack cannot shrink
+    predictions towards zero, which the inner hold-out (sparser than the real gaps) would
+    reward.
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ def fit_rule(kind: str, oof: OOFRecord, x: np.ndarray, idx: np.ndarray) -> Rule:
         sw = np.sqrt(w)[:, None]
         a = np.stack([(oof.preds[c][idx] * sw).ravel() for c in names], axis=1)
         b = (oof.truth[idx] * sw).ravel()
-        coef, _ = nnls(a, b)
+        big = np.sqrt(np.sum(b**2) + 1.0) * 1e3  # weights sum to one (convex combination)
+        coef, _ = nnls(np.vstack([a, np.full((1, len(names)), big)]), np.r_[b, big])
         return Rule("stack", names, weights=dict(zip(names, coef.tolist(), strict=True)))
     xf, fill = fill_missing(x[idx])
     models = {}

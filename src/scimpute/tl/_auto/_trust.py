@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._features import fill_missing
+from ._features import fill_missing, logistic
 
 
 def _design(x: np.ndarray, log_err: np.ndarray) -> np.ndarray:
@@ -25,20 +25,15 @@ def _design(x: np.ndarray, log_err: np.ndarray) -> np.ndarray:
 
 
 def _fit(x, y, w):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     if y.min() == y.max():
         return float((y.sum() * 1.0 + 0.5) / (y.size + 1.0))
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
-    return model.fit(x, y, logisticregression__sample_weight=w)
+    return logistic(x, y, w)
 
 
 def _proba(model, x):
     if isinstance(model, float):
         return np.full(x.shape[0], model)
-    return model.predict_proba(x)[:, 1]
+    return model.predict_proba(x)
 
 
 @dataclass

@@ -1,0 +1,231 @@
+"""Trust benchmark: ``method="auto"`` vs every single method, intervals, error and trust scores.
+
+For each shared grid, an outer hold-out the inner cross-validation of ``auto`` never sees:
+
+- ``random5``: exact nested cross-validation. The measured non-control pairs are split into 5
+  random outer folds; for each fold every candidate is run on the grid with the fold hidden
+  (the fixed methods' scores) and ``auto`` is fitted on the remaining measured pairs only
+  (its own 10-fold inner hold-out, rule, difficulty and trust models) and applied to the fold.
+- ``loo`` (CMap only): approximately nested leave-one-out. ``auto``'s inner cross-validation is
+  fitted once on all measured pairs, then applied to each pair's leave-one-out predictions of
+  the candidates; the held-out pair's own inner residual is one of the 302 calibration pairs
+  (a 1/302 leak), the rest is as in ``random5``.
+
+Reported per grid: median R2 of every candidate and of ``auto``; for ``auto``'s 90% intervals
+the coverage (fraction of held-out feature values inside their interval) and mean width; the
+Spearman correlation of the predicted error with the real normalised error; the AUROC of
+``1 - trust`` for "worse than the validated best baseline" (SSE above the baseline's).
+
+Stages are cached as JSON under ``$SCIMPUTE_TRUST_CACHE`` (default ``/tmp/scimpute_trust``);
+``python benchmarks/trust.py <stage> ...`` runs stages, ``python benchmarks/trust.py report``
+writes ``results/trust.md`` / ``.json`` from the cached ones. Stages: ``korkut``,
+``lincs``, ``cmap_random5``, ``cmap_loo``. The networks (``autoencoder``, ``vae``) are left out
+of the candidates here for time (each trains for about a minute per fit on this machine);
+``auto``'s screening keeps them out when they lose on the first inner fold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import write_results
+
+import scimpute as si
+from scimpute.methods._stats import fallback_chain, group_means, validated_order
+from scimpute.metrics import r2
+from scimpute.tl._auto import AutoParams, apply_assessment, candidate_specs, fit_assessment
+from scimpute.tl._auto._trust import beats_baseline
+from scimpute.tl._data import default_targets, to_grid_data
+from scimpute.tl._run import run_method
+
+CACHE = Path(os.environ.get("SCIMPUTE_TRUST_CACHE", "/tmp/scimpute_trust"))
+EXCLUDE = ("autoencoder", "vae")
+LEVEL = 0.9
+SEED = 0
+
+
+def grid_of(name: str):
+    if name == "cmap":
+        return si.pp.perturbation_grid(si.datasets.cmap(), "cell_id", "pert_id", control="DMSO")
+    if name == "lincs":
+        return si.pp.perturbation_grid(
+            si.datasets.lincs_doses(), "cell_id", "pert_iname", control="DMSO",
+            dose_key="pert_dose_um",
+        )  # fmt: skip
+    a = si.datasets.korkut()
+    a.obs["context"] = "SKMEL-133"
+    return si.pp.perturbation_grid(a, "context", "perturbation", control="control", dose_key="dose")
+
+
+def _hide(data, pairs):
+    m = data.measured.copy()
+    m[pairs[:, 0], pairs[:, 1]] = False
+    return data.with_measured(m)
+
+
+def _rows(data, fd, hidden, fixed, a, fold):
+    """Per-pair table of one outer fold: every candidate's R2 and auto's trust columns."""
+    y = np.asarray(data.Y[hidden[:, 0], hidden[:, 1]], dtype=np.float64)
+    gm = group_means(fd)
+    base = fallback_chain(fd, hidden, list(validated_order(fd, gm)), gm).prediction
+    pred = np.asarray(a.result.prediction, dtype=np.float64)
+    out = {
+        "fold": fold,
+        "context": np.asarray(data.contexts)[hidden[:, 0]].astype(str),
+        "perturbation": np.asarray(data.perturbations)[hidden[:, 1]].astype(str),
+        "auto": r2(y, pred),
+        "auto_source": np.asarray(a.result.source, dtype=str),
+        "auto_rule": a.rule.kind,
+        "coverage": ((y >= a.lower) & (y <= a.upper)).mean(axis=1),
+        "width": (a.upper - a.lower).mean(axis=1),
+        "predicted_error": a.result.per_target["error"],
+        "error": np.mean((pred - y) ** 2 / a.oof.feature_var, axis=1),
+        "trust": a.result.per_target["trust"],
+        "beats_baseline": beats_baseline(y, pred, base),
+    }
+    for name, res in fixed.items():
+        out[name] = r2(y, res.prediction)
+        out[f"{name}_own"] = np.asarray(res.source, dtype=str) == name
+    return pd.DataFrame(out)
+
+
+def run_random5(name: str) -> pd.DataFrame:
+    g = grid_of(name)
+    data, _ = to_grid_data(g)
+    cands, _ = candidate_specs(data, exclude=EXCLUDE)
+    rng = np.random.default_rng(SEED)
+    pairs = np.argwhere(data.treated_mask())
+    folds = np.array_split(rng.permutation(len(pairs)), 5)
+    tables = []
+    for f, idx in enumerate(folds):
+        hidden = pairs[np.sort(idx)]
+        fd = _hide(data, hidden)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            fixed = {
+                c: run_method(m, fd, hidden, random_state=SEED, params=p)
+                for c, (m, p) in cands.items()
+            }
+            fit = fit_assessment(fd, hidden, cands, AutoParams(), random_state=SEED + f)
+            a = apply_assessment(fit, fd, hidden, level=LEVEL, final=fixed)
+        tables.append(_rows(data, fd, hidden, fixed, a, f))
+        print(f"{name} fold {f}: rule {a.rule.kind} {a.rule.describe()}", flush=True)
+    return pd.concat(tables, ignore_index=True)
+
+
+def run_loo(name: str) -> pd.DataFrame:
+    g = grid_of(name)
+    data, _ = to_grid_data(g)
+    cands, _ = candidate_specs(data, exclude=EXCLUDE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fit = fit_assessment(data, default_targets(data), cands, AutoParams(), random_state=SEED)
+        tables = []
+        for i, pair in enumerate(np.argwhere(data.treated_mask())):
+            hidden = pair[None, :]
+            fd = _hide(data, hidden)
+            fixed = {
+                c: run_method(m, fd, hidden, random_state=SEED, params=p)
+                for c, (m, p) in cands.items()
+            }
+            a = apply_assessment(fit, fd, hidden, level=LEVEL, final=fixed)
+            tables.append(_rows(data, fd, hidden, fixed, a, i))
+    print(f"{name} loo: rule {fit.rule.kind} {fit.rule.describe()}", flush=True)
+    return pd.concat(tables, ignore_index=True)
+
+
+STAGES = {
+    "korkut": lambda: run_random5("korkut"),
+    "lincs": lambda: run_random5("lincs"),
+    "cmap_random5": lambda: run_random5("cmap"),
+    "cmap_loo": lambda: run_loo("cmap"),
+}
+
+
+def summary(df: pd.DataFrame) -> dict:
+    methods = [c for c in df.columns if f"{c}_own" in df.columns]
+    med = {m: float(df[m].median()) for m in methods}
+    best = max(med, key=med.get)
+    worse = ~df["beats_baseline"].to_numpy(bool)
+    auroc = float(roc_auc_score(worse, 1 - df["trust"])) if 0 < worse.sum() < len(df) else None
+    return {
+        "n_pairs": len(df),
+        "median_r2": {"auto": float(df["auto"].median()), **med},
+        "best_single": best,
+        "auto_minus_best": float(df["auto"].median() - med[best]),
+        "auto_rules": df.groupby("fold")["auto_rule"].first().value_counts().to_dict(),
+        "coverage_90": float(df["coverage"].mean()),
+        "mean_width": float(df["width"].mean()),
+        "error_spearman": float(spearmanr(df["predicted_error"], df["error"])[0]),
+        "trust_auroc_worse": auroc,
+        "frac_worse_than_baseline": float(worse.mean()),
+        "own_share": {m: float(df[f"{m}_own"].mean()) for m in methods},
+    }
+
+
+def report() -> None:
+    rows, meta = {}, {}
+    for stage in STAGES:
+        path = CACHE / f"{stage}.json"
+        if path.exists():
+            rec = json.loads(path.read_text())
+            rows[stage] = summary(pd.read_json(path.with_suffix(".pairs.json")))
+            meta[stage] = rec
+    table = pd.DataFrame(
+        {
+            s: {
+                "pairs": r["n_pairs"],
+                "auto median R2": r["median_r2"]["auto"],
+                "best single": r["best_single"],
+                "best single median R2": r["median_r2"][r["best_single"]],
+                "auto - best": r["auto_minus_best"],
+                "90% coverage": r["coverage_90"],
+                "error Spearman": r["error_spearman"],
+                "trust AUROC (worse than baseline)": r["trust_auroc_worse"],
+            }
+            for s, r in rows.items()
+        }
+    ).T
+    per_method = pd.DataFrame({s: r["median_r2"] for s, r in rows.items()})
+    sections = {
+        "Summary": table,
+        "Median R2 per method (outer hold-out)": per_method,
+        "Details": "\n".join(f"- {s}: {json.dumps(r, default=str)}" for s, r in rows.items()),
+    }
+    write_results(
+        "trust",
+        "Trust: method='auto', 90% conformal intervals, error and trust scores (outer hold-out)",
+        sections,
+        {"stages": meta, "summaries": rows, "level": LEVEL, "excluded": list(EXCLUDE)},
+    )
+
+
+def main(argv: list[str]) -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for stage in argv or list(STAGES):
+        if stage == "report":
+            report()
+            continue
+        t0 = time.perf_counter()
+        df = STAGES[stage]()
+        wall = time.perf_counter() - t0
+        df.to_json(CACHE / f"{stage}.pairs.json")
+        (CACHE / f"{stage}.json").write_text(
+            json.dumps({"wall_s": wall, "load_avg": os.getloadavg(), "shape": None})
+        )
+        print(stage, f"{wall:.0f} s, load {os.getloadavg()}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
