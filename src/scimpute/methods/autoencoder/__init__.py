@@ -13,7 +13,8 @@ instead, ``b(c) + dec(z(c, a)) - dec(z_b(c))``, which removes the network's reco
 error of ``b(c)`` from the prediction.
 
 Fallbacks (recorded per pair in ``source``): the shared
-:func:`~scimpute.methods._stats.default_fallback`.
+:func:`~scimpute.methods._stats.validated_fallback` (the grid's best baseline by
+leave-one-out).
 
 Modules: ``_params`` (the typed parameters), ``_fit`` (training on the grid),
 ``_arithmetic`` (latent arithmetic), ``_methods`` (the registered methods), ``_refit`` (the

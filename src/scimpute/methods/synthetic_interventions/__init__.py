@@ -61,7 +61,7 @@ Per-pair fallback (``fallback=True``, preset ``"validated"``)
     the mean of its context's other measured non-control profiles). Unless the fit's
     validation error is below ``(1 - fallback_margin)`` (default 0.9) times that of
     ``context_mean`` (and it wins on at least ``min_win_fraction`` of the held-out units),
-    the pair is imputed by ``context_mean``. The margin guards against the optimism of
+    the pair gets the fallback below. The margin guards against the optimism of
     picking the best of several validated candidates.
 
 Presets
@@ -82,9 +82,9 @@ Fallbacks, counted in ``.uns[key]["fallback_reasons"]`` and named in ``source``:
 the context has no measured perturbation), ``no_donors`` (no candidate donor is measured in
 any training unit), ``few_training_units`` (every level has fewer than
 ``min_train_units`` training units) and ``validation`` (the fit did not beat
-``context_mean`` on held-out pairs) all use ``context_mean``, which itself falls back to
-``perturbation_mean`` for a context without measured non-control pairs, then to the global
-mean. Control rows are donors (and training units) like any profile but never targets.
+``context_mean`` on held-out pairs) all use the grid's best baseline by leave-one-out
+(:func:`~scimpute.methods._stats.validated_order`: ``context_mean``, ``perturbation_mean`` or
+``two_way_mean``), then the other group mean, then the global mean. Control rows are donors (and training units) like any profile but never targets.
 
 The computation uses the Gram-matrix algebra of the stacked design (``X^T X`` is a sum of
 per-unit Gram matrices, precomputed once). Targets that share a (unit, training units,

@@ -91,14 +91,22 @@ def fill_missing(x: np.ndarray, fill: np.ndarray | None = None) -> tuple[np.ndar
 
 @dataclass
 class Linear:
-    """A standardised linear model ``y = ((x - mean) / scale) @ coef + intercept``."""
+    """A standardised linear model ``y = ((x - mean) / scale) @ coef + intercept``.
+
+    New inputs are clipped to the range of the training features first: a feature that barely
+    varies among the held-out pairs (e.g. a row statistic of a one-context grid) must not
+    extrapolate wildly on the targets.
+    """
 
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray
     intercept: float
+    lo: np.ndarray
+    hi: np.ndarray
 
     def decision(self, x: np.ndarray) -> np.ndarray:
+        x = np.clip(x, self.lo, self.hi)
         return ((x - self.mean) / self.scale) @ self.coef + self.intercept
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -113,7 +121,8 @@ class Linear:
 def _standardise(x, w):
     mean = np.average(x, axis=0, weights=w)
     scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w))
-    scale = np.where(scale > 1e-12, scale, 1.0)
+    # a feature that varies by less than 1e-6 of its size is treated as constant
+    scale = np.where(scale > 1e-6 * np.maximum(np.abs(mean), 1e-6), scale, np.inf)
     return (x - mean) / scale, mean, scale
 
 
@@ -130,7 +139,7 @@ def ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, alpha: floa
     a = (z * w[:, None]).T @ z + alpha * np.eye(z.shape[1])
     coef = np.linalg.solve(a, (z * w[:, None]).T @ (y - ym))
     zm = np.average(z, axis=0, weights=w)
-    return Linear(mean, scale, coef, float(ym - zm @ coef))
+    return Linear(mean, scale, coef, float(ym - zm @ coef), x.min(axis=0), x.max(axis=0))
 
 
 def logistic(
@@ -155,4 +164,4 @@ def logistic(
         beta -= step
         if np.abs(step).max() < 1e-8:
             break
-    return Linear(mean, scale, beta[:-1], float(beta[-1]))
+    return Linear(mean, scale, beta[:-1], float(beta[-1]), x.min(axis=0), x.max(axis=0))
