@@ -1,0 +1,134 @@
+"""Dask: out-of-core grid aggregation and ``tl.impute(..., client=...)`` on a LocalCluster.
+
+The grid of a dask-backed AnnData (dense or sparse chunks, any chunking, lazily read from
+h5ad) must equal the grid of the same matrix in memory; the distributed impute must equal the
+single-process one. Skipped with a reason when dask is not installed
+(``pip install 'scimpute[dask]'``).
+"""
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+da = pytest.importorskip(
+    "dask.array", reason="dask is not installed (pip install 'scimpute[dask]')"
+)
+distributed = pytest.importorskip(
+    "distributed", reason="dask.distributed is not installed (pip install 'scimpute[dask]')"
+)
+
+import scimpute as si  # noqa: E402
+from scimpute._keys import Key  # noqa: E402
+
+
+def _cells(n, n_genes, seed, *, counts=True, density=0.3):
+    rng = np.random.default_rng(seed)
+    if counts:  # integers: float64 sums are exact, whatever the order
+        X = rng.poisson(1.0, size=(n, n_genes)) * (rng.random((n, n_genes)) < density)
+    else:
+        X = rng.gamma(2.0, 1.0, size=(n, n_genes)) * (rng.random((n, n_genes)) < density)
+    obs = pd.DataFrame(
+        {
+            "cell_line": rng.choice(["A", "B", "C"], n),
+            "drug": rng.choice(["control", "d1", "d2", "d3", "d1+d2"], n),
+        },
+        index=[f"c{i}" for i in range(n)],
+    )
+    obs.loc[(obs.cell_line == "C") & (obs.drug == "d3"), "drug"] = "d1"  # one pair unmeasured
+    return X.astype(np.float32), obs
+
+
+def _lazy(X, chunks, sparse):
+    x = da.from_array(X, chunks=chunks)
+    return x.map_blocks(sp.csr_matrix, dtype=X.dtype) if sparse else x
+
+
+def _assert_same_grid(g, ref, exact):
+    assert g.obs.equals(ref.obs) and g.var.equals(ref.var)
+    assert g.uns[Key.uns.grid] == ref.uns[Key.uns.grid]
+    if exact:
+        np.testing.assert_array_equal(g.X, ref.X)
+    else:
+        np.testing.assert_allclose(g.X, ref.X, rtol=1e-6, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("n", "n_genes", "chunks", "sparse", "counts", "seed"),
+    [
+        (500, 12, (97, 12), True, True, 0),
+        (500, 12, (97, 5), False, True, 1),  # chunks along genes too
+        (800, 30, (800, 30), True, False, 2),  # one block
+        (731, 7, (50, 3), True, False, 3),
+        (333, 9, (1, 9), False, False, 4),  # one cell per block
+    ],
+)
+def test_dask_grid_equals_in_memory(n, n_genes, chunks, sparse, counts, seed):
+    X, obs = _cells(n, n_genes, seed, counts=counts)
+    mem = ad.AnnData(X=sp.csr_matrix(X) if sparse else X, obs=obs)
+    lazy = ad.AnnData(X=_lazy(X, chunks, sparse), obs=obs.copy())
+    ref = si.pp.perturbation_grid(mem, "cell_line", "drug", min_cells=2)
+    g = si.pp.perturbation_grid(lazy, "cell_line", "drug", min_cells=2)
+    _assert_same_grid(g, ref, exact=counts)
+    assert isinstance(lazy.X, da.Array)  # the input is not computed into memory
+    assert not ref.obs["measured"].all()  # the unmeasured pair stays unmeasured
+
+
+def test_dask_grid_with_layer_and_dose():
+    X, obs = _cells(400, 6, 5)
+    obs["dose"] = np.where(obs["drug"] == "control", 0.0, 1.0 + (np.arange(400) % 2))
+    mem = ad.AnnData(X=np.zeros_like(X), obs=obs, layers={"counts": X})
+    lazy = ad.AnnData(X=np.zeros_like(X), obs=obs.copy(), layers={"counts": _lazy(X, 64, True)})
+    kw = {"layer": "counts", "dose_key": "dose"}
+    ref = si.pp.perturbation_grid(mem, "cell_line", "drug", **kw)
+    _assert_same_grid(si.pp.perturbation_grid(lazy, "cell_line", "drug", **kw), ref, exact=True)
+
+
+def test_dask_grid_rejects_non_finite_chunk():
+    X, obs = _cells(300, 5, 6, counts=False)
+    X[250, 3] = np.nan  # in the last block only
+    lazy = ad.AnnData(X=_lazy(X, 100, True), obs=obs)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        si.pp.perturbation_grid(lazy, "cell_line", "drug")
+
+
+def test_lazily_read_h5ad_equals_in_memory(tmp_path):
+    import h5py
+    from anndata.experimental import read_elem_lazy
+    from anndata.io import read_elem
+
+    X, obs = _cells(600, 10, 7, counts=False)
+    mem = ad.AnnData(X=sp.csr_matrix(X), obs=obs)
+    mem.write_h5ad(tmp_path / "cells.h5ad")
+    with h5py.File(tmp_path / "cells.h5ad", "r") as f:
+        x = read_elem_lazy(f["X"], chunks=(128, 10))
+        lazy = ad.AnnData(X=x, obs=read_elem(f["obs"]))
+        g = si.pp.perturbation_grid(lazy, "cell_line", "drug")
+    _assert_same_grid(g, si.pp.perturbation_grid(mem, "cell_line", "drug"), exact=False)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+            memory_limit="1GB",
+        )
+        c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def test_dask_grid_on_a_cluster_equals_in_memory(client):
+    X, obs = _cells(1000, 16, 8, counts=False)
+    ref = si.pp.perturbation_grid(ad.AnnData(X=X, obs=obs), "cell_line", "drug")
+    lazy = ad.AnnData(X=_lazy(X, (150, 16), True), obs=obs.copy())
+    _assert_same_grid(si.pp.perturbation_grid(lazy, "cell_line", "drug"), ref, exact=False)
