@@ -132,3 +132,87 @@ def test_dask_grid_on_a_cluster_equals_in_memory(client):
     ref = si.pp.perturbation_grid(ad.AnnData(X=X, obs=obs), "cell_line", "drug")
     lazy = ad.AnnData(X=_lazy(X, (150, 16), True), obs=obs.copy())
     _assert_same_grid(si.pp.perturbation_grid(lazy, "cell_line", "drug"), ref, exact=False)
+
+
+# ------------------------------------------------------------------------------------------
+# tl.impute(..., client=...)
+# ------------------------------------------------------------------------------------------
+def _assert_same_impute(dist, local, key, rtol):
+    np.testing.assert_allclose(dist.layers[key], local.layers[key], rtol=rtol, atol=1e-9)
+    eff = Key.layers.effect(key)
+    np.testing.assert_allclose(dist.layers[eff], local.layers[eff], rtol=rtol, atol=1e-9)
+    assert dist.obs.columns.equals(local.obs.columns)
+    for col in dist.obs.columns:
+        a, b = dist.obs[col], local.obs[col]
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-9, equal_nan=True)
+        else:
+            assert a.astype(str).equals(b.astype(str)), col
+    rec, ref = dict(dist.uns[key]), dict(local.uns[key])
+    groups = rec.pop("distributed")
+    assert groups["n_groups"] >= 2 and int(np.sum(groups["group_sizes"])) == ref["n_imputed"]
+    assert rec.keys() == ref.keys()
+    _assert_same_record(rec, ref, rtol)
+
+
+def _assert_same_record(rec, ref, rtol):
+    for k, v in ref.items():
+        w = rec[k]
+        if isinstance(v, dict):
+            _assert_same_record(w, v, rtol)
+        elif sp.issparse(v):
+            np.testing.assert_allclose(w.toarray(), v.toarray(), rtol=rtol, atol=1e-9)
+        elif isinstance(v, np.ndarray) and v.dtype.kind == "f":
+            np.testing.assert_allclose(w, v, rtol=rtol, atol=1e-9, equal_nan=True)
+        elif isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(w, v)
+        else:
+            assert w == v or (v != v and w != w), k
+
+
+@pytest.fixture(scope="module")
+def sim_grid():
+    return si.datasets.simulate_grid(6, 12, 20, noise=0.2, fraction_measured=0.6, random_state=3)
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("context_mean", {}),
+        ("synthetic_interventions", {}),
+        ("synthetic_interventions", {"donors": "contexts"}),  # grouped by perturbation
+        ("ntk", {}),
+    ],
+)
+def test_distributed_impute_equals_local(client, sim_grid, method, params):
+    local = si.tl.impute(sim_grid, method=method, copy=True, random_state=1, **params)
+    dist = si.tl.impute(sim_grid, method=method, copy=True, random_state=1, client=client, **params)
+    key = Key.uns.imputed(method)
+    _assert_same_impute(dist, local, key, rtol=1e-6)
+    axis = "perturbation" if params.get("donors") == "contexts" else "context"
+    assert dist.uns[key]["distributed"]["by"] == axis
+
+
+def test_distributed_impute_rejects_a_non_client(sim_grid):
+    before = sim_grid.copy()
+    with pytest.raises(TypeError, match="dask.distributed.Client"):
+        si.tl.impute(sim_grid, method="context_mean", client="tcp://127.0.0.1:8786")
+    assert sim_grid.uns.keys() == before.uns.keys()
+    assert sim_grid.layers.keys() == before.layers.keys()
+
+
+def test_target_groups_are_whole_balanced_and_unequal():
+    from scimpute.tl._distributed import target_groups
+
+    units = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    groups = target_groups(units, 2)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(units.size))
+    for g in groups:  # whole units, original order
+        assert (np.diff(g) > 0).all()
+        others = np.setdiff1d(np.arange(units.size), g)
+        assert not set(units[g]) & set(units[others])
+    assert sorted(g.size for g in groups) == [5, 5] or len({g.size for g in groups}) > 1
+    # equal sizes are made unequal (so per-target info is recognised)
+    eq = target_groups(np.array([0, 0, 1, 1]), 2)
+    assert sorted(g.size for g in eq) == [1, 3]
+    assert len(target_groups(units, 1)) == 1 and len(target_groups(units, 99)) == 4

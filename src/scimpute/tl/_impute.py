@@ -111,6 +111,7 @@ def impute(
     key_added: str | None = None,
     random_state: RandomState = 0,
     copy: bool = False,
+    client: Any = None,
     **method_params: Any,
 ) -> AnnData | None:
     """Predict the profile of every unmeasured (context, perturbation) pair of a grid.
@@ -129,6 +130,10 @@ def impute(
         Seed (int) or :class:`numpy.random.Generator` for methods with random steps.
     copy
         Return a modified copy instead of writing into ``grid``.
+    client
+        A ``dask.distributed.Client``: the targets are split into groups of whole contexts
+        and run on its workers, with the same result as without it
+        (:mod:`scimpute.tl._distributed`; ``uns[key]["distributed"]`` records the groups).
     **method_params
         Parameters of the method, declared by its spec (e.g.
         :class:`scimpute.methods.ntk.NtkParams`; :func:`scimpute.methods.available_methods`
@@ -167,7 +172,12 @@ def impute(
     data, order = to_grid_data(grid)
     check_applicable(m, data)
     targets = default_targets(data)
-    res = run_method(m, data, targets, random_state=random_state, params=params)
+    if client is None:
+        res = run_method(m, data, targets, random_state=random_state, params=params)
+    else:
+        from ._distributed import run_distributed
+
+        res = run_distributed(client, m, data, targets, random_state=random_state, params=params)
 
     n_c, n_a, p = data.Y.shape
     completed = np.array(data.Y, dtype=np.float32, copy=True)
