@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ._alignment import signature_alignment
     from ._cross_validate import cross_validate, summarize_cross_validation
     from ._cross_validate_transfer import cross_validate_transfer
+    from ._distributed import use_devices
     from ._impute import impute
     from ._transfer import compare_transfer, fit_transfer, load_network, transfer
 
@@ -26,6 +27,7 @@ __all__ = [
     "signature_alignment",
     "summarize_cross_validation",
     "transfer",
+    "use_devices",
 ]
 
 __getattr__, __dir__ = attach(
@@ -41,5 +43,6 @@ __getattr__, __dir__ = attach(
         "signature_alignment": "_alignment",
         "summarize_cross_validation": "_cross_validate",
         "transfer": "_transfer",
+        "use_devices": "_distributed",
     },
 )

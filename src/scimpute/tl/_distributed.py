@@ -36,8 +36,11 @@ from .._keys import (
     SI_FALLBACK_REASONS,
     SI_N_GROUPS,
 )
+from .._sharding import use_devices
 from ..methods import GridData, Method, MethodResult
 from ._run import run_method
+
+__all__ = ["merge_results", "run_distributed", "target_groups", "use_devices"]
 
 #: ``info`` entries (paths of keys) that are counts: added over the groups
 SUMMED = (
