@@ -110,6 +110,19 @@ def test_lazily_read_h5ad_equals_in_memory(tmp_path):
     _assert_same_grid(g, si.pp.perturbation_grid(mem, "cell_line", "drug"), exact=False)
 
 
+def test_read_lazy_store_equals_in_memory(tmp_path):
+    from anndata.experimental import read_lazy
+
+    X, obs = _cells(500, 8, 9)
+    obs["batch"] = "b0"  # a column the grid does not use (stays lazy)
+    mem = ad.AnnData(X=sp.csr_matrix(X), obs=obs)
+    mem.write_h5ad(tmp_path / "cells.h5ad")
+    lazy = read_lazy(tmp_path / "cells.h5ad")
+    assert isinstance(lazy.X, da.Array) and not isinstance(lazy.obs, pd.DataFrame)
+    g = si.pp.perturbation_grid(lazy, "cell_line", "drug")
+    _assert_same_grid(g, si.pp.perturbation_grid(mem, "cell_line", "drug"), exact=True)
+
+
 @pytest.fixture(scope="module")
 def client():
     with warnings.catch_warnings():

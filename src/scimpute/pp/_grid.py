@@ -176,6 +176,21 @@ def _aggregate(x, codes: np.ndarray, n_groups: int) -> np.ndarray:
     return out
 
 
+def _pandas_annotations(adata: AnnData, keys: list, layer: str | None) -> AnnData:
+    """``adata`` with the used obs columns and var in memory (``read_lazy`` keeps them lazy).
+
+    ``X`` or ``layer`` stays as it is (a dask array for a lazily read store).
+    """
+    if isinstance(adata.obs, pd.DataFrame) and isinstance(adata.var, pd.DataFrame):
+        return adata
+    cols = [k for k in dict.fromkeys(keys) if k is not None and k in adata.obs.columns]
+    obs = adata.obs[cols] if cols else adata.obs[[]]
+    obs = obs if isinstance(obs, pd.DataFrame) else obs.to_memory()
+    var = adata.var if isinstance(adata.var, pd.DataFrame) else adata.var.to_memory()
+    layers = {layer: adata.layers[layer]} if layer is not None and layer in adata.layers else {}
+    return AnnData(X=adata.X, obs=obs, var=var, layers=layers)
+
+
 def perturbation_grid(
     adata: AnnData,
     context_key: str,
@@ -198,7 +213,8 @@ def perturbation_grid(
     adata
         Single cells or bulk / pseudobulk profiles. ``X`` (or ``layer``) may be dense, sparse,
         integer or float, in memory, backed (``read_h5ad(..., backed="r")``) or a dask array
-        (e.g. from :func:`anndata.experimental.read_lazy`, dense or sparse chunks): a dask
+        (e.g. from :func:`anndata.experimental.read_lazy`, dense or sparse chunks; of its
+        lazy annotations only the key columns and ``var`` are loaded): a dask
         array is aggregated out of core, block by block, on the active dask scheduler (the
         workers of a ``dask.distributed`` client when one is active), and gives the same
         grid as the same matrix in memory. Sums are taken in float64 whatever the dtype.
@@ -242,6 +258,7 @@ def perturbation_grid(
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
+    adata = _pandas_annotations(adata, [context_key, perturbation_key, dose_key], layer)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(f"adata is empty ({adata.n_obs} x {adata.n_vars}); nothing to aggregate.")
     if context_key == perturbation_key:
