@@ -78,6 +78,7 @@ def two_devices():
     return json.loads(line[len("RESULT") :])
 
 
+@pytest.mark.slow
 def test_generic_batched_call_on_two_devices(two_devices):
     assert two_devices["n_devices"] == 2
     assert two_devices["generic_shape"] == [7, 4]  # padding dropped
@@ -85,6 +86,7 @@ def test_generic_batched_call_on_two_devices(two_devices):
     assert two_devices["generic_calls"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["synthetic_interventions", "ntk"])
 def test_sharded_method_equals_single_device(two_devices, method):
     r = two_devices[method]
@@ -93,6 +95,7 @@ def test_sharded_method_equals_single_device(two_devices, method):
     assert r["max_rel_diff"] <= 1e-6
 
 
+@pytest.mark.slow
 def test_more_devices_than_exist_is_an_error(two_devices):
     assert "devices=3 but 2" in two_devices["too_many"]
 
