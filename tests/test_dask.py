@@ -229,3 +229,12 @@ def test_target_groups_are_whole_balanced_and_unequal():
     eq = target_groups(np.array([0, 0, 1, 1]), 2)
     assert sorted(g.size for g in eq) == [1, 3]
     assert len(target_groups(units, 1)) == 1 and len(target_groups(units, 99)) == 4
+
+
+def test_an_error_on_a_worker_is_raised_and_nothing_is_written(client, sim_grid):
+    before = sim_grid.copy()
+    with pytest.raises(ValueError, match="n_feature_folds must be at most"):
+        si.tl.impute(sim_grid, method="synthetic_interventions", client=client, n_feature_folds=25)
+    assert sim_grid.uns.keys() == before.uns.keys()
+    assert sim_grid.layers.keys() == before.layers.keys()
+    assert sim_grid.obs.columns.equals(before.obs.columns)
