@@ -105,6 +105,8 @@ SI = "si_cmap.json"
 NTK = "ntk_cmap.json"
 CE = "transfer_celleval.json"
 TRUST = "trust.json"
+DASK = "dask_scale.md"
+DASK_IMPUTE = "dask_scale_impute.md"
 
 #: README phrase -> (source, decimals) per ``{}``; decimals is an int or a format spec.
 QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
@@ -471,6 +473,39 @@ QUOTES += [
             (_acq("cmap", "mse_z_still_hidden", "ranked_grid", "final_error"), 3),
             (_acq("cmap", "mse_z_still_hidden", "ranked_grid", "measurements_to_random_final"), 0),
         ],
+    # Dask: out-of-core aggregation (benchmarks/dask_scale.py)
+    (
+        "aggregate on 2 workers x 2 GB in {} s, peak worker memory {} GB, into the same grid "
+        "as in memory (largest relative difference {})",
+        [
+            (md(DASK, "0", "dask_seconds"), 1),
+            (md(DASK, "0", "peak_worker_GB"), 2),
+            (md(DASK, "0", "max_rel_diff_vs_in_memory"), "g"),
+        ],
+    ),
+    (
+        "the in-memory path took {} s to aggregate plus {} s to build the matrix: dask is {}x "
+        "the in-memory time on aggregation alone, {}x on the same work",
+        [
+            (md(DASK, "0", "in_memory_seconds"), 1),
+            (md(DASK, "0", "in_memory_build_seconds"), 1),
+            (md(DASK, "0", "dask_over_in_memory"), 2),
+            (md(DASK, "0", "dask_over_in_memory_incl_build"), 2),
+        ],
+    ),
+    (
+        "warm calls: one process {} s, 2 workers {} s ({} s of worker time per context group), "
+        "results equal. Here the cluster is slower ({}x)",
+        [
+            (md(DASK_IMPUTE, "0", "local_warm_seconds"), 1),
+            (md(DASK_IMPUTE, "0", "cluster_warm_seconds"), 1),
+            (md(DASK_IMPUTE, "0", "warm_seconds_per_context_group"), 2),
+            (md(DASK_IMPUTE, "0", "warm_ratio_local_over_cluster"), 2),
+        ],
+    ),
+    (
+        "at the measured rate they need about {} s",
+        [(text(DASK, r"skipped \(expected (\d+) s\)"), 0)],
     ),
 ]
 

@@ -81,6 +81,7 @@ from tqdm.auto import tqdm
 
 from .._labels import parse_perturbation
 from .._params import Params, param
+from .._sharding import batched_call
 from .._utils import RandomState
 from ._base import GridData, MethodResult, as_targets
 from ._registry import register
@@ -665,9 +666,9 @@ def kernel_regression(
             stop = min(start + chunk, n_t)
             tcols = targets(start, stop) if callable(targets) else targets.take(slice(start, stop))
             FT, cT, aT, iT, _ = tcols.padded(chunk, np_dtype)
-            out, mc = _predict(
-                jnp.asarray(FT), jnp.asarray(cT), jnp.asarray(aT), jnp.asarray(iT), *args, m,
-                alpha, w, depth,
+            out, mc = batched_call(
+                _predict, (jnp.asarray(FT), jnp.asarray(cT), jnp.asarray(aT), jnp.asarray(iT)),
+                (*args, m, alpha, w), static={"depth": depth},
             )  # fmt: skip
             out = np.asarray(out, dtype=np.float64)[: stop - start]
             preds.append(out[:, :q])

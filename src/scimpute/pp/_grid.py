@@ -12,9 +12,9 @@ from .._records import GridInfo, write_grid_info
 from .._validate import _suggest, check_finite, check_layer, check_obs_key, factorize_labels
 from ._labels import combine_with_dose
 
-_CHUNK = 100_000
-#: dtypes summed as they are; others (int, bool, float16, which scipy.sparse lacks) as float64.
-_SUM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_CHUNK = 100_000  # rows per block of an in-memory or backed matrix, at most
+#: entries of a block's sums (min(rows, groups) x genes) and of a dense block (128 MB float64)
+_CHUNK_ENTRIES = 1 << 24
 
 
 def _ordered_levels(raw: pd.Series | None, codes: np.ndarray, labels: list[str]) -> list[str]:
@@ -58,39 +58,137 @@ def _check_duplicates(levels: list[str], key: str, sep: str | None) -> None:
         seen[norm] = lev
 
 
-def _aggregate(x, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Sum the rows of ``x`` by group code with one sparse indicator product per chunk.
+def _is_dask(x) -> bool:
+    """Whether ``x`` is a dask array (checked without importing dask)."""
+    return type(x).__module__.startswith("dask.") and hasattr(x, "to_delayed")
 
-    In memory, the whole matrix is one product; backed (on-disk) matrices are read in chunks
-    of rows so that nothing larger than a chunk is loaded at once.
-    """
-    n = codes.shape[0]
-    in_memory = isinstance(x, np.ndarray) or sp.issparse(x)
-    step = n if in_memory else _CHUNK
-    out = np.zeros((n_groups, x.shape[1]), dtype=np.float64)
-    for start in range(0, n, max(step, 1)):
-        stop = min(start + step, n)
-        block = x if (in_memory and start == 0 and stop == n) else x[start:stop]
-        if not (isinstance(block, np.ndarray) or sp.issparse(block)):
-            block = block.to_memory() if hasattr(block, "to_memory") else np.asarray(block)
-        if sp.issparse(block):
-            # scipy.sparse has no float16: cast its data before building the matrix
-            if block.dtype not in _SUM_DTYPES:
-                block = block.astype(np.float64)
-            block = sp.csr_matrix(block)
+
+def _as_block(block):
+    """A row block as a CSR matrix or a dense array (any dtype)."""
+    if not (isinstance(block, np.ndarray) or sp.issparse(block)):
+        if hasattr(block, "tocsr"):  # pydata sparse
+            block = block.tocsr()
+        elif hasattr(block, "to_memory"):  # backed anndata dataset
+            block = block.to_memory()
         else:
             block = np.asarray(block)
-            if block.dtype not in _SUM_DTYPES:
-                block = block.astype(np.float64)
-        check_finite(block, "The expression matrix")
-        c = codes[start:stop]
-        ind = sp.csr_matrix(
-            (np.ones(stop - start, dtype=block.dtype), (c, np.arange(stop - start))),
-            shape=(n_groups, stop - start),
-        )
-        summed = ind @ block
-        out += summed.toarray() if sp.issparse(summed) else np.asarray(summed)
+    if isinstance(block, sp.csr_matrix | sp.csr_array):
+        return block
+    return sp.csr_matrix(block) if sp.issparse(block) else np.asarray(block)
+
+
+def _block_sums(block, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of the rows of ``block`` by code, in float64: ``(groups present, sums)``.
+
+    Only the groups present in the block get a row, so the result is never larger than the
+    block in float64, whatever the number of groups. A sparse block is summed in one
+    weighted ``bincount`` over its stored entries, a dense one by one indicator product.
+    """
+    block = _as_block(block)
+    check_finite(block, "The expression matrix")
+    n, p = block.shape
+    present, local = np.unique(codes, return_inverse=True)
+    local = local.reshape(-1)
+    if sp.issparse(block):
+        flat = np.repeat(local * p, np.diff(block.indptr))
+        flat += block.indices
+        sums = np.bincount(flat, weights=block.data, minlength=present.size * p)
+        return present, sums.reshape(present.size, p)
+    ind = sp.csr_matrix((np.ones(n), (local, np.arange(n))), shape=(present.size, n))
+    return present, np.asarray(ind @ block.astype(np.float64, copy=False))
+
+
+def _aggregate_dask(x, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """:func:`_aggregate` of a dask array, out of core, block by block.
+
+    Every block of ``x`` gives the sums of its rows by group (:func:`_block_sums`, run where
+    dask runs it: threads, processes or the workers of a ``dask.distributed`` cluster when a
+    client is active); the driver adds them into the ``(n_groups, n_genes)`` result as they
+    arrive, at most ``2 x workers`` blocks in flight, so no more than that many blocks and
+    their partial sums are in memory at once.
+    """
+    import dask
+
+    rows = np.cumsum((0, *x.chunks[0]))
+    cols = np.cumsum((0, *x.chunks[1]))
+    blocks = x.to_delayed()
+    task = dask.delayed(_block_sums, pure=True)
+    jobs = [
+        (cols[j], cols[j + 1], task(blocks[i, j], codes[rows[i] : rows[i + 1]]))
+        for i in range(blocks.shape[0])
+        for j in range(blocks.shape[1])
+        if rows[i + 1] > rows[i]
+    ]
+    out = np.zeros((n_groups, x.shape[1]), dtype=np.float64)
+    window = 2 * _n_workers()
+    for lo in range(0, len(jobs), window):
+        part = jobs[lo : lo + window]
+        for (c0, c1, _), (present, sums) in zip(
+            part, dask.compute(*[job for *_, job in part]), strict=True
+        ):
+            out[present, c0:c1] += sums
     return out
+
+
+def _n_workers() -> int:
+    """Threads of the active ``dask.distributed`` client, else the CPU count."""
+    try:
+        from distributed import default_client
+
+        return max(sum(default_client().nthreads().values()), 1)
+    except (ImportError, ValueError):
+        import os
+
+        return os.cpu_count() or 1
+
+
+def _rows(x, start: int, stop: int):
+    """Rows ``start:stop`` of ``x``; of an in-memory CSR matrix as a view (no copy)."""
+    if isinstance(x, sp.csr_matrix | sp.csr_array) and x.has_canonical_format:
+        lo, hi = x.indptr[start], x.indptr[stop]
+        return sp.csr_matrix(
+            (x.data[lo:hi], x.indices[lo:hi], x.indptr[start : stop + 1] - lo),
+            shape=(stop - start, x.shape[1]),
+            copy=False,
+        )
+    return x[start:stop]
+
+
+def _aggregate(x, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Sum the rows of ``x`` by group code, in float64, a block of rows at a time.
+
+    In-memory, backed (on-disk) and dask matrices take the same arithmetic, block by block:
+    each block's sums come from one sparse indicator product (:func:`_block_sums`) and are
+    added in float64, so nothing larger than a block is converted or loaded at once and the
+    result does not depend on where the matrix lives (up to float64 rounding).
+    """
+    if _is_dask(x):
+        return _aggregate_dask(x, codes, n_groups)
+    n = codes.shape[0]
+    out = np.zeros((n_groups, x.shape[1]), dtype=np.float64)
+    p = max(x.shape[1], 1)
+    dense = isinstance(x, np.ndarray)
+    step = max(_CHUNK_ENTRIES // p, 1) if dense or n_groups * p > _CHUNK_ENTRIES else _CHUNK
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        present, sums = _block_sums(_rows(x, start, stop), codes[start:stop])
+        out[present] += sums
+    return out
+
+
+def _pandas_annotations(adata: AnnData, keys: list, layer: str | None) -> AnnData:
+    """``adata`` with the used obs columns and var in memory (``read_lazy`` keeps them lazy).
+
+    ``X`` or ``layer`` stays as it is (a dask array for a lazily read store).
+    """
+    if isinstance(adata.obs, pd.DataFrame) and isinstance(adata.var, pd.DataFrame):
+        return adata
+    cols = [k for k in dict.fromkeys(keys) if k is not None and k in adata.obs.columns]
+    obs = adata.obs[cols] if cols else adata.obs[[]]
+    obs = obs if isinstance(obs, pd.DataFrame) else obs.to_memory()
+    var = adata.var if isinstance(adata.var, pd.DataFrame) else adata.var.to_memory()
+    layers = {layer: adata.layers[layer]} if layer is not None and layer in adata.layers else {}
+    return AnnData(X=adata.X, obs=obs, var=var, layers=layers)
 
 
 def perturbation_grid(
@@ -114,7 +212,12 @@ def perturbation_grid(
     ----------
     adata
         Single cells or bulk / pseudobulk profiles. ``X`` (or ``layer``) may be dense, sparse,
-        integer or float, in memory or backed.
+        integer or float, in memory, backed (``read_h5ad(..., backed="r")``) or a dask array
+        (e.g. from :func:`anndata.experimental.read_lazy`, dense or sparse chunks; of its
+        lazy annotations only the key columns and ``var`` are loaded): a dask
+        array is aggregated out of core, block by block, on the active dask scheduler (the
+        workers of a ``dask.distributed`` client when one is active), and gives the same
+        grid as the same matrix in memory. Sums are taken in float64 whatever the dtype.
     context_key
         Column of ``adata.obs`` naming the context (cell type, cell line, donor, ...).
     perturbation_key
@@ -155,6 +258,7 @@ def perturbation_grid(
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
+    adata = _pandas_annotations(adata, [context_key, perturbation_key, dose_key], layer)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(f"adata is empty ({adata.n_obs} x {adata.n_vars}); nothing to aggregate.")
     if context_key == perturbation_key:

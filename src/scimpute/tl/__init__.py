@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ._alignment import signature_alignment
     from ._cross_validate import cross_validate, summarize_cross_validation
     from ._cross_validate_transfer import cross_validate_transfer
+    from ._distributed import use_devices
     from ._impute import impute
     from ._rank import rank_experiments, top_pairs
     from ._transfer import compare_transfer, fit_transfer, load_network, transfer
@@ -29,6 +30,7 @@ __all__ = [
     "summarize_cross_validation",
     "top_pairs",
     "transfer",
+    "use_devices",
 ]
 
 __getattr__, __dir__ = attach(
@@ -46,5 +48,6 @@ __getattr__, __dir__ = attach(
         "summarize_cross_validation": "_cross_validate",
         "top_pairs": "_rank",
         "transfer": "_transfer",
+        "use_devices": "_distributed",
     },
 )

@@ -139,6 +139,15 @@ def effects(data, completed: np.ndarray) -> np.ndarray:
     return completed - ctrl[:, None, :]
 
 
+def _run_one(m, data, targets, params, random_state, client):
+    """Run one method here, or on the workers of a dask ``client``."""
+    if client is None:
+        return run_method(m, data, targets, random_state=random_state, params=params)
+    from ._distributed import run_distributed
+
+    return run_distributed(client, m, data, targets, random_state=random_state, params=params)
+
+
 def impute(
     grid: AnnData,
     *,
@@ -147,6 +156,7 @@ def impute(
     key_added: str | None = None,
     random_state: RandomState = 0,
     copy: bool = False,
+    client: Any = None,
     **method_params: Any,
 ) -> AnnData | None:
     """Predict the profile of every unmeasured (context, perturbation) pair of a grid.
@@ -175,6 +185,10 @@ def impute(
         Seed (int) or :class:`numpy.random.Generator` for methods with random steps.
     copy
         Return a modified copy instead of writing into ``grid``.
+    client
+        A ``dask.distributed.Client``: the targets are split into groups of whole contexts
+        and run on its workers, with the same result as without it
+        (:mod:`scimpute.tl._distributed`; ``uns[key]["distributed"]`` records the groups).
     **method_params
         Parameters of the method, declared by its spec (e.g.
         :class:`scimpute.methods.ntk.NtkParams`; :func:`scimpute.methods.available_methods`
@@ -249,9 +263,11 @@ def impute(
         )
     assessed = None
     if len(targets) and (m.name == AUTO_METHOD or level is not None):
-        res = None if m.name == AUTO_METHOD else run_method(
-            m, data, targets, random_state=random_state, params=params
-        )  # fmt: skip
+        res = (
+            None
+            if m.name == AUTO_METHOD
+            else _run_one(m, data, targets, params, random_state, client)
+        )
         assessed = _assess(m, data, targets, params, res, level, random_state)
         if res is None:
             res = assessed.result
@@ -260,7 +276,7 @@ def impute(
             extra = {k: v for k, v in assessed.result.info.items() if k != AUTO_RECORD}
             res.info.update(extra)  # a fixed method has no auto record
     else:
-        res = run_method(m, data, targets, random_state=random_state, params=params)
+        res = _run_one(m, data, targets, params, random_state, client)
 
     n_c, n_a, p = data.Y.shape
     completed = np.array(data.Y, dtype=np.float32, copy=True)

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..._sharding import batched_call
 from . import _kernels as K
 from ._params import SIParams
 
@@ -470,7 +471,7 @@ def fit_all(
             blocks = _chunk_blocks(
                 store, paths, targets, ks_p, cand, kind, (Dp, Jp, Np), n_features
             )
-            out = jax.tree_util.tree_map(np.asarray, K.fit_keys(blocks, cfg))
+            out = jax.tree_util.tree_map(np.asarray, batched_call(K.fit_keys, (blocks,), (cfg,)))
             _store_chunk(fits, paths, ks, cand, Jp, R, blocks, out, params.sum_to_one)
             bar.update(int((cand[: ks.size] >= 0).sum()))
     bar.close()
@@ -672,7 +673,7 @@ def predict_selected(
             dm = np.arange(Dp)[None, :] < d_len[kk][:, None]
             rr, dd = np.nonzero(dm)
             Wk[kk[rr], nn[rr], dd] = w_flat[w_off[i][rr] + dd]
-            pred = np.asarray(K.predict_keys(Wk, bk, X))
+            pred = np.asarray(batched_call(K.predict_keys, (Wk, bk, X)))
             out[rows[i]] = pred[kk, nn]
             bar.update(i.size)
     bar.close()
