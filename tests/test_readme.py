@@ -473,6 +473,7 @@ QUOTES += [
             (_acq("cmap", "mse_z_still_hidden", "ranked_grid", "final_error"), 3),
             (_acq("cmap", "mse_z_still_hidden", "ranked_grid", "measurements_to_random_final"), 0),
         ],
+    ),
     # Dask: out-of-core aggregation (benchmarks/dask_scale.py)
     (
         "aggregate on 2 workers x 2 GB in {} s, peak worker memory {} GB, into the same grid "
