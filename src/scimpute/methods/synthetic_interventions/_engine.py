@@ -9,7 +9,8 @@ numbers for every target at once:
 2. the greedy donor path of every target, vectorised with bit sets of training units;
 3. every (target unit, training units, donors) combination on a path becomes a *key* (a
    group of targets); targets share keys. Keys with at least :data:`HOST_MIN_DONORS`
-   donors are fitted one by one, unpadded, in numpy (:func:`._kernels.fit_key_host`);
+   donors are fitted one by one, unpadded, in numpy (:mod:`._host`: validation first,
+   full fits on demand through :meth:`Fits.complete`);
    smaller keys of similar size share a padded *bucket* so that the JAX kernels
    (:mod:`._kernels`) compile once per bucket shape;
 4. per target, the (level, regularisation) with the smallest validation error is kept and
@@ -33,7 +34,7 @@ from ._params import SIParams
 #: floats per intermediate array of a kernel call (bounds the memory of one chunk)
 _CHUNK_BUDGET = 2**22
 #: groups (keys) with at least this many donors are fitted one by one in numpy/LAPACK,
-#: unpadded and uncompiled (:func:`._kernels.fit_key_host`); smaller ones in padded JAX
+#: unpadded and uncompiled (:mod:`._host`); smaller ones in padded JAX
 #: batches. At this size one ``eigh`` per training set outweighs the per-call overhead,
 #: while padding to a power of two would cost up to 8x the work and each new bucket
 #: shape a compilation (dense grids: few contexts, many donors per target).
