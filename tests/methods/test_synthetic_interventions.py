@@ -142,6 +142,17 @@ def _fit(data, t, host, monkeypatch, random_state=0, **params):
     return synthetic_interventions(data, t, random_state=random_state, **params)
 
 
+def _assert_reference(res, data, t, params, seed):
+    """``res`` equals the per-pair reference (predictions, sources, diagnostics)."""
+    folds = np.random.default_rng(seed).permutation(np.arange(data.n_features) % 5)
+    spec = SIParams.from_kwargs(SI, params)
+    ref = reference_si(data.Y, data.measured, t, spec, control=data.control, feature_folds=folds)
+    np.testing.assert_allclose(res.prediction, ref["prediction"], rtol=1e-6, atol=1e-8)
+    assert list(res.source) == list(ref["source"])
+    for k in _DIAG:
+        np.testing.assert_allclose(res.per_target[k], ref[k], rtol=1e-6, atol=1e-8, err_msg=k)
+
+
 @pytest.mark.parametrize(
     "params", [{}, PLAIN, {"donors": "contexts"}, {"rank": ["gavish_donoho", 2]}]
 )
@@ -151,21 +162,10 @@ def test_host_groups_match_padded_batches_and_reference(monkeypatch, params):
     t = default_targets(data)
     host = _fit(data, t, True, monkeypatch, 3, **params)
     jaxp = _fit(data, t, False, monkeypatch, 3, **params)
-    folds = np.random.default_rng(3).permutation(np.arange(data.n_features) % 5)
-    ref = reference_si(
-        data.Y,
-        data.measured,
-        t,
-        SIParams.from_kwargs(SI, params),
-        control=data.control,
-        feature_folds=folds,
-    )
     assert host.prediction.dtype == np.float64
     np.testing.assert_allclose(host.prediction, jaxp.prediction, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(host.prediction, ref["prediction"], rtol=1e-6, atol=1e-8)
-    assert list(host.source) == list(ref["source"]) == list(jaxp.source)
-    for k in _DIAG:
-        np.testing.assert_allclose(host.per_target[k], ref[k], rtol=1e-6, atol=1e-8, err_msg=k)
+    assert list(host.source) == list(jaxp.source)
+    _assert_reference(host, data, t, params, 3)
     np.testing.assert_allclose(
         host.info["donor_weights"].toarray(), jaxp.info["donor_weights"].toarray(), atol=1e-9
     )
@@ -175,8 +175,7 @@ def test_host_groups_match_padded_batches_and_reference(monkeypatch, params):
 def test_cholesky_validation_equals_eigh_and_reference(monkeypatch, params):
     """Issue 12: ridge-only training sets solved by certified Cholesky equal eigh's solution.
 
-    The dense grid has many donors per group and single-unit levels whose validation is
-    deferred (donors fewer than 1.5 x rank90) yet are selected by the published preset;
+    Every group on the LAPACK path, with leave-one-context-out and feature-fold levels;
     predictions, diagnostics and weights equal the all-eigh path and the reference.
     """
     from scimpute.methods.synthetic_interventions import _host
@@ -186,20 +185,8 @@ def test_cholesky_validation_equals_eigh_and_reference(monkeypatch, params):
     fast = _fit(data, t, True, monkeypatch, 1, **params)
     monkeypatch.setattr(_host, "_ridge_only", lambda cfg: False)
     slow = _fit(data, t, True, monkeypatch, 1, **params)
-    folds = np.random.default_rng(1).permutation(np.arange(data.n_features) % 5)
-    ref = reference_si(
-        data.Y,
-        data.measured,
-        t,
-        SIParams.from_kwargs(SI, params),
-        control=data.control,
-        feature_folds=folds,
-    )
     np.testing.assert_allclose(fast.prediction, slow.prediction, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(fast.prediction, ref["prediction"], rtol=1e-6, atol=1e-8)
-    assert list(fast.source) == list(ref["source"])
-    for k in _DIAG:
-        np.testing.assert_allclose(fast.per_target[k], ref[k], rtol=1e-6, atol=1e-8, err_msg=k)
+    _assert_reference(fast, data, t, params, 1)
     np.testing.assert_allclose(
         fast.info["donor_weights"].toarray(), slow.info["donor_weights"].toarray(), atol=1e-9
     )
