@@ -5,6 +5,8 @@ import matplotlib
 import pytest
 
 matplotlib.use("Agg")
+#: the CLI enables JAX's persistent compile cache; tests never write to the user's cache
+os.environ.setdefault("SCIMPUTE_JAX_CACHE", "0")
 
 from scimpute.datasets import data_dir as _find_data_dir
 

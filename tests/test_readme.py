@@ -355,6 +355,25 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
         ],
     ),
     (
+        "| {} s | {}x per pair vs a per-pair numpy implementation of the published estimator "
+        "({}x vs the same validated estimator)",
+        [
+            (js("si_dense.json", "results", "wall_s"), 0),
+            (js("si_dense.json", "results", "speedup_vs_published_reference"), 0),
+            (js("si_dense.json", "results", "speedup_vs_validated_reference"), 0),
+        ],
+    ),
+    (
+        "| {} s at load ~20 | {}x per pair vs the per-pair numpy implementation; peak RSS {} GB "
+        "during the call (grid {} GB) |",
+        [
+            (js("si_scale_70x10000.json", "results", "published", "wall_s"), 0),
+            (js("si_scale_70x10000.json", "results", "published", "speedup_per_pair"), 0),
+            (js("si_scale_70x10000.json", "results", "published", "peak_rss_during_call_gb"), 1),
+            (js("si_scale_70x10000.json", "results", "published", "rss_at_start_gb"), 1),
+        ],
+    ),
+    (
         "peak RSS {} GB during the call",
         [(js("si_scale.json", "results", "default", "peak_rss_during_call_gb"), 1)],
     ),

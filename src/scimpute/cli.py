@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._jax_cache import enable_compile_cache  # imports jax only when called
 from ._keys import AUTO_RECORD, DATA_DIR_ENV, INTERVAL, MM_KEY  # constants only: no heavy import
 
 #: exit status of bad usage or bad input (also argparse's).
@@ -391,6 +392,7 @@ def _run(fn: Callable[[], Any]) -> Any:
 
 
 def _cmd_impute(args: argparse.Namespace) -> int:
+    enable_compile_cache()  # persistent JAX cache (SCIMPUTE_JAX_CACHE=0 turns it off)
     src = _check_input(args.input)
     out = _check_output(args.output, "-o/--output", (".h5ad",), inputs=[src], force=args.force)
     params = _params(args.param)
@@ -638,6 +640,7 @@ def _own_share_text(fallbacks: dict[str, int], method: str) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    enable_compile_cache()  # persistent JAX cache (SCIMPUTE_JAX_CACHE=0 turns it off)
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out-dir {args.out_dir!r} exists and is not a directory.")

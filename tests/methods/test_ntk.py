@@ -132,13 +132,42 @@ def test_onehot_prior_matches_explicit_matrix_completion(sim):
         {"prior": "identity", "depth": 3},
     ],
 )
-def test_agrees_with_numpy_reference(combo_dose_grid, params):
+@pytest.mark.parametrize("backend", ["jax", "numpy"])
+def test_agrees_with_numpy_reference(combo_dose_grid, params, backend):
     d, _ = to_grid_data(combo_dose_grid)
     targets = np.argwhere(~d.measured)
     targets = targets[targets[:, 1] != d.control]
-    res = _run(d, targets, **params)
+    res = _run(d, targets, **params, backend=backend)
+    assert res.info["backend"] == backend
     ref = ntk_numpy(d, targets, NtkParams.from_kwargs("ntk", params))
     np.testing.assert_allclose(res.prediction, ref, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("reg", [1e-6, "auto"])
+def test_numpy_backend_equals_jax_backend(sim, reg):
+    """Issue 12: the CPU's LAPACK path computes what the JAX kernels compute."""
+    _, d = sim
+    t = np.argwhere(~d.measured)
+    a = _run(d, t, prior="data", reg=reg, backend="jax")
+    b = _run(d, t, prior="data", reg=reg, backend="numpy")
+    np.testing.assert_allclose(b.prediction, a.prediction, rtol=1e-9, atol=1e-9)
+    for k in ("weight_sum", "max_similarity"):
+        np.testing.assert_allclose(b.per_target[k], a.per_target[k], rtol=1e-9, atol=1e-12)
+    assert b.info["reg_selected"] == a.info["reg_selected"]
+    pa, pb = a.info["patterns"], b.info["patterns"]
+    np.testing.assert_allclose(pb["cond_lower_bound"], pa["cond_lower_bound"], rtol=1e-8)
+    if reg == "auto":
+        np.testing.assert_allclose(pb["loo_errors"], pa["loo_errors"], rtol=1e-6)
+
+
+def test_auto_backend_rule_recorded(sim):
+    _, d = sim
+    res = _run(d, np.argwhere(~d.measured)[:3], prior="onehot")
+    want = "numpy" if jax.default_backend() == "cpu" else "jax"
+    assert res.info["backend"] == want
+    assert "default_backend" in res.info["backend_rule"]
+    forced = _run(d, np.argwhere(~d.measured)[:3], prior="onehot", backend="jax")
+    assert forced.info["backend_rule"] == "backend='jax'"
 
 
 def test_float32_close_to_float64(sim):
@@ -257,7 +286,7 @@ def test_no_recompilation_across_loo_folds(sim):
     def fold(k):
         mask = d.measured.copy()
         mask[tuple(cand[k])] = False
-        return _run(d.with_measured(mask), cand[k : k + 1], prior="data")
+        return _run(d.with_measured(mask), cand[k : k + 1], prior="data", backend="jax")
 
     fold(0)
     sizes = (_train_kernel._cache_size(), _fit._cache_size(), _predict._cache_size())

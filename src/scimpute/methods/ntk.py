@@ -160,6 +160,13 @@ class NtkParams(Params):
         training pairs) or ``None`` (raw profiles, as published).
     dtype
         ``"float64"`` (default, inside a local ``jax.enable_x64`` context) or ``"float32"``.
+    backend
+        ``"auto"`` (default): numpy/scipy LAPACK when JAX's default device is the CPU, JAX
+        otherwise (GPU/TPU); ``"numpy"`` or ``"jax"`` force one. On 2 CPU cores the
+        numpy path is faster at every measured shape (``benchmarks/results/ntk_scale_*``:
+        compilation, padding and XLA's CPU ``eigh``/Cholesky cost more than they save); the
+        arithmetic is the same (predictions agree to ~1e-12). The backend used is recorded
+        in ``info["backend"]`` and the rule in ``info["backend_rule"]``.
 
     """
 
@@ -173,6 +180,7 @@ class NtkParams(Params):
     dose_transform: Literal["log", "linear", "none"] = param("log")
     center: Literal["control", "context", "mean"] | None = param("control")
     dtype: Literal["float64", "float32"] = param("float64")
+    backend: Literal["auto", "numpy", "jax"] = param("auto")
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,6 +610,96 @@ class _Columns:
         return F, c, a, i, mask
 
 
+BACKEND_RULE = "numpy/scipy LAPACK when jax.default_backend() == 'cpu', else JAX"
+
+
+def resolve_backend(backend: str) -> str:
+    """``"numpy"`` or ``"jax"`` for ``backend="auto"`` (see :data:`BACKEND_RULE`)."""
+    if backend != "auto":
+        return backend
+    return "numpy" if jax.default_backend() == "cpu" else "jax"
+
+
+def _numpy_kernel(x, depth: int):
+    from ._ntk_numpy import ntk_kernel_numpy
+
+    return ntk_kernel_numpy(x, depth)
+
+
+def _kernel_regression_numpy(train, Y, targets, weights, depth, reg, np_dtype):
+    """:func:`kernel_regression` in numpy/scipy LAPACK (no padding, no compilation)."""
+    import scipy.linalg as sla
+
+    w = np.asarray(weights, dtype=np_dtype)
+    F = np.asarray(train.F, dtype=np_dtype)
+    n, q = F.shape[0], Y.shape[1]
+
+    def norms(G):
+        n2 = np.einsum("ij,ij->i", G, G) + w.sum()
+        return np.sqrt(np.where(n2 > 0, n2, 1.0))
+
+    nO = norms(F)
+    cos = _cosines(F, train.c, train.a, train.i, nO, F, train.c, train.a, train.i, nO, w)
+    np.fill_diagonal(cos, 1.0)
+    K = _numpy_kernel(cos, depth).astype(np_dtype, copy=False)
+    del cos
+    Yd = np.asarray(Y, dtype=np_dtype)
+    loo = grid = None
+    if isinstance(reg, str):  # exact leave-one-out, one eigendecomposition
+        grid = np.asarray(REG_GRID, dtype=np_dtype) * (depth + 1)
+        s_, U = sla.eigh(K, driver="evd")
+        UtY, U2 = U.T @ Yd, U * U
+        loo = np.empty(grid.size)
+        for k, r in enumerate(grid):
+            dinv = 1.0 / (s_ + r)
+            res = (U @ (dinv[:, None] * UtY)) / (U2 @ dinv)[:, None]
+            loo[k] = np.sum(res * res)
+        del U, U2, UtY
+        loo = np.where(np.isfinite(loo), loo, np.inf)
+        reg = float(grid[int(np.argmin(loo))])
+    K.flat[:: n + 1] += reg
+    rhs = np.concatenate([Yd, np.ones((n, 1), dtype=np_dtype)], axis=1)
+    try:
+        L = sla.cholesky(K, lower=True, check_finite=False)
+        alpha = sla.cho_solve((L, True), rhs, check_finite=False)
+        finite = bool(np.isfinite(alpha).all())
+    except np.linalg.LinAlgError:
+        finite = False
+    if not finite:
+        raise np.linalg.LinAlgError(
+            "The NTK Gram matrix is not positive definite in this precision: increase "
+            "`reg` (e.g. 1e-6), use dtype='float64', or add the 'identity' prior."
+        )
+    resid = np.linalg.norm(K @ alpha - rhs) / max(np.linalg.norm(rhs), 1e-300)
+    d = np.abs(np.diagonal(L))
+    del K, L
+    stats = {
+        "cond_lower_bound": float((d.max() / d.min()) ** 2),
+        "relative_residual": float(resid),
+        "finite": 1.0,
+        "reg": float(reg),
+    }
+    if loo is not None:
+        stats["loo_errors"] = loo / max(n * q, 1)
+        stats["reg_grid"] = grid
+    n_t = targets.n if callable(targets) else targets.F.shape[0]
+    chunk = max(16, _CHUNK_ENTRIES // max(n, 1))
+    preds, wsum, maxcos = [], [], []
+    for start in range(0, n_t, chunk):
+        stop = min(start + chunk, n_t)
+        tc = targets(start, stop) if callable(targets) else targets.take(slice(start, stop))
+        FT = np.asarray(tc.F, dtype=np_dtype)
+        cosT = _cosines(FT, tc.c, tc.a, tc.i, norms(FT), F, train.c, train.a, train.i, nO, w)
+        out = _numpy_kernel(cosT, depth).astype(np_dtype, copy=False) @ alpha
+        preds.append(np.asarray(out[:, :q], dtype=np.float64))
+        wsum.append(np.asarray(out[:, q], dtype=np.float64))
+        maxcos.append(cosT.max(axis=1).astype(np.float64))
+    stats.update({"n_observed": n, "n_padded": n, "n_rows": q, "n_targets": n_t})
+    if n_t == 0:
+        return np.zeros((0, q)), np.zeros(0), np.zeros(0), stats
+    return np.vstack(preds), np.concatenate(wsum), np.concatenate(maxcos), stats
+
+
 def kernel_regression(
     train: _Columns,
     Y: np.ndarray,
@@ -611,6 +709,7 @@ def kernel_regression(
     depth: int,
     reg: float,
     dtype: str = "float64",
+    backend: str = "jax",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """One observation pattern: predictions of ``Y``'s columns at the target columns.
 
@@ -621,6 +720,8 @@ def kernel_regression(
     """
     x64 = dtype == "float64"
     np_dtype = np.float64 if x64 else np.float32
+    if resolve_backend(backend) == "numpy":
+        return _kernel_regression_numpy(train, Y, targets, weights, depth, reg, np_dtype)
     n = train.F.shape[0]
     q = Y.shape[1]
     n_pad = _bucket(n)
@@ -844,6 +945,7 @@ def ntk(
     p = NtkParams() if params is None else params
     t = as_targets(targets)
     depth, reg, dtype, center = p.depth, p.reg, p.dtype, p.center
+    backend = resolve_backend(p.backend)
     prior = _auto_prior(data) if p.prior == "auto" else p.prior
     blocks = _normalise_prior(prior)
     if "data" in blocks and int(data.treated_mask().any(axis=1).sum()) < 2:
@@ -870,7 +972,7 @@ def ntk(
 
     pred, wsum, maxcos, st = kernel_regression(
         train, Y, _Targets(), weights=(cp.w_context, cp.w_perturbation, cp.w_identity),
-        depth=depth, reg=reg, dtype=dtype,
+        depth=depth, reg=reg, dtype=dtype, backend=backend,
     )  # fmt: skip
     pred = pred + offset[t[:, 0]]
     w = _normalise_weights(p.weights, blocks)
@@ -881,6 +983,8 @@ def ntk(
         "reg_selected": float(st["reg"]),
         "center": "None" if center is None else center,
         "dtype": dtype,
+        "backend": backend,
+        "backend_rule": BACKEND_RULE if p.backend == "auto" else f"backend={p.backend!r}",
         "dose_transform": p.dose_transform,
         "weights": w,
         "prior_dims": cp.blocks,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ from .._records import read_grid_info
 from .._utils import RandomState, h5ad_safe
 from ._data import default_targets, to_grid_data
 from ._run import check_applicable, prepare_method, run_method
+from ._store import check_store, write_annotations, write_layers
 
 #: ``.uns`` keys that belong to the grid and to other tools: never a ``key_added`` of impute.
 RESERVED_UNS = (Key.uns.grid, Key.uns.cross_validation)
@@ -157,6 +159,8 @@ def impute(
     random_state: RandomState = 0,
     copy: bool = False,
     client: Any = None,
+    out_store: str | os.PathLike | None = None,
+    overwrite_store: bool = False,
     **method_params: Any,
 ) -> AnnData | None:
     """Predict the profile of every unmeasured (context, perturbation) pair of a grid.
@@ -189,6 +193,14 @@ def impute(
         A ``dask.distributed.Client``: the targets are split into groups of whole contexts
         and run on its workers, with the same result as without it
         (:mod:`scimpute.tl._distributed`; ``uns[key]["distributed"]`` records the groups).
+    out_store
+        Path of a zarr store: the two completed layers are written there block by block
+        (never built in memory) with ``obs``, ``var`` and ``uns``, and not added to the grid
+        (``uns[key]["out_store"]`` names the path); read it back with
+        ``anndata.experimental.read_lazy`` (see :mod:`scimpute.tl._store`).
+    overwrite_store
+        Replace an existing ``out_store`` (otherwise an existing path raises
+        :class:`FileExistsError` before any work).
     **method_params
         Parameters of the method, declared by its spec (e.g.
         :class:`scimpute.methods.ntk.NtkParams`; :func:`scimpute.methods.available_methods`
@@ -251,6 +263,8 @@ def impute(
     level = check_interval(m.name, interval)
     random_state = check_random_state_value(m.name, random_state)
     check_key_added(grid, key)
+    if out_store is not None:
+        check_store(out_store, overwrite_store)
     data, order = to_grid_data(grid)
     check_applicable(m, data)
     targets = default_targets(data)
@@ -279,13 +293,17 @@ def impute(
         res = _run_one(m, data, targets, params, random_state, client)
 
     n_c, n_a, p = data.Y.shape
-    completed = np.array(data.Y, dtype=np.float32, copy=True)
-    source = np.full((n_c, n_a), SOURCE_MEASURED, dtype=object)
-    if len(targets):
-        completed[targets[:, 0], targets[:, 1]] = res.prediction
-        source[targets[:, 0], targets[:, 1]] = res.source
-    n_ctrl = _fill_controls(data, completed, source)
-    eff = effects(data, completed).astype(np.float32)
+    if out_store is not None:  # the completed layers go to disk, block by block
+        args = (out_store, data, order, targets, res, key, overwrite_store, _fill_controls)
+        source, n_ctrl = write_layers(*args)
+    else:
+        completed = np.array(data.Y, dtype=np.float32, copy=True)
+        source = np.full((n_c, n_a), SOURCE_MEASURED, dtype=object)
+        if len(targets):
+            completed[targets[:, 0], targets[:, 1]] = res.prediction
+            source[targets[:, 0], targets[:, 1]] = res.source
+        n_ctrl = _fill_controls(data, completed, source)
+        eff = effects(data, completed).astype(np.float32)
 
     inv = np.empty_like(order)
     inv[order] = np.arange(order.size)  # grid row -> flat index
@@ -309,8 +327,13 @@ def impute(
     }
 
     out = grid.copy() if copy else grid
-    out.layers[key] = completed.reshape(n_c * n_a, p)[inv]
-    out.layers[Key.layers.effect(key)] = eff.reshape(n_c * n_a, p)[inv]
+    if out_store is None:
+        out.layers[key] = completed.reshape(n_c * n_a, p)[inv]
+        out.layers[Key.layers.effect(key)] = eff.reshape(n_c * n_a, p)[inv]
+    else:  # not in memory: drop layers an earlier in-memory run left under this key
+        record["out_store"] = str(out_store)
+        for name in (key, Key.layers.effect(key)):
+            out.layers.pop(name, None)
     for name in (Key.layers.lower(key), Key.layers.upper(key)):
         out.layers.pop(name, None)  # a previous run's intervals never outlive this one
     if assessed is not None and assessed.lower is not None:
@@ -328,4 +351,6 @@ def impute(
     for col, values in diag_cols.items():
         out.obs[col] = values
     out.uns[key] = record
+    if out_store is not None:
+        write_annotations(out_store, out)
     return out if copy else None

@@ -99,15 +99,27 @@ selection of the level and of the regularisation is per target, not per group, b
 validation error of each (level, regularisation) depends on the target's own held-out
 profiles; it is computed from the group's shared factorisations at the cost of matrix
 products only. Groups with at least ``HOST_MIN_DONORS`` (64) donors are fitted one by one,
-unpadded, in numpy/LAPACK; smaller groups in padded batches by jit-compiled JAX kernels
-(:mod:`._kernels`, the same arithmetic), all in float64. No donor set is capped unless
-``max_donors`` is given. A plain per-pair numpy version of the same estimator is
-:func:`._reference.reference_si`.
+unpadded, in numpy/LAPACK (:mod:`._host`), in two phases: the validation of every group
+first, where each held-out training set is solved by one Cholesky factorisation per ridge
+when a shifted Cholesky certifies that the spectral filter would keep every component
+(ridge-only regularisations, i.e. ``rank=None`` and ``energy=1``: both presets), else by
+``eigh``; then the full fit and the subspace statistic (two ``eigh``) only for the groups
+some target selected. Single-training-unit groups whose validation the selection ignores
+(donors fewer than ``single_unit_redundancy`` x rank90) are validated only if selected.
+The predictions are those of the all-``eigh`` computation (to rounding). Smaller groups run
+in padded batches by jit-compiled JAX kernels (:mod:`._kernels`, the same arithmetic), all
+in float64. Where a per-group factorisation cannot be shared: the held-out sets of
+different groups differ (their donor sets differ), and rank-deficient sets (more donors than
+training rows) need ``eigh`` for the minimum-norm solution. No donor set is capped unless
+``max_donors`` is given (the cost per group grows as donors^3: 4 x 10,000 x 1,000 is out of
+reach without a cap or a dual form, neither implemented). A plain per-pair numpy version of
+the same estimator is :func:`._reference.reference_si`.
 
 The package: :mod:`._params` (:class:`SIParams`, every parameter declared once, and the
 presets), :mod:`._direction` (one donor direction as named stages), :mod:`._engine`
-(greedy paths, unit statistics, bucketed kernel calls), :mod:`._kernels` (the JAX kernels)
-and :mod:`._reference` (the per-pair numpy specification).
+(greedy paths, unit statistics, bucketed kernel calls), :mod:`._kernels` (the JAX kernels),
+:mod:`._host` (large groups in LAPACK) and :mod:`._reference` (the per-pair numpy
+specification).
 """
 
 from __future__ import annotations

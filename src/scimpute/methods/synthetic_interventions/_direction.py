@@ -219,6 +219,7 @@ def _select_levels(paths, fits, scores, n_t) -> Selection:
     has = sel >= 0
     cs = sel[has]
     keys_sel = paths.cand_key[cs]
+    fits.complete(keys_sel)  # full fits of the selected host keys only
     nD_sel = paths.n_D[keys_sel]
     return Selection(
         has=has,

@@ -9,7 +9,8 @@ numbers for every target at once:
 2. the greedy donor path of every target, vectorised with bit sets of training units;
 3. every (target unit, training units, donors) combination on a path becomes a *key* (a
    group of targets); targets share keys. Keys with at least :data:`HOST_MIN_DONORS`
-   donors are fitted one by one, unpadded, in numpy (:func:`._kernels.fit_key_host`);
+   donors are fitted one by one, unpadded, in numpy (:mod:`._host`: validation first,
+   full fits on demand through :meth:`Fits.complete`);
    smaller keys of similar size share a padded *bucket* so that the JAX kernels
    (:mod:`._kernels`) compile once per bucket shape;
 4. per target, the (level, regularisation) with the smallest validation error is kept and
@@ -19,6 +20,7 @@ numbers for every target at once:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
@@ -26,13 +28,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..._sharding import batched_call
+from . import _host as H
 from . import _kernels as K
 from ._params import SIParams
 
 #: floats per intermediate array of a kernel call (bounds the memory of one chunk)
 _CHUNK_BUDGET = 2**22
 #: groups (keys) with at least this many donors are fitted one by one in numpy/LAPACK,
-#: unpadded and uncompiled (:func:`._kernels.fit_key_host`); smaller ones in padded JAX
+#: unpadded and uncompiled (:mod:`._host`); smaller ones in padded JAX
 #: batches. At this size one ``eigh`` per training set outweighs the per-call overhead,
 #: while padding to a power of two would cost up to 8x the work and each new bucket
 #: shape a compilation (dense grids: few contexts, many donors per target).
@@ -304,6 +307,19 @@ class Fits:
     val_blocks_off: np.ndarray  # (L + 1,) offsets of each candidate's blocks in val_blocks
     subspace: np.ndarray  # (nK,) subspace statistic of each key
     rank90: np.ndarray  # (nK,) components holding 90% of the full design's energy
+    pending: np.ndarray  # (nK,) keys whose full fits are computed on demand (host keys)
+    finish: Callable[[np.ndarray], None] | None = None  # full fits of pending keys
+    n_cholesky: int = 0  # host training sets solved by Cholesky (the rest by eigh)
+
+    def complete(self, keys: np.ndarray) -> None:
+        """Compute the full fits of the pending ``keys`` (a no-op for the others).
+
+        Weights, intercepts, in-sample errors and the subspace statistic.
+        """
+        todo = np.unique(keys[self.pending[keys]]) if keys.size else keys
+        if todo.size and self.finish is not None:
+            self.finish(todo)
+            self.pending[todo] = False
 
 
 def _chunks(n: int, size: int):
@@ -423,6 +439,7 @@ def _empty_fits(paths: Paths, R: int) -> Fits:
         val_blocks_off=t_off,
         subspace=np.full(nK, np.nan),
         rank90=np.zeros(nK, dtype=np.int64),
+        pending=np.zeros(nK, dtype=bool),
     )
 
 
@@ -451,15 +468,38 @@ def fit_all(
     R_pad = cfg.ridge.size
     bar = tqdm(total=L, desc="synthetic interventions", disable=not progress, unit="pair")
     host = paths.n_D[used] >= HOST_MIN_DONORS
-    for k in used[host]:  # large groups: one unpadded LAPACK fit per group, no compilation
+
+    def host_blocks(k):
         cand = order[cstart[k] : cstart[k] + counts[k]][None, :]
         ks = np.array([k])
-        blocks = _chunk_blocks(
+        b = _chunk_blocks(
             store, paths, targets, ks, cand, kind, (paths.n_D[k], J[k], counts[k]), n_features
         )
-        out = K.fit_key_host(blocks._replace(**{f: x[0] for f, x in blocks._asdict().items()}), cfg)
+        return ks, cand, b, b._replace(**{f: x[0] for f, x in b._asdict().items()})
+
+    deferred = np.zeros(nK, dtype=bool)
+
+    def validate(k, ratio):
+        ks, cand, blocks, one = host_blocks(k)
+        out = H.validate_key(one, cfg, ratio)
+        fits.n_cholesky += out.pop("n_cholesky")
+        deferred[k] = out.pop("deferred")
         _store_chunk(fits, paths, ks, cand, J[k], R, blocks, out, params.sum_to_one)
+        return ks, cand, blocks, one
+
+    for k in used[host]:  # large groups: unpadded LAPACK validation, no compilation
+        validate(k, params.single_unit_redundancy if kind[k] == 1 else None)
         bar.update(int(counts[k]))
+
+    def finish(keys):  # the full fits of the host keys some target selected
+        for k in keys:
+            # a deferred key's validation is needed now for its best regularisation
+            ks, cand, blocks, one = validate(k, 0.0) if deferred[k] else host_blocks(k)
+            out = H.finish_key(one, cfg, fits.best[cand[0]])
+            _store_chunk(fits, paths, ks, cand, J[k], R, blocks, out, params.sum_to_one)
+
+    fits.pending[used[host]] = True
+    fits.finish = finish
     used = used[~host]
     exact_J = kind[used] == 1
     plan = _bucket_plan(
@@ -491,27 +531,21 @@ def _chunk_blocks(store, paths, targets, ks_p, cand, kind, shape, p) -> K.Blocks
 
 
 def _store_chunk(fits, paths, ks, cand, Jp, R, blocks, out, sum_to_one) -> None:
-    """Copy the kernel outputs of the real keys and candidates of a chunk into ``fits``."""
-    sst_in, sst_ho = _totals(blocks)
+    """Copy the kernel outputs of the real keys and candidates of a chunk into ``fits``.
+
+    ``out`` holds the validation outputs, the full-fit outputs, or both (the host keys'
+    two phases, :mod:`._host`).
+    """
     real = np.arange(ks.size)
-    fits.subspace[ks] = out["subspace"][real]
-    fits.rank90[ks] = out["rank90"][real]
     kk, nn = np.nonzero(cand[real] >= 0)
     ci = cand[kk, nn]
-    fits.val_sse[ci] = out["val_sse"][kk, nn, :R]
-    fits.best[ci] = out["best"][kk, nn]
-    fits.val_n[ci] = out["val_n"][kk]
-    fits.sst_ho[ci] = sst_ho[kk, nn]
+    if "val_sse" in out:
+        _store_validation(fits, paths, ks, kk, nn, ci, Jp, R, blocks, out)
+    if "w" not in out:
+        return
+    fits.subspace[ks] = out["subspace"][real]
     fits.sse_in[ci] = out["sse_in"][kk, nn]
-    fits.sst_in[ci] = sst_in[kk, nn]
     fits.b[ci] = out["b"][kk, nn]
-    # per-block validation errors of leave-one-unit-out candidates
-    nTc = paths.n_T[paths.cand_key[ci]]
-    loco = nTc >= 2
-    if loco.any():
-        bl = np.arange(Jp)[None, :] < np.where(loco, nTc, 0)[:, None]
-        rr, jj = np.nonzero(bl)
-        fits.val_blocks[fits.val_blocks_off[ci][rr] + jj] = out["val_blocks"][kk[rr], nn[rr], jj]
     wk = out["w"][kk, nn]  # (n, Dp)
     Dp = wk.shape[1]
     dl = paths.n_D[paths.cand_key[ci]]
@@ -521,6 +555,23 @@ def _store_chunk(fits, paths, ks, cand, Jp, R, blocks, out, sum_to_one) -> None:
     dm = np.arange(Dp)[None, :] < dl[:, None]
     rr, dd = np.nonzero(dm)
     fits.w_flat[fits.w_off[ci][rr] + dd] = wk[rr, dd]
+
+
+def _store_validation(fits, paths, ks, kk, nn, ci, Jp, R, blocks, out) -> None:
+    sst_in, sst_ho = _totals(blocks)
+    fits.rank90[ks] = out["rank90"][np.arange(ks.size)]
+    fits.val_sse[ci] = out["val_sse"][kk, nn, :R]
+    fits.best[ci] = out["best"][kk, nn]
+    fits.val_n[ci] = out["val_n"][kk]
+    fits.sst_ho[ci] = sst_ho[kk, nn]
+    fits.sst_in[ci] = sst_in[kk, nn]
+    # per-block validation errors of leave-one-unit-out candidates
+    nTc = paths.n_T[paths.cand_key[ci]]
+    loco = nTc >= 2
+    if loco.any():
+        bl = np.arange(Jp)[None, :] < np.where(loco, nTc, 0)[:, None]
+        rr, jj = np.nonzero(bl)
+        fits.val_blocks[fits.val_blocks_off[ci][rr] + jj] = out["val_blocks"][kk[rr], nn[rr], jj]
 
 
 def _totals(b: K.Blocks):

@@ -36,7 +36,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 RANK_TOL = 1e-10
 RANK_ENERGY = -1  # rank code: keep a fraction of the spectral energy
@@ -142,10 +141,16 @@ def _affine(b: Blocks, xp=jnp) -> Blocks:
     u = dm / xp.maximum(xp.sum(dm), 1.0)
 
     def cvec(x):  # centre the last (donor) axis over the real donors
-        return x - xp.sum(x * u, axis=-1, keepdims=True) * dm
+        return x - (x @ u)[..., None] * dm
 
-    def cmat(A):
-        return xp.swapaxes(cvec(xp.swapaxes(cvec(A), -1, -2)), -1, -2)
+    def cmat(A):  # C A C for symmetric A: one pass, no transposed copies
+        r = A @ u  # (..., D) row means over the real donors
+        return (
+            A
+            - r[..., :, None] * dm
+            - dm[:, None] * r[..., None, :]
+            + (r @ u)[..., None, None] * (dm[:, None] * dm[None, :])
+        )
 
     Gu1 = b.G @ u  # (J, D)
     uGu = Gu1 @ u  # (J,)
@@ -154,7 +159,7 @@ def _affine(b: Blocks, xp=jnp) -> Blocks:
         G=cmat(b.G),
         s=cvec(b.s),
         m=cvec(b.m),
-        Gu=cmat(b.Gu),
+        Gu=None if b.Gu is None else cmat(b.Gu),  # None: not needed (validation)
         Gv=cvec(b.Gv - Gu1[None, :, :]),
         Gvv=b.Gvv - 2 * Gv_u + uGu[None, :],
         sv=b.sv - (b.s @ u)[None, :],
@@ -183,12 +188,12 @@ def _training_moments(b: Blocks, Wm, nr_safe, dm, xp=jnp):
     xbar = (Wm @ (b.s + b.nb[:, None] * b.m)) / nr_safe[:, None]  # (J+1, D)
     delta = b.m[None, :, :] - xbar[:, None, :]  # (J+1, J, D)
     wd = Wm[:, :, None] * delta  # (J+1, J, D)
-    cross = xp.einsum("rbd,be->rde", wd, b.s)
+    cross = xp.matmul(xp.swapaxes(wd, 1, 2), b.s)  # (J+1, D, D)
     Kc = (
-        xp.einsum("rb,bde->rde", Wm, b.G)
+        xp.tensordot(Wm, b.G, axes=1)
         + cross
         + xp.swapaxes(cross, 1, 2)
-        + xp.einsum("rbd,rbe->rde", wd * b.nb[None, :, None], delta)
+        + xp.matmul(xp.swapaxes(wd * b.nb[None, :, None], 1, 2), delta)
     )
     return Kc * dm[None, :, None] * dm[None, None, :], xbar, wd
 
@@ -296,13 +301,3 @@ def fit_keys(blocks: Blocks, cfg: FitSettings):
 def predict_keys(W, b, X):
     """Predictions ``W @ X + b`` of a chunk of keys: W (k, N, D), b (k, N), X (k, D, p)."""
     return jnp.einsum("knd,kdp->knp", W, X) + b[..., None]
-
-
-def fit_key_host(blocks: Blocks, cfg: FitSettings):
-    """:func:`_one_key` in numpy (LAPACK) for one unpadded key; outputs gain a key axis.
-
-    The same arithmetic as :func:`fit_keys`, without padding or compilation: used for
-    groups large enough that one ``eigh`` per training set dominates (dense grids).
-    """
-    out = _one_key(blocks, cfg, np)
-    return {k: np.asarray(v)[None] for k, v in out.items()}
