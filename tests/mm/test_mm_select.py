@@ -81,6 +81,7 @@ def test_few_anchors_linear_truth_keeps_the_linear_backbone(linear_truth):
     np.testing.assert_allclose(m.obsm[KEY], (za + zb) / 2, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_nonlinear_truth_many_anchors_keeps_a_network():
     m = _mudata(1000, nonlinear=True, seed=1)
     si.mm.integrate(m, pairing=True, **DEEP)
@@ -110,20 +111,13 @@ def test_linear_backbone_translates_and_scores_invariance(linear_truth, tmp_path
 
 
 def test_default_never_worse_than_the_validated_linear_fit():
-    m = si.datasets.simulate_multimodal(400, (60, 40), random_state=2)
+    # same shapes as the fixture's fits: the compiled epochs are reused
+    m = _mudata(300, nonlinear=True, seed=2)
     lin = m.copy()
-    si.mm.integrate(m, pairing=0.5, **NET)
-    si.mm.integrate(lin, pairing=0.5, backbone="linear", **NET)
+    si.mm.integrate(m, pairing=0.2, **NET)
+    si.mm.integrate(lin, pairing=0.2, backbone="linear", **NET)
     np.testing.assert_array_equal(m.obs[f"{KEY}_split"], lin.obs[f"{KEY}_split"])
-    assert _fos(m) <= _fos(lin) + 0.01
-
-
-def _fos(m) -> float:
-    held = m.obs[f"{KEY}_split"].astype(str).to_numpy() == "train"
-    names = m.obs_names[held]
-    z0 = m["m0"].obsm[KEY][m["m0"].obs_names.get_indexer(names)]
-    z1 = m["m1"].obsm[KEY][m["m1"].obs_names.get_indexer(names)]
-    return si.metrics.foscttm(z0, z1)
+    assert _held_out_foscttm(m) <= _held_out_foscttm(lin) + 0.01
 
 
 def test_same_seed_same_numbers(linear_truth):
