@@ -15,7 +15,13 @@ from sklearn.metrics import roc_auc_score
 import scimpute as si
 
 SIM = {"n_cells": 400, "n_features": (60, 60)}
-FIT = {"pairing": 0.5, "max_epochs": 200, "learning_rate": 1e-3, "progress": False}
+FIT = {
+    "pairing": 0.5,
+    "max_epochs": 200,
+    "learning_rate": 1e-3,
+    "progress": False,
+    "backbone": "autoencoder",
+}
 KEY = "X_scimpute"
 
 

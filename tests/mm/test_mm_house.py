@@ -22,7 +22,7 @@ from scimpute.mm._record import IntegrationRecord, read_integration
 from scimpute.nn import TrainConfig
 
 KEY = "X_scimpute"
-FAST = {"max_epochs": 2, "progress": False}
+FAST = {"max_epochs": 2, "progress": False, "backbone": "autoencoder"}
 
 
 def _small(**kw):
@@ -80,7 +80,12 @@ def test_spec_composes_training_block_once():
         assert mine == base
     spec = IntegrateParams.from_kwargs("t", {"batch_size": 64, "n_latent": 3})
     assert TrainConfig.pick(spec) == TrainConfig(
-        batch_size=64, max_epochs=200, patience=20, learning_rate=3e-4, weight_decay=1e-4
+        batch_size=64,
+        max_epochs=200,
+        patience=20,
+        learning_rate=3e-4,
+        weight_decay=1e-4,
+        validation_fraction=0.2,
     )
     # every option is documented in the docstrings, from its declaration
     for fn, spec_cls in (
@@ -175,7 +180,9 @@ def test_diverging_training_leaves_mudata_untouched():
 def test_record_holds_the_spec_and_reproduces_the_fit(small_fit, tmp_path):
     m = small_fit
     rec = m.uns[KEY]
-    spec = IntegrateParams.from_kwargs("t", {"max_epochs": 2, "n_private": 4})
+    spec = IntegrateParams.from_kwargs(
+        "t", {"max_epochs": 2, "n_private": 4, "backbone": "autoencoder"}
+    )
     for name, value in h5ad_safe(spec.to_dict()).items():
         assert rec["params"][name] == value, name
     assert list(rec["params"]["modalities"]) == ["m0", "m1"]

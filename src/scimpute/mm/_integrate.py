@@ -2,10 +2,12 @@
 
 The body is a pipeline of small steps, each with one job: read and check the modalities
 (:func:`_read_inputs`), give every cell its role (:func:`_assign_roles`), standardise and
-project the inputs (:func:`_training_set`), build the networks (:func:`_build`), train them
-(:func:`scimpute.mm._train.train`, through :func:`scimpute.nn.fit`), embed every cell
-(:func:`_embed`) and write the results (:func:`_write`). Nothing touches ``mdata`` before the
-last step.
+project the inputs (:func:`_training_set`), fit the candidate backbones (the linear one,
+:func:`_fit_linear`; the autoencoders, :func:`_fit_autoencoder`: build the networks
+(:func:`_build`), train them (:func:`scimpute.mm._train.train`, through
+:func:`scimpute.nn.fit`) and embed every cell (:func:`_embed`)), keep one by validation on
+the anchors (:func:`_select`, :mod:`scimpute.mm._select`) and write the results
+(:func:`_write`). Nothing touches ``mdata`` before the last step.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ._data import (
     split_column,
     warn_if_counts,
 )
+from ._linear import LinearFit, fit_cca, fit_readout, grid
 from ._model import (
     Architecture,
     CrossModalAE,
@@ -44,8 +47,17 @@ from ._model import (
     encode_all,
     to_arrays,
 )
-from ._params import INTEGRATE, IntegrateParams, document_params
-from ._record import FitSummary, IntegrationRecord, architecture
+from ._params import (
+    BACKBONES,
+    INTEGRATE,
+    LINEAR_PCS,
+    LINEAR_RANKS,
+    LINEAR_RIDGES,
+    IntegrateParams,
+    document_params,
+)
+from ._record import FitSummary, IntegrationRecord, architecture, linear_name
+from ._select import Candidate, choose, cv_linear, pair_score
 from ._train import TrainingSet, train
 
 if TYPE_CHECKING:
@@ -177,15 +189,228 @@ def _embed(model: CrossModalAE, ts: TrainingSet, cells: Cells, n_latent: int) ->
         shared[m], private[m] = z, u
         tr = ts.train_rows[m]
         private_mean[m] = u[tr].mean(0) if u.shape[1] else np.zeros(0, np.float32)
-    joint = np.zeros((len(cells.names), n_latent), dtype=np.float64)
+    return Embeddings(_joint(shared, cells, ts.modalities), shared, private, private_mean)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One fitted candidate: what ``_write`` and the record need, and its validation score."""
+
+    candidate: Candidate
+    spec: IntegrateParams
+    emb: Embeddings
+    projection: dict[str, np.ndarray | None]
+    weights: dict[str, np.ndarray]
+    history: dict[str, np.ndarray]
+    n_steps: int = 0
+    n_epochs: int = 0
+    best_epoch: int = 0  # 1-based
+
+
+#: relative ridge of the linear backbone's read-outs (translation).
+READOUT_ALPHA = 0.1
+#: fewest anchors measured in every modality for the linear backbone.
+MIN_LINEAR_ANCHORS = 10
+
+
+def _joint(shared: Mapping[str, np.ndarray], cells: Cells, mods: list[str]) -> np.ndarray:
+    """Mean over the modalities that measured each cell of its shared latents."""
+    d = next(iter(shared.values())).shape[1]
+    joint = np.zeros((len(cells.names), d), dtype=np.float64)
     count = np.zeros(len(cells.names))
-    for j, m in enumerate(ts.modalities):
+    for j, m in enumerate(mods):
         here = cells.rows[:, j] >= 0
         joint[here] += shared[m][cells.rows[here, j]]
         count[here] += 1
     with np.errstate(invalid="ignore"):
-        joint = (joint / count[:, None]).astype(np.float32)
-    return Embeddings(joint, shared, private, private_mean)
+        return (joint / count[:, None]).astype(np.float32)
+
+
+def _validation_rows(ts: TrainingSet, cells: Cells) -> dict[str, np.ndarray]:
+    """Rows in every modality of the validation pairs (-1 where absent)."""
+    return {m: cells.rows[ts.val_pairs, j] for j, m in enumerate(ts.modalities)}
+
+
+def _score(name, backbone, settings, shared, ts, cells, t0) -> Candidate:
+    score, se, per_cell = pair_score(shared, _validation_rows(ts, cells))
+    return Candidate(name, backbone, settings, score, se, time.perf_counter() - t0, per_cell)
+
+
+def _complete_anchors(ts: TrainingSet) -> np.ndarray:
+    """``(n, n_modalities)`` rows of the anchor cells measured in every modality."""
+    r = ts.cell_rows[ts.anchors]
+    return r[(r >= 0).all(1)]
+
+
+def _fit_linear(
+    inputs: Inputs, ts: TrainingSet, cells: Cells, spec: IntegrateParams, rng
+) -> tuple[Backbone, pd.DataFrame] | None:
+    """Regularised CCA on per-modality PCA, capacity chosen by CV within the anchors.
+
+    ``None`` when fewer than :data:`MIN_LINEAR_ANCHORS` anchors are measured in every
+    modality. Also returns the cross-validation table (one row per capacity tried).
+    """
+    t0 = time.perf_counter()
+    mods = ts.modalities
+    arows = _complete_anchors(ts)
+    if arows.shape[0] < MIN_LINEAR_ANCHORS:
+        return None
+    std, scores = {}, {}
+    for m in mods:  # PCA of the standardised profiles, training cells of the modality
+        k = min(max(LINEAR_PCS), arows.shape[0] - 2, ts.train_rows[m].size - 1)
+        std[m] = _standardise(inputs.matrices[m], ts.train_rows[m], spec.replace(n_pcs=k), rng)
+        xs = ts.inputs[m][1]
+        scores[m] = xs if std[m].projection is None else xs @ std[m].projection
+    p_max = max(v.shape[1] for v in scores.values())  # a modality with fewer uses all
+    options = grid(LINEAR_PCS, LINEAR_RANKS, LINEAR_RIDGES, p_max)
+    n_folds = min(spec.n_folds, arows.shape[0] // 3)
+    anchor_scores = {m: scores[m][arows[:, j]] for j, m in enumerate(mods)}
+    cv = cv_linear(anchor_scores, options, fit_cca, n_folds, rng)
+    (p, k, r), cv_best = min(cv, key=lambda t: t[1])
+    lf: LinearFit = fit_cca({m: v[:, :p] for m, v in anchor_scores.items()}, k, r)
+    shared = {m: lf.embed(m, scores[m][:, :p]) for m in mods}
+    weights = {}
+    for m in mods:
+        weights[linear_name("map", m)] = lf.maps[m].astype(np.float32)
+        weights[linear_name("offset", m)] = lf.offsets[m].astype(np.float32)
+    for j, s_ in enumerate(mods):  # read-outs: source latent -> target features
+        for i, t_ in enumerate(mods):
+            if s_ == t_:
+                rows_s = rows_t = ts.train_rows[t_]
+            else:
+                rows_s, rows_t = arows[:, j], arows[:, i]
+            coef = fit_readout(shared[s_][rows_s], ts.inputs[t_][1][rows_t], READOUT_ALPHA)
+            weights[linear_name("readout", s_, t_)] = coef
+    projection = {m: None if std[m].projection is None else std[m].projection[:, :p] for m in mods}
+    lin_spec = spec.replace(backbone="linear", n_latent=int(lf.maps[mods[0]].shape[1]), n_pcs=p)
+    lin_spec = lin_spec.replace(n_private=0)
+    settings = f"n_pcs={p}, rank={lin_spec.n_latent}, ridge={r} (CV FOSCTTM {cv_best:.4f})"
+    cand = _score("linear", "linear", settings, shared, ts, cells, t0)
+    emb = Embeddings(
+        _joint(shared, cells, mods),
+        shared,
+        {m: np.zeros((v.shape[0], 0), np.float32) for m, v in shared.items()},
+        {m: np.zeros(0, np.float32) for m in mods},
+    )
+    table = pd.DataFrame(
+        {
+            "name": "linear-cv",
+            "backbone": "linear",
+            "settings": [f"n_pcs={a}, rank={b}, ridge={c}" for (a, b, c), _ in cv],
+            "score": [v for _, v in cv],
+            "se": np.nan,
+            "fit_seconds": np.nan,
+            "chosen": [(a, b, c) == (p, k, r) for (a, b, c), _ in cv],
+        }
+    )
+    return Backbone(cand, lin_spec, emb, projection, weights, {}), table
+
+
+def _fit_autoencoder(
+    ts: TrainingSet,
+    std: dict[str, Standardisation],
+    inputs: Inputs,
+    cells: Cells,
+    spec: IntegrateParams,
+    n_anchors: int,
+    rng,
+    progress: bool,
+    guide: Backbone | None = None,
+) -> Backbone:
+    """Train the cross-modal autoencoder (guided by the linear solution ``guide`` if given)."""
+    t0 = time.perf_counter()
+    name = "autoencoder" if guide is None else "guided"
+    if guide is not None:
+        spec = spec.replace(n_latent=guide.spec.n_latent)
+        ts = TrainingSet(
+            inputs={m: (*ts.inputs[m][:2], guide.emb.shared[m]) for m in ts.modalities},
+            train_rows=ts.train_rows,
+            val_rows=ts.val_rows,
+            anchors=ts.anchors,
+            cell_rows=ts.cell_rows,
+            val_pairs=ts.val_pairs,
+        )
+    spec = spec.replace(backbone=name)
+    projection = {m: std[m].projection for m in inputs.modalities}
+    arch = architecture(spec, inputs.modalities, inputs.features, projection)
+    seed, model, disc = _build(arch, spec, rng)
+    cfg = LossConfig(
+        alignment=spec.alignment,
+        dropout=spec.dropout,
+        n_modalities=len(arch.modalities),
+        has_anchors=n_anchors > 0,
+        temperature=spec.temperature,
+        guided=guide is not None,
+    )
+    trained = train(model, disc, arch, ts, spec, cfg, seed=seed, rng=rng, progress=progress)
+    weights = to_arrays(trained.model)
+    _check_finite(weights)
+    emb = _embed(trained.model, ts, cells, arch.n_latent)
+    settings = f"n_latent={arch.n_latent}, n_hidden={arch.n_hidden}, n_layers={arch.n_layers}"
+    cand = _score(name, name, settings, emb.shared, ts, cells, t0)
+    return Backbone(
+        cand,
+        spec,
+        emb,
+        projection,
+        weights,
+        trained.history,
+        trained.n_steps,
+        trained.n_epochs,
+        trained.best_epoch + 1,
+    )
+
+
+def _select(
+    ts: TrainingSet,
+    std: dict[str, Standardisation],
+    inputs: Inputs,
+    cells: Cells,
+    spec: IntegrateParams,
+    n_anchors: int,
+    rng,
+    progress: bool,
+) -> tuple[Backbone, pd.DataFrame]:
+    """Fit the candidate backbones that ``spec.backbone`` asks for and keep one.
+
+    ``"auto"``: linear, guided and autoencoder (the first two need anchors), scored on the
+    validation pairs; :func:`scimpute.mm._select.choose` picks. The table lists every
+    candidate (and the linear cross-validation).
+    """
+    want = spec.backbone
+    # one generator per candidate, drawn whatever is fitted: a rerun with the backbone that
+    # was kept (the stored params) reproduces the kept fit exactly
+    seeds = rng.integers(0, 2**31 - 1, len(BACKBONES))
+    rngs = {b: np.random.default_rng(int(s)) for b, s in zip(BACKBONES, seeds, strict=True)}
+    fits: list[Backbone] = []
+    cv = None
+    linear = None
+    if want in ("auto", "linear", "guided") and n_anchors:
+        out = _fit_linear(inputs, ts, cells, spec, rngs["linear"])
+        if out is not None:
+            linear, cv = out
+    if want in ("linear", "guided") and linear is None:
+        raise ValueError(
+            f"{INTEGRATE}: backbone={want!r} needs at least {MIN_LINEAR_ANCHORS} anchor cells "
+            "measured in every modality; use backbone='autoencoder' or more anchors."
+        )
+    if want in ("auto", "linear") and linear is not None:
+        fits.append(linear)
+    if want in ("auto", "guided") and linear is not None:
+        fits.append(
+            _fit_autoencoder(
+                ts, std, inputs, cells, spec, n_anchors, rngs["guided"], progress, linear
+            )
+        )
+    if want in ("auto", "autoencoder"):
+        fits.append(
+            _fit_autoencoder(ts, std, inputs, cells, spec, n_anchors, rngs["autoencoder"], progress)
+        )
+    chosen = choose([f.candidate for f in fits]) if want == "auto" else 0
+    rows = pd.DataFrame([f.candidate.to_uns(i == chosen) for i, f in enumerate(fits)])
+    table = rows if cv is None else pd.concat([rows, cv], ignore_index=True)
+    table.index = table.index.astype(str)
+    return fits[chosen], table
 
 
 def _check_finite(weights: Mapping[str, np.ndarray]) -> None:
@@ -342,24 +567,11 @@ def integrate(
     if spec.n_private is None:  # without anchors nothing tells private from shared variation
         spec = spec.replace(n_private=4 if n_anchors else 0)
     ts, std = _training_set(inputs, cells, role, spec, rng)
-    projection = {m: std[m].projection for m in inputs.modalities}
-    arch = architecture(spec, inputs.modalities, inputs.features, projection)
-    seed, model, disc = _build(arch, spec, rng)
-    cfg = LossConfig(
-        alignment=spec.alignment,
-        dropout=spec.dropout,
-        n_modalities=len(arch.modalities),
-        has_anchors=n_anchors > 0,
-        temperature=spec.temperature,
-    )
-    trained = train(model, disc, arch, ts, spec, cfg, seed=seed, rng=rng, progress=progress)
-    weights = to_arrays(trained.model)
-    _check_finite(weights)
-    emb = _embed(trained.model, ts, cells, arch.n_latent)
+    best, table = _select(ts, std, inputs, cells, spec, n_anchors, rng, progress)
 
     mods = inputs.modalities
     record = IntegrationRecord(
-        params=spec,
+        params=best.spec,
         modalities=tuple(mods),
         pairing=_pairing_record(pairing),
         random_state=_seed_record(random_state),
@@ -367,19 +579,22 @@ def integrate(
         layer=inputs.layers,
         mean={m: std[m].mean for m in mods},
         scale={m: std[m].scale for m in mods},
-        private_mean={m: np.asarray(emb.private_mean[m], np.float32) for m in mods},
-        projection=projection,
-        weights=weights,
-        history=trained.history,
+        private_mean={m: np.asarray(best.emb.private_mean[m], np.float32) for m in mods},
+        projection=best.projection,
+        weights=best.weights,
+        history=best.history,
         fit=FitSummary(
             n_anchors=n_anchors,
             n_validation=int((role == _VALIDATION).sum()),
-            n_steps_per_epoch=trained.n_steps,
-            n_epochs_run=trained.n_epochs,
-            best_epoch=trained.best_epoch + 1,
+            n_steps_per_epoch=best.n_steps,
+            n_epochs_run=best.n_epochs,
+            best_epoch=best.best_epoch,
             training_time_s=time.perf_counter() - t0,
         ),
+        backbone=best.spec.backbone,
+        candidates=table,
     )
+    emb = best.emb
     target = mdata.copy() if copy else mdata
     _write(target, key_added, emb, role, record)
     return target if copy else None

@@ -11,7 +11,6 @@ from .._keys import MM_INVARIANCE_KEY, MM_KEY, Key
 from .._params import check_choice, check_random_state_value
 from .._utils import check_random_state, h5ad_safe
 from ._data import split_column
-from ._model import decode_all, encode_all
 from ._params import EVAL_CELLS, INVARIANT, InvariantParams, document_params
 from ._record import load
 
@@ -153,7 +152,7 @@ def invariant_features(
     z, u, xstd = {}, {}, {}
     for m in mods:
         xstd[m] = fit.matrix(mdata, m)
-        z[m], u[m] = encode_all(fit.model, m, fit.encoder_input(m, xstd[m]))
+        z[m], u[m] = fit.encode(m, xstd[m])
 
     def both(a: str, b: str) -> np.ndarray:
         sel = use & (rows[a] >= 0) & (rows[b] >= 0)
@@ -203,9 +202,9 @@ def invariant_features(
             self_cells |= sel
             rm, rb = rows[m][sel], rows[b][sel]
             x = xstd[m][rm]
-            self_hat = decode_all(fit.model, m, z[m][rm], u[m][rm])
+            self_hat = fit.decode(m, z[m][rm], u[m][rm])
             ubar = np.broadcast_to(fit.private_mean[m], (rb.size, fit.arch.n_private))
-            cross_hat = decode_all(fit.model, m, z[b][rb], np.ascontiguousarray(ubar))
+            cross_hat = fit.decode(m, z[b][rb], np.ascontiguousarray(ubar))
             r2_self = feature_r2(x, self_hat)
             r2_cross = feature_r2(x, cross_hat)
             with np.errstate(invalid="ignore"):
@@ -214,7 +213,7 @@ def invariant_features(
             best_score = score if best_score is None else np.fmax(best_score, score)
             best_cross = r2_cross if best_cross is None else np.fmax(best_cross, r2_cross)
         rm = rows[m][self_cells]
-        r2_self_all = feature_r2(xstd[m][rm], decode_all(fit.model, m, z[m][rm], u[m][rm]))
+        r2_self_all = feature_r2(xstd[m][rm], fit.decode(m, z[m][rm], u[m][rm]))
         var_out[m] = (best_score, r2_self_all, best_cross)
 
     # -- write

@@ -60,6 +60,7 @@ class LossConfig:
     n_modalities: int
     has_anchors: bool
     temperature: float = 2.0
+    guided: bool = False
     mmd_scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -259,18 +260,20 @@ def ae_loss(
 ):
     """Total loss of one batch and its parts.
 
-    ``weights`` = ``(anchor, cross, alignment, scale)`` weights (traced, so changing them does
-    not recompile). ``data[m]`` = ``(encoder inputs, standardised profiles)`` of modality
-    ``m``; ``idx[m]``: rows of modality ``m`` in the batch; ``aidx[m]``/``amask[m]``:
+    ``weights`` = ``(anchor, cross, alignment, scale, guide)`` weights (traced, so changing
+    them does not recompile). ``data[m]`` = ``(encoder inputs, standardised profiles)`` of
+    modality ``m``, plus (``cfg.guided``) the linear solution's shared latent of its cells,
+    which the batch's shared latents are pulled towards; ``idx[m]``: rows of modality ``m`` in the batch; ``aidx[m]``/``amask[m]``:
     rows of the anchor cells in modality ``m`` and whether the cell is present there.
     """
     mods = list(data)
     keys = jax.random.split(key, len(mods))
     rec = 0.0
     scale = 0.0
+    guide = jnp.zeros(())
     zs, umean, za, xa = {}, {}, {}, {}
     for i, m in enumerate(mods):
-        inp, out = data[m]
+        inp, out = data[m][:2]
         xi, x = inp[idx[m]], out[idx[m]]
         nb = x.shape[0]
         if cfg.has_anchors:  # one encoder pass for the batch and the anchor cells
@@ -281,6 +284,8 @@ def ae_loss(
         xhat = model.decode(m, z[:nb], u[:nb])
         rec = rec + jnp.mean((x[:nb] - xhat) ** 2)
         scale = scale + _scale_penalty(z[:nb])
+        if cfg.guided:
+            guide = guide + jnp.mean((z[:nb] - data[m][2][idx[m]]) ** 2)
         zs[m] = z[:nb]
         umean[m] = jax.lax.stop_gradient(jnp.mean(u[:nb], axis=0, keepdims=True))
         za[m], xa[m] = z[nb:], x[nb:]
@@ -320,7 +325,9 @@ def ae_loss(
 
     rec = rec / len(mods)
     scale = scale / len(mods)
+    guide = guide / len(mods)
     total = rec + weights[0] * anchor + weights[1] * cross + weights[2] * align + weights[3] * scale
+    total = total + weights[4] * guide
     parts = {
         "reconstruction": rec,
         "anchor": anchor,
@@ -328,6 +335,8 @@ def ae_loss(
         "alignment": align,
         "scale": scale,
     }
+    if cfg.guided:
+        parts["guide"] = guide
     return total, parts
 
 

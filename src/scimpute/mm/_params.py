@@ -36,14 +36,40 @@ TRANSLATE = "mm.translate"
 
 #: the training block with the defaults of the cross-modal autoencoder
 MMTraining = with_defaults(
-    TrainConfig, "MMTraining", max_epochs=200, patience=20, learning_rate=3e-4, weight_decay=1e-4
+    TrainConfig,
+    "MMTraining",
+    max_epochs=200,
+    patience=20,
+    learning_rate=3e-4,
+    weight_decay=1e-4,
+    validation_fraction=0.2,
 )
+
+#: backbones of :func:`scimpute.mm.integrate`, from simplest to most complex.
+BACKBONES = ("linear", "guided", "autoencoder")
+#: capacity grid of the linear backbone: PCA dimensions, ranks, ridges.
+LINEAR_PCS = (10, 20, 30, 50)
+LINEAR_RANKS = (2, 3, 5, 8, 12, 16)
+LINEAR_RIDGES = (0.05, 0.2, 0.5, 0.8)
 
 
 @dataclass(frozen=True)
 class NetworkParams(Params):
     """Network block of :func:`scimpute.mm.integrate`: sizes and input transformation."""
 
+    backbone: Literal["auto", "linear", "guided", "autoencoder"] = param(
+        "auto",
+        doc="'linear': regularised CCA on per-modality PCA (closed form; PCA dimensions, "
+        "rank and ridge chosen by cross-validation within the anchors); 'autoencoder': the "
+        "cross-modal autoencoder; 'guided': the autoencoder with n_latent = the linear rank, "
+        "its shared latent pulled towards the linear solution (guide_weight); 'auto': all "
+        "three are fitted on the anchors and scored by FOSCTTM on the validation pairs, and "
+        "the simplest one not shown worse than the best (paired one-standard-error rule) is "
+        "kept. Without anchors only the autoencoder applies.",
+    )
+    n_folds: int = param(
+        5, ge=2, doc="Folds of the cross-validation of the linear backbone's capacity."
+    )
     n_latent: int = param(8, ge=1, doc="Dimension of the shared latent space.")
     n_private: int | None = param(
         None,
@@ -88,6 +114,12 @@ class LossParams(Params):
     cross_weight: float = param(1.0, ge=0.0, doc="Weight of the cross-reconstruction.")
     alignment_weight: float = param(1.0, ge=0.0, doc="Weight of the alignment term.")
     scale_weight: float = param(10.0, ge=0.0, doc="Weight of the latent scale penalty.")
+    guide_weight: float = param(
+        1.0,
+        ge=0.0,
+        doc="Weight of the pull of the shared latent towards the linear solution "
+        "(backbone 'guided': mean squared distance per dimension, every training cell).",
+    )
     temperature: float = param(
         2.0,
         gt=0.0,
@@ -95,9 +127,15 @@ class LossParams(Params):
         "squared distance of two shared latents, divided by temperature * n_latent).",
     )
 
-    def weights(self) -> tuple[float, float, float, float]:
-        """``(anchor, cross, alignment, scale)`` weights, the order the loss reads them in."""
-        return (self.anchor_weight, self.cross_weight, self.alignment_weight, self.scale_weight)
+    def weights(self) -> tuple[float, float, float, float, float]:
+        """``(anchor, cross, alignment, scale, guide)`` weights, in the loss's order."""
+        return (
+            self.anchor_weight,
+            self.cross_weight,
+            self.alignment_weight,
+            self.scale_weight,
+            self.guide_weight,
+        )
 
 
 @dataclass(frozen=True)

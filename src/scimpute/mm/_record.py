@@ -20,8 +20,9 @@ from .._utils import h5ad_safe
 from .._validate import _suggest
 from ..nn._models import _checked_weight
 from ._data import check_mudata, modality_matrix
-from ._model import Architecture, CrossModalAE, from_arrays
-from ._params import INTEGRATE, IntegrateParams
+from ._linear import readout_predict
+from ._model import Architecture, CrossModalAE, decode_all, encode_all, from_arrays
+from ._params import BACKBONES, INTEGRATE, IntegrateParams
 
 __all__ = [
     "FitSummary",
@@ -163,6 +164,13 @@ class IntegrationRecord:
         Per-epoch means of every loss term (``val_`` terms on the validation cells).
     fit
         Counts and epochs of the training run.
+    backbone
+        The backbone kept (``"linear"``, ``"guided"`` or ``"autoencoder"``).
+    candidates
+        One row per backbone tried: ``name``, ``backbone``, ``settings``, ``score``
+        (FOSCTTM on the validation pairs), ``se``, ``fit_seconds``, ``chosen``; and for the
+        linear backbone one row per capacity tried in the cross-validation within the
+        anchors (``name`` ``"linear-cv"``).
 
     """
 
@@ -179,6 +187,8 @@ class IntegrationRecord:
     weights: Mapping[str, np.ndarray] = field(repr=False)
     history: Mapping[str, np.ndarray] = field(repr=False)
     fit: FitSummary
+    backbone: str = "autoencoder"
+    candidates: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def arch(self) -> Architecture:
@@ -207,6 +217,8 @@ class IntegrationRecord:
                 m: np.zeros((0, 0), np.float32) if v is None else v
                 for m, v in self.projection.items()
             },
+            "backbone": self.backbone,
+            **({} if self.candidates is None else {"candidates": self.candidates}),
         }
 
     @classmethod
@@ -253,6 +265,13 @@ class IntegrationRecord:
             for k, v in rec["weights"].items()
         }
         fit_rec = rec.get("fit", stored)  # records of scimpute < 0.x kept these in params
+        backbone = strings(rec.get("backbone", "autoencoder"), f"{where}['backbone']")[0]
+        if backbone not in BACKBONES:
+            raise ValueError(
+                f"{where}['backbone'] is {backbone!r}, not one of {list(BACKBONES)}: the stored "
+                "model is damaged. Run scimpute.mm.integrate again."
+            )
+        cand = rec.get("candidates")
         return cls(
             params=params,
             modalities=mods,
@@ -269,6 +288,8 @@ class IntegrationRecord:
             weights=weights,
             history=dict(rec.get("history", {})),
             fit=FitSummary.from_uns(fit_rec),
+            backbone=backbone,
+            candidates=cand if isinstance(cand, pd.DataFrame) else None,
         )
 
 
@@ -283,13 +304,63 @@ def read_integration(mdata, key: str) -> IntegrationRecord:
     return IntegrationRecord.from_uns(mdata.uns[key], key)
 
 
+def linear_name(kind: str, *mods: str) -> str:
+    """Name of an array of the linear backbone in the record's ``weights``."""
+    return ".".join(("linear", kind, *mods))
+
+
 @dataclass(frozen=True)
 class Fitted:
-    """A stored model, read back and rebuilt: the record and its networks."""
+    """A stored model, read back and rebuilt: the record and its networks (or linear maps).
+
+    :meth:`encode`, :meth:`decode` and :meth:`predict` work for every backbone: the
+    networks of the autoencoders, or the linear backbone's maps and ridge read-outs.
+    """
 
     record: IntegrationRecord
-    model: CrossModalAE
+    model: CrossModalAE | None
     key: str
+
+    @property
+    def linear(self) -> bool:
+        """Whether the backbone is the linear one (no networks)."""
+        return self.record.backbone == "linear"
+
+    def _weight(self, kind: str, *mods: str) -> np.ndarray:
+        name = linear_name(kind, *mods)
+        if name not in self.record.weights:
+            raise ValueError(
+                f"mdata.uns[{self.key!r}]['weights'] lacks {name!r}: the stored model is "
+                "damaged. Run scimpute.mm.integrate again."
+            )
+        return self.record.weights[name]
+
+    def encode(self, m: str, xstd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(shared, private)`` latents of standardised profiles ``xstd`` of modality ``m``."""
+        inp = self.encoder_input(m, xstd)
+        if not self.linear:
+            return encode_all(self.model, m, inp)
+        z = ((inp - self._weight("offset", m)) @ self._weight("map", m)).astype(np.float32)
+        return z, np.zeros((z.shape[0], 0), np.float32)
+
+    def decode(self, m: str, z: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Standardised profiles of ``m`` from shared (and private) latents ``z`` (``u``)."""
+        if not self.linear:
+            return decode_all(self.model, m, z, u)
+        return readout_predict(self._weight("readout", m, m), z)
+
+    def predict(self, source: str, target: str, xstd: np.ndarray) -> np.ndarray:
+        """Standardised ``target`` profiles predicted from standardised ``source`` profiles.
+
+        Autoencoders: the target decoder of the source's shared latent with the target's
+        mean private latent. Linear: the ridge read-out fitted from the source's shared
+        latent to the target's features on the anchors.
+        """
+        z, _ = self.encode(source, xstd)
+        if self.linear:
+            return readout_predict(self._weight("readout", source, target), z)
+        u = np.broadcast_to(self.private_mean[target], (z.shape[0], self.arch.n_private))
+        return decode_all(self.model, target, z, np.ascontiguousarray(u))
 
     @property
     def arch(self) -> Architecture:
@@ -344,4 +415,5 @@ def load(mdata, key: str) -> Fitted:
                 f"The model of mdata.uns[{key!r}] uses modality {m!r}, not in mdata."
                 + _suggest(m, mdata.mod.keys())
             )
-    return Fitted(record=rec, model=from_arrays(rec.arch, rec.weights), key=key)
+    model = None if rec.backbone == "linear" else from_arrays(rec.arch, rec.weights)
+    return Fitted(record=rec, model=model, key=key)

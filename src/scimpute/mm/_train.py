@@ -47,7 +47,7 @@ class TrainingSet:
     ----------
     inputs
         Per modality ``(encoder inputs, standardised profiles)``, one row per cell of the
-        modality.
+        modality, and for a guided fit the linear solution's shared latent of those cells.
     train_rows, val_rows
         Per modality, rows trained on and rows held out for validation.
     anchors
@@ -59,7 +59,7 @@ class TrainingSet:
 
     """
 
-    inputs: dict[str, tuple[np.ndarray, np.ndarray]]
+    inputs: dict[str, tuple[np.ndarray, ...]]
     train_rows: dict[str, np.ndarray]
     val_rows: dict[str, np.ndarray]
     anchors: np.ndarray
@@ -241,7 +241,7 @@ def train(
     """
     n_steps = max(1, -(-max(r.size for r in ts.train_rows.values()) // spec.batch_size))
     data = {
-        "x": {m: (jnp.asarray(a), jnp.asarray(b)) for m, (a, b) in ts.inputs.items()},
+        "x": {m: tuple(jnp.asarray(v) for v in arrays) for m, arrays in ts.inputs.items()},
         "weights": jnp.asarray(spec.weights(), dtype=jnp.float32),
     }
     use_val = ts.has_validation

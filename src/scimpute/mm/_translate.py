@@ -11,7 +11,6 @@ from anndata import AnnData
 from .._keys import MM_KEY, MM_TRANSLATE_KEY
 from .._params import ParamError
 from .._validate import _suggest
-from ._model import decode_all, encode_all
 from ._params import TRANSLATE
 from ._record import Fitted, load
 
@@ -29,10 +28,8 @@ def _check_pair(fit: Fitted, source: str, target: str) -> None:
 
 
 def predict_from(fit: Fitted, x_source_std: np.ndarray, source: str, target: str) -> np.ndarray:
-    """Standardised target profiles decoded from standardised source profiles."""
-    z, _ = encode_all(fit.model, source, fit.encoder_input(source, x_source_std))
-    u = np.broadcast_to(fit.private_mean[target], (z.shape[0], fit.arch.n_private))
-    return decode_all(fit.model, target, z, np.ascontiguousarray(u))
+    """Standardised target profiles predicted from standardised source profiles."""
+    return fit.predict(source, target, x_source_std)
 
 
 def translate(

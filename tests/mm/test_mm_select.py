@@ -1,0 +1,163 @@
+"""Backbone choice of scimpute.mm.integrate by validation on the anchors (issue 11, part 1).
+
+Seeded truths: with a linear link between the modalities and few anchors the linear backbone
+is kept; with a strongly nonlinear link and many anchors a network is kept. The record of the
+candidates survives an h5mu round trip, the linear backbone supports translate and
+invariant_features, the default call is never worse than the validated linear fit, and the
+same seed gives the same numbers.
+"""
+
+import warnings
+
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+from anndata import AnnData
+
+import scimpute as si
+from scimpute.mm._linear import fit_cca
+from scimpute.mm._select import Candidate, choose, pair_score
+
+KEY = "X_scimpute"
+NET = {"max_epochs": 60, "learning_rate": 2e-3, "patience": 10, "progress": False}
+DEEP = {**NET, "max_epochs": 150, "patience": 15}
+
+
+def _mudata(n: int, nonlinear: bool, seed: int) -> md.MuData:
+    """Two modalities driven by the same 2 factors; the second linearly or through cosines."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(n, 2))
+    xa = s @ rng.normal(size=(2, 30)) + 0.3 * rng.normal(size=(n, 30))
+    proj = s @ rng.normal(size=(2, 30))
+    if nonlinear:
+        proj = 2.0 * np.cos(1.5 * proj + rng.uniform(0, 2 * np.pi, 30))
+    xb = proj + 0.3 * rng.normal(size=(n, 30))
+    names = [f"c{i}" for i in range(n)]
+    mods = {
+        k: AnnData(
+            X=x.astype(np.float32),
+            obs=pd.DataFrame(index=names),
+            var=pd.DataFrame(index=[f"{k}{j}" for j in range(x.shape[1])]),
+        )
+        for k, x in (("a", xa), ("b", xb))
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return md.MuData(mods)
+
+
+def _held_out_foscttm(m) -> float:
+    held = m.obs[f"{KEY}_split"].astype(str).to_numpy() == "train"
+    ia = m["a"].obs_names.get_indexer(m.obs_names[held])
+    ib = m["b"].obs_names.get_indexer(m.obs_names[held])
+    return si.metrics.foscttm(m["a"].obsm[KEY][ia], m["b"].obsm[KEY][ib])
+
+
+def _candidates(m) -> pd.DataFrame:
+    c = m.uns[KEY]["candidates"]
+    return c[c["name"] != "linear-cv"].set_index("name")
+
+
+@pytest.fixture(scope="module")
+def linear_truth():
+    m = _mudata(300, nonlinear=False, seed=0)
+    si.mm.integrate(m, pairing=0.2, **NET)
+    return m
+
+
+def test_few_anchors_linear_truth_keeps_the_linear_backbone(linear_truth):
+    m = linear_truth
+    assert m.uns[KEY]["backbone"] == "linear"
+    cand = _candidates(m)
+    assert set(cand.index) == {"linear", "guided", "autoencoder"}
+    assert cand.loc["linear", "chosen"] and cand["chosen"].sum() == 1
+    assert np.isfinite(cand["score"]).all()
+    # the linear fit aligns the evaluation cells (their pairing was never used)
+    assert _held_out_foscttm(m) < 0.05
+    # every modality's embedding of every cell, joint = their mean
+    za, zb = m["a"].obsm[KEY], m["b"].obsm[KEY]
+    assert za.shape == zb.shape == (300, m.uns[KEY]["params"]["n_latent"])
+    np.testing.assert_allclose(m.obsm[KEY], (za + zb) / 2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_nonlinear_truth_many_anchors_keeps_a_network():
+    m = _mudata(1000, nonlinear=True, seed=1)
+    si.mm.integrate(m, pairing=True, **DEEP)
+    cand = _candidates(m)
+    assert m.uns[KEY]["backbone"] in ("autoencoder", "guided"), cand
+    assert cand.loc[m.uns[KEY]["backbone"], "score"] < cand.loc["linear", "score"]
+
+
+def test_linear_backbone_translates_and_scores_invariance(linear_truth, tmp_path):
+    m = linear_truth.copy()
+    m.uns[KEY] = dict(linear_truth.uns[KEY])
+    held = m.obs[f"{KEY}_split"].astype(str).to_numpy() == "train"
+    pred = si.mm.translate(m, "a", "b")
+    r = si.metrics.cross_modal_correlation(m["b"].X[held], pred.X[held])
+    assert np.median(r) > 0.8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.write(tmp_path / "m.h5mu")
+        back = md.read_h5mu(tmp_path / "m.h5mu")
+    # the record, with its candidates, survives the file
+    c0, c1 = m.uns[KEY]["candidates"], back.uns[KEY]["candidates"]
+    pd.testing.assert_frame_equal(c0.reset_index(drop=True), c1.reset_index(drop=True))
+    assert back.uns[KEY]["backbone"] == "linear"
+    np.testing.assert_array_equal(si.mm.translate(back, "a", "b").X, pred.X)
+    si.mm.invariant_features(back, n_bootstrap=10)
+    assert np.isfinite(back["b"].var["invariance"]).all()
+
+
+def test_default_never_worse_than_the_validated_linear_fit():
+    # same shapes as the fixture's fits: the compiled epochs are reused
+    m = _mudata(300, nonlinear=True, seed=2)
+    lin = m.copy()
+    si.mm.integrate(m, pairing=0.2, **NET)
+    si.mm.integrate(lin, pairing=0.2, backbone="linear", **NET)
+    np.testing.assert_array_equal(m.obs[f"{KEY}_split"], lin.obs[f"{KEY}_split"])
+    assert _held_out_foscttm(m) <= _held_out_foscttm(lin) + 0.01
+
+
+def test_same_seed_same_numbers(linear_truth):
+    m = _mudata(300, nonlinear=False, seed=0)
+    si.mm.integrate(m, pairing=0.2, **NET)
+    np.testing.assert_array_equal(m.obsm[KEY], linear_truth.obsm[KEY])
+    a = m.uns[KEY]["candidates"][["name", "settings", "score"]]
+    b = linear_truth.uns[KEY]["candidates"][["name", "settings", "score"]]
+    pd.testing.assert_frame_equal(a, b)
+    # the stored options (backbone kept) rerun the kept fit exactly
+    again = _mudata(300, nonlinear=False, seed=0)
+    si.mm.integrate(again, pairing=0.2, backbone="linear", **NET)
+    np.testing.assert_array_equal(again.obsm[KEY], m.obsm[KEY])
+
+
+def test_cca_recovers_a_planted_correlation():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(500, 1))
+    a = np.hstack([s + 0.5 * rng.normal(size=(500, 1)), rng.normal(size=(500, 3))])
+    b = np.hstack([rng.normal(size=(500, 2)), s + 0.5 * rng.normal(size=(500, 1))])
+    lf = fit_cca({"a": a, "b": b}, rank=1, ridge=0.0)
+    za, zb = lf.embed("a", a), lf.embed("b", b)
+    r = np.corrcoef(za[:, 0], zb[:, 0])[0, 1]
+    assert r == pytest.approx(0.8, abs=0.05)  # corr of s + e1, s + e2: 1 / 1.25
+    assert lf.correlations[0] == pytest.approx(r, abs=1e-6)
+    assert np.mean(np.concatenate([za, zb]).var(0)) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_choice_rule_takes_a_network_only_when_shown_better():
+    base = np.full(50, 0.2)
+    noise = np.random.default_rng(0).normal(0, 0.05, 50)
+
+    def cand(name, v):
+        return Candidate(name, name, "", float(v.mean()), 0.0, 0.0, v)
+
+    # a slightly lower mean but well within the noise of the differences: keep the simplest
+    assert choose([cand("linear", base), cand("autoencoder", base - 0.002 + noise)]) == 0
+    # clearly better on the validation pairs: the network
+    assert choose([cand("linear", base), cand("autoencoder", base - 0.05 + noise)]) == 1
+    score, se, per_cell = pair_score(
+        {"a": np.eye(3), "b": np.eye(3)}, {"a": np.arange(3), "b": np.arange(3)}
+    )
+    assert score == 0.0 and per_cell.size == 3
