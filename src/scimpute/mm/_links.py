@@ -181,8 +181,11 @@ def _by_name(names_a: pd.Index, names_b: pd.Index) -> pd.DataFrame:
 
 
 def _user_table(table, a: str, b: str, names_a: pd.Index, names_b: pd.Index) -> pd.DataFrame:
-    """Links listed by the user: a DataFrame (columns ``a`` and ``b``, or the first two) or a
-    mapping ``feature of a -> feature(s) of b``."""
+    """Links listed by the user.
+
+    A DataFrame (columns ``a`` and ``b``, or the first two) or a mapping ``feature of a ->
+    feature(s) of b``.
+    """
     if isinstance(table, Mapping):
         pairs = [
             (str(k), str(v))
@@ -220,8 +223,10 @@ def _user_table(table, a: str, b: str, names_a: pd.Index, names_b: pd.Index) -> 
 
 
 def coordinates(adata, m: str) -> pd.DataFrame | None:
-    """``chrom``, ``start``, ``end`` of every feature, from ``.var`` columns or from names
-    like ``"chr1:100-200"`` / ``"chr1-100-200"``; ``None`` when neither exists."""
+    """``chrom``, ``start``, ``end`` (and ``strand``) of every feature, or ``None``.
+
+    From ``.var`` columns, or from names like ``"chr1:100-200"`` / ``"chr1-100-200"``.
+    """
     var = adata.var
     cols = {c.lower(): c for c in var.columns}
     pick = [
@@ -253,8 +258,10 @@ def coordinates(adata, m: str) -> pd.DataFrame | None:
 
 
 def _by_window(ca: pd.DataFrame, cb: pd.DataFrame, window: float, use_tss: bool) -> pd.DataFrame:
-    """Pairs ``(i in a, j in b)`` whose intervals lie within ``window`` bp, with GLUE's
-    distance weight ``((d + 1000) / 1000) ** -0.75`` (``d`` = gap in bp, 0 if overlapping)."""
+    """Pairs ``(i in a, j in b)`` whose intervals lie within ``window`` bp.
+
+    Weighted by GLUE's ``((d + 1000) / 1000) ** -0.75`` (``d``: gap in bp, 0 if overlapping).
+    """
     out = []
     okb = cb["start"].notna() & cb["end"].notna()
     oka = ca["start"].notna() & ca["end"].notna()

@@ -86,9 +86,12 @@ class Matching:
 def linked_matrices(
     xa: np.ndarray, xb: np.ndarray, table: pd.DataFrame, names_a: pd.Index, names_b: pd.Index
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``(la, lb, labels)``: one column per linked feature of ``a`` (its values in ``a``, and
-    the weighted mean of its linked features of ``b`` in ``b``), each standardised over the
-    cells of its modality. Columns constant in either modality are dropped."""
+    """``(la, lb, labels)``: the linked features of both modalities, column by column.
+
+    One column per linked feature of ``a``: its values in ``a``, and the weighted mean of its
+    linked features of ``b`` in ``b``; each standardised over the cells of its modality.
+    Columns constant in either modality are dropped.
+    """
     ia = names_a.get_indexer(table["feature_a"])
     ib = names_b.get_indexer(table["feature_b"])
     ok = (ia >= 0) & (ib >= 0)
@@ -189,7 +192,7 @@ def match_cells(
     xb: np.ndarray,
     la: np.ndarray,
     lb: np.ndarray,
-    params: UnpairedParams = UnpairedParams(),  # noqa: B008
+    params: UnpairedParams = UnpairedParams(),
     *,
     free_a: np.ndarray | None = None,
     free_b: np.ndarray | None = None,
@@ -213,6 +216,7 @@ def match_cells(
         weight 1 (partially paired data).
     rng
         Generator of the PCA and of the batches.
+
     """
     p = params
     free_a = np.arange(xa.shape[0]) if free_a is None else np.asarray(free_a)
