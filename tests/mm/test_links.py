@@ -13,7 +13,19 @@ from anndata import AnnData
 import scimpute as si
 from scimpute.mm._links import Links, alias_table, normalise_name, read_links
 
-GENES = ["CD3E", "CD3D", "CD3G", "CD8A", "FCGR3A", "NCAM1", "MS4A1", "PTPRC", "TIGIT", "ACTB", "CD99"]
+GENES = [
+    "CD3E",
+    "CD3D",
+    "CD3G",
+    "CD8A",
+    "FCGR3A",
+    "NCAM1",
+    "MS4A1",
+    "PTPRC",
+    "TIGIT",
+    "ACTB",
+    "CD99",
+]
 ADTS = ["CD3_TotalSeqB", "CD8a", "ADT_CD16", "CD56 (NCAM16.2)", "CD20-TotalSeqC", "CD45RA",
         "TIGIT_prot", "IgG1_isotype", "CD99_TotalSeqB"]  # fmt: skip
 

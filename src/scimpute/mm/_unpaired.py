@@ -60,7 +60,7 @@ class Matching:
     ----------
     rows_a, rows_b
         Matched rows of the two modalities (pair ``k`` is ``(rows_a[k], rows_b[k])``), after
-        filtering.
+        filtering, in increasing order of ``rows_a``.
     weight
         Confidence of each pair in (0, 1] (1: the closest pair).
     distance
@@ -261,7 +261,8 @@ def match_cells(
         partner = new
     d = _distance(ea[ra], eb[rb])
     n_keep = max(1, round((1 - p.filter_fraction) * d.size))
-    keep = np.sort(np.argsort(d, kind="stable")[:n_keep])
+    keep = np.argsort(d, kind="stable")[:n_keep]
+    keep = keep[np.argsort(ra[keep], kind="stable")]  # pairs in the order of a's rows
     rank = np.empty(d.size)
     rank[np.argsort(d, kind="stable")] = np.arange(d.size)
     return Matching(
@@ -362,6 +363,9 @@ def pseudo_anchors(
         free_a = np.unique(ra_all[train & (ra_all >= 0)])
         free_b = np.unique(rb_all[train & (rb_all >= 0)])
         both = anchor & (ra_all >= 0) & (rb_all >= 0)
+        if min(free_a.size, free_b.size) < 2:  # every cell is an anchor: nothing to match
+            summary[f"{a}|{b}"] = {"n_pairs": 0, "n_linked_features": len(used)}
+            continue
         res = match_cells(
             matrices[a],
             matrices[b],
@@ -382,4 +386,5 @@ def pseudo_anchors(
             "mean_distance": float(res.distance.mean()),
             "history": res.history.astype({"round": np.int64}),
         }
-    return np.vstack(out), summary
+    rows = np.vstack(out) if out else np.zeros((0, len(modalities)), dtype=np.int64)
+    return rows, summary
