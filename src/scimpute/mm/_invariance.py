@@ -10,8 +10,7 @@ Definitions (on the *evaluation cells* ``E``: cells measured in both modalities 
 the model did not see; ``K``-fold cross-fitting over ``E``, folds drawn once):
 
 - ``R2_cross(f)``: held-out ``R^2`` of feature ``f`` of modality ``m`` predicted from the
-  OTHER modality's embedding ``z_b`` of the same cells by a ridge regression fitted on the
-  other folds (``1 - SSE / SST`` over ``E``, ``SST`` around the mean over ``E``);
+  OTHER modality's embedding ``z_b`` of the same cells by a map fitted on the other folds (``1 - SSE / SST`` over ``E``, ``SST`` around the mean over ``E``);
 - ``R2_self(f)``: the same, predicted from ``m``'s own embedding (its shared latent, and its
   private latent when the backbone has one): the feature's *own reconstruction*;
 - ``score(f) = max(R2_cross, 0) / max(R2_self, R2_cross, r2_floor)`` in [0, 1]: the share of
@@ -20,8 +19,11 @@ the model did not see; ``K``-fold cross-fitting over ``E``, folds drawn once):
   or noise). ``r2_floor`` keeps a feature that even its own modality barely predicts from
   scoring high by a ratio of two small numbers.
 
-The ridge penalty of every fit is chosen per feature by generalised cross-validation on its
-training folds (:class:`sklearn.linear_model.RidgeCV`, embeddings standardised on those folds).
+Every map is, per feature and fold, a ridge regression (penalty by generalised
+cross-validation) or a k-nearest-neighbour mean in the embedding, whichever has the smaller
+leave-one-out error on the training folds (:func:`cross_fit`). The score gets a percentile
+bootstrap interval over the cells of ``E`` and a permutation p-value (feature permuted within
+folds); per latent dimension, the concordance of the modalities' coordinates gets both too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -201,7 +205,9 @@ def feature_scores(
             bc = 1.0 - (counts @ (y - cross) ** 2) / sst
             bs = 1.0 - (counts @ (y - own) ** 2) / sst
         boot = np.where(sst > 1e-12, ratio_score(bc, bs, r2_floor), np.nan)
-        lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
+        with warnings.catch_warnings():  # a feature constant on the cells: NaN interval
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
     pvalue = nan.copy()
     if n_permutations > 0:
         sst = ((y - y.mean(0)) ** 2).sum(0)
@@ -327,8 +333,10 @@ def invariant_features(
     the evaluation cells ``E`` measured in both, with ``n_folds``-fold cross-fitting over
     ``E`` (every prediction is for a cell that the map did not see):
 
-    - ``R2_cross(f)``: ``R^2`` (``1 - SSE / SST`` over ``E``) of ``f`` predicted by a ridge
-      regression from ``b``'s embedding of the same cells (``mdata[b].obsm[key]``);
+    - ``R2_cross(f)``: ``R^2`` (``1 - SSE / SST`` over ``E``) of ``f`` predicted from ``b``'s
+      embedding of the same cells (``mdata[b].obsm[key]``) by a map fitted on the other
+      folds: a ridge regression or a k-nearest-neighbour mean, whichever has the smaller
+      leave-one-out error on those folds;
     - ``R2_self(f)``: the same from ``m``'s own embedding (``mdata[m].obsm[key]``, with
       ``mdata[m].obsm[key + "_private"]`` appended when the backbone has a private latent):
       the feature's own reconstruction;
@@ -337,12 +345,13 @@ def invariant_features(
     The score is ``max_b score_b(f)`` (the other modality that predicts ``f`` best; with two
     modalities there is one). About 1: the other modality predicts ``f`` through the shared
     space as well as ``f``'s own modality does; about 0: ``f``'s variation is private to its
-    modality (including *shortcuts*, signal only one modality carries), or noise. The ridge
-    penalty is chosen per feature and fold by generalised cross-validation.
+    modality (including *shortcuts*, signal only one modality carries), or noise.
     **Interval**: percentile bootstrap over the cells of ``E`` (the out-of-fold predictions
     kept, ``n_bootstrap`` resamples). **p-value**: ``f`` permuted within folds
     (``n_permutations`` times), ``(1 + #{R2_cross^perm >= R2_cross}) / (1 + n_permutations)``;
-    the null is that ``f`` does not depend on the other modality's embedding.
+    the null is that ``f`` does not depend on the other modality's embedding. Since a
+    permutation leaves both sums of squares unchanged, this tests the covariance of ``f``
+    with its prediction: a small p-value can come with a small (even negative) ``R2_cross``.
 
     **Latent dimensions.** For every pair of modalities ``(a, b)`` and shared latent
     dimension ``d``: Lin's concordance correlation coefficient (CCC) between ``z_a[:, d]``
