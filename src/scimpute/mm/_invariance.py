@@ -28,11 +28,10 @@ folds); per latent dimension, the concordance of the modalities' coordinates get
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import warnings
 
 import numpy as np
 import pandas as pd
