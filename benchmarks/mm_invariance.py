@@ -193,7 +193,7 @@ def main() -> None:
         f"CD8a rank {res['cd8a_best_rank']}-{res['cd8a_worst_rank']} of 14 (bottom third: "
         f"ranks 10-14). CD8a's R2 from the RNA embedding is {res['cd8a_r2_cross_mean']:.2f} "
         f"(mean over splits), from its linked genes CD8A alone {res['cd8a_r2_linked_genes_mean']:.2f}:"
-        " the RNA carries CD8, the shared space does not.",
+        " the RNA carries more of CD8 than its shared embedding keeps.",
         "",
         "Secondary view: proteins whose linked genes alone predict them on held-out cells "
         "(mean R2 >= 0.3: "
