@@ -45,7 +45,4 @@ nitpicky = False
 
 html_theme = "sphinx_book_theme"
 html_title = "scimpute"
-html_theme_options = {
-    "repository_url": "https://github.com/scverse/scimpute",
-    "use_repository_button": True,
-}
+html_theme_options = {"repository_url": "https://github.com/scverse/scimpute", "use_repository_button": True}
