@@ -107,6 +107,8 @@ CE = "transfer_celleval.json"
 TRUST = "trust.json"
 DASK = "dask_scale.md"
 DASK_IMPUTE = "dask_scale_impute.md"
+UP = "mm_unpaired.json"
+INV = "mm_invariance.json"
 
 #: README phrase -> (source, decimals) per ``{}``; decimals is an int or a format spec.
 QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
@@ -335,6 +337,37 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
         [
             (text(MM, r"well-captured proteins: (\d+\.\d+)"), 1),
             (text(MM, r"random (\d+\.\d+)\); per split"), 1),
+        ],
+    ),
+    # feature links, unpaired alignment, invariance (issue 11)
+    (
+        "modalities without any pairing to FOSCTTM {} over all cells (without links {};",
+        [
+            (js(UP, "summary", "citeseq_unpaired_links"), 3),
+            (js(UP, "summary", "citeseq_unpaired_no_links"), 3),
+        ],
+    ),
+    (
+        "the MaxFuse-style matching behind the pseudo-anchors reaches {} on its own.",
+        [(js(UP, "summary", "citeseq_matching_embedding"), 3)],
+    ),
+    (
+        "links do not help the autoencoder on average (FOSCTTM {} vs {}; better on 2 of 3 "
+        "seeds), while the matching's embedding reaches {}.",
+        [
+            (js(UP, "summary", "citeseq_partial_links"), 3),
+            (js(UP, "summary", "citeseq_partial_no_links"), 3),
+            (js(UP, "summary", "citeseq_partial_matching_embedding"), 3),
+        ],
+    ),
+    (
+        "reach a mean percentile of {} (target 0.75; at most {} is possible with 8 of 14), and "
+        "CD8a ranks {}-{} of 14.",
+        [
+            (js(INV, "mean_percentile_linked_detected"), 3),
+            (js(INV, "per_split", 0, "best_possible"), 3),
+            (js(INV, "cd8a_best_rank"), 0),
+            (js(INV, "cd8a_worst_rank"), 0),
         ],
     ),
     # speed and memory

@@ -61,6 +61,21 @@ class Key:
             """R2 of a feature predicted from the other modalities (``mm.invariant_features``)."""
             return f"{key}_r2_cross"
 
+        @staticmethod
+        def ci_low(key: str) -> str:
+            """Lower end of a score's 95% bootstrap interval (``mm.invariant_features``)."""
+            return f"{key}_ci_low"
+
+        @staticmethod
+        def ci_high(key: str) -> str:
+            """Upper end of a score's 95% bootstrap interval (``mm.invariant_features``)."""
+            return f"{key}_ci_high"
+
+        @staticmethod
+        def pvalue(key: str) -> str:
+            """Permutation p-value of a score (``mm.invariant_features``)."""
+            return f"{key}_pvalue"
+
     class layers:
         """Layers of the grid."""
 

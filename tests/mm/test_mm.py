@@ -135,6 +135,7 @@ def test_feature_scores_separate_shared_from_private(fitted):
         "ccc",
         "ci_low",
         "ci_high",
+        "pvalue",
         "n_cells",
     ]
     assert (latent["ci_low"] <= latent["ccc"]).all()

@@ -338,7 +338,7 @@ def _fit_autoencoder(
         alignment=spec.alignment,
         dropout=spec.dropout,
         n_modalities=len(arch.modalities),
-        has_anchors=n_anchors > 0,
+        has_anchors=ts.anchors.size > 0,  # real or pseudo-anchors (feature links)
         temperature=spec.temperature,
         guided=guide is not None,
     )
@@ -460,6 +460,7 @@ def integrate(
     random_state: int | np.random.Generator | None = 0,
     progress: bool = True,
     copy: bool = False,
+    links: str | pd.DataFrame | Sequence[str] | None = None,
     **params: Any,
 ) -> MuData | None:
     """Learn a shared latent space of several modalities with a cross-modal autoencoder.
@@ -510,6 +511,13 @@ def integrate(
         Show a progress bar over epochs.
     copy
         Work on a copy of ``mdata`` and return it.
+    links
+        Feature links between modalities (:func:`scimpute.mm.link_features`: a key of
+        ``mdata.uns``, a list of keys, or a link table). The cells that are not anchors are
+        matched across modalities through them (:mod:`scimpute.mm._unpaired`, MaxFuse-style)
+        and the matched pairs train as *pseudo-anchors*: this is what aligns unpaired
+        modalities (``pairing=False``) and helps partially paired ones. Without links and
+        without anchors a warning says that alignment relies on distribution matching alone.
     **params
         Options of :class:`scimpute.mm._params.IntegrateParams` (listed below), checked once: a
         value of the wrong type or out of range raises a :class:`ValueError`
@@ -567,6 +575,34 @@ def integrate(
     if spec.n_private is None:  # without anchors nothing tells private from shared variation
         spec = spec.replace(n_private=4 if n_anchors else 0)
     ts, std = _training_set(inputs, cells, role, spec, rng)
+    # -- feature links -> pseudo-anchors (scimpute.mm._unpaired; issue 11 section 2)
+    pseudo = None
+    if links is not None:
+        from dataclasses import replace as _replace
+
+        from ._unpaired import UnpairedParams, pseudo_anchors
+
+        rows, pseudo = pseudo_anchors(
+            mdata, links, inputs.modalities, inputs.matrices, inputs.layers, cells.rows,
+            role, ROLES, UnpairedParams(), rng,
+        )  # fmt: skip
+        extra = np.arange(len(cells.names), len(cells.names) + rows.shape[0])
+        ts = _replace(
+            ts,
+            cell_rows=np.vstack([ts.cell_rows, rows]),
+            anchors=np.concatenate([ts.anchors, extra]),
+        )
+    elif n_anchors == 0:
+        import warnings
+
+        warnings.warn(
+            f"{INTEGRATE}: no anchors (pairing={_pairing_record(pairing)!r}) and no links: "
+            "alignment relies on distribution matching alone, which rarely aligns real "
+            "modalities (FOSCTTM near 0.5). Pass links= (scimpute.mm.link_features).",
+            UserWarning,
+            stacklevel=2,
+        )
+    # -- end of feature links
     best, table = _select(ts, std, inputs, cells, spec, n_anchors, rng, progress)
 
     mods = inputs.modalities
@@ -597,4 +633,6 @@ def integrate(
     emb = best.emb
     target = mdata.copy() if copy else mdata
     _write(target, key_added, emb, role, record)
+    if pseudo is not None:  # the matching behind the pseudo-anchors (issue 11 section 2)
+        target.uns[key_added]["pseudo_anchors"] = pseudo
     return target if copy else None

@@ -231,7 +231,22 @@ class InvariantParams(Params):
         0.1, gt=0.0, le=1.0, doc="Lower bound of the denominator of the feature score."
     )
     n_bootstrap: int = param(
-        200, ge=0, doc="Bootstrap resamples of the CCC interval (0 skips the interval)."
+        200,
+        ge=0,
+        doc="Bootstrap resamples of the cells for the 95% intervals of the feature scores and "
+        "of the per-dimension concordance (0 skips the intervals).",
+    )
+    n_permutations: int = param(
+        200,
+        ge=0,
+        doc="Permutations of the cells for the p-values of the feature scores and of the "
+        "per-dimension concordance (0 skips the p-values).",
+    )
+    n_folds: int = param(
+        5,
+        ge=2,
+        doc="Folds of the cross-fitting of the ridge maps from the embeddings to the features "
+        "(every prediction is for a cell the map was not fitted on).",
     )
 
 

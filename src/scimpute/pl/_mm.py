@@ -210,8 +210,9 @@ def invariance(
         Its ``key_added``.
     kind
         ``"features"``: per modality, the ``n_top`` best features by ``var[key]`` (bars, with
-        ``var[key + "_r2_self"]`` as a tick showing how well their own modality reconstructs
-        them); ``"latent"``: the concordance of every shared latent dimension between each
+        their 95% bootstrap interval ``var[key + "_ci_low"]`` .. ``var[key + "_ci_high"]`` as
+        error bars and ``var[key + "_r2_self"]`` as a tick showing how well their own modality
+        reconstructs them); ``"latent"``: the concordance of every shared latent dimension between each
         pair of modalities with its bootstrap interval (``uns[key]["latent"]``).
     modalities
         Modalities to show for ``kind="features"`` (default all scored ones), one panel each.
@@ -276,6 +277,14 @@ def invariance(
         y = np.arange(len(score))[::-1]
         colours = ["#d7191c" if f in highlight else "#2b83ba" for f in score.index]
         a.barh(y, score.to_numpy(), color=colours)
+        lo_col, hi_col = Key.var.ci_low(key), Key.var.ci_high(key)
+        has_ci = lo_col in var.columns and hi_col in var.columns
+        if has_ci:  # 95% bootstrap interval of each score
+            lo = var.loc[score.index, lo_col].to_numpy(float)
+            hi = var.loc[score.index, hi_col].to_numpy(float)
+            sv = score.to_numpy(float)
+            err = np.vstack([np.clip(sv - lo, 0, None), np.clip(hi - sv, 0, None)])
+            a.errorbar(sv, y, xerr=np.nan_to_num(err), fmt="none", ecolor="0.3", capsize=2, lw=0.8)
         self_col = Key.var.r2_self(key)
         if self_col in var.columns:
             a.plot(
@@ -290,7 +299,8 @@ def invariance(
         a.set_yticklabels(score.index, fontsize=7)
         a.set_xlim(0, 1.02)
         a.set_xlabel(
-            "invariance score (bars)"
+            "invariance score (bars"
+            + (", 95% bootstrap interval)" if has_ci else ")")
             + ("\n| = R² of the feature from its own modality" if self_col in var.columns else "")
         )
         a.set_title(f"{m}: most modality-invariant features", fontsize=10)
