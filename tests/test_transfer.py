@@ -475,8 +475,8 @@ def test_transport_recovers_a_context_dependent_effect_chosen_by_validation(cont
         r2[rule] = _r2(pred.X.mean(0), truth)
     auto = si.tl.transfer(tr, target_context="ct0", target_perturbation="p0")
     assert auto.uns["transfer"]["rule"] == "transport"
-    assert r2["transport"] > 0.4
-    assert r2["transport"] > r2["shift"] + 0.3
+    assert r2["transport"] > 0.3
+    assert r2["transport"] > r2["shift"] + 0.2
     # each predicted cell is moved from its own control cell: their spread is kept
     assert auto.X.std(0).mean() > 0.5 * cells[hide].X.std(0).mean()
 
@@ -496,12 +496,14 @@ def test_validated_fit_is_deterministic(context_dependent):
 
 
 def test_transport_equals_the_shift_without_position_dependence():
+    from scimpute.nn._shift import transport_map
+
     rng = np.random.default_rng(0)
     Z = rng.normal(size=(240, 3))
     codes = np.repeat(np.arange(4), 60)
     treated = np.tile(np.r_[np.zeros(30, bool), np.ones(30, bool)], 4)
     Z[treated] += np.array([1.0, -2.0, 0.5])
-    rule, used = si.nn._shift.transport_map(Z, codes, treated, ~treated, 4, alpha=np.inf)
+    rule, used = transport_map(Z, codes, treated, ~treated, 4, alpha=np.inf)
     shift, used2 = si.nn.latent_shift(Z, codes, treated, ~treated, 4)
     np.testing.assert_allclose(rule["b"], shift, atol=1e-6)
     np.testing.assert_array_equal(rule["A"], 0)
@@ -510,8 +512,12 @@ def test_transport_equals_the_shift_without_position_dependence():
     M = np.array([[0.5, 0, 0], [0, -0.5, 0], [0, 0, 0.3]])
     Z2 = Z.copy()
     Z2[treated] = Z[~treated] + np.array([1.0, -2.0, 0.5]) + Z[~treated] @ M
-    rule, _ = si.nn._shift.transport_map(Z2, codes, treated, ~treated, 4, alpha=1e-3)
-    np.testing.assert_allclose(rule["A"], M, atol=0.15)
+    rule, _ = transport_map(Z2, codes, treated, ~treated, 4, alpha=1e-3, epsilon=0.02)
+    np.testing.assert_allclose(rule["A"], M, atol=0.05)
+    # the default entropic blur (epsilon 0.1) shrinks the map but keeps its shape
+    rule, _ = transport_map(Z2, codes, treated, ~treated, 4, alpha=1e-3)
+    np.testing.assert_allclose(rule["A"], M, atol=0.25)
+    assert np.corrcoef(np.diag(rule["A"]), np.diag(M))[0, 1] > 0.95
 
 
 def test_architecture_search_records_candidates_and_keeps_the_winner(cells):
@@ -548,3 +554,21 @@ def test_bad_rule_and_output_are_refused(train):
         si.tl.transfer(train, target_context="ct0", target_perturbation="p0", rule="flow")
     with pytest.raises(ValueError, match="rule"):
         si.tl.fit_transfer(train.copy(), progress=False, rule="flow")
+
+
+def test_cross_validate_transfer_on_cells_scores_next_to_baselines(cells, fast):
+    a = cells.copy()
+    tab = si.tl.cross_validate_transfer(
+        a, "cell_type", "perturbation", contexts=["ct0"], perturbations=["p0"], n_comps=5,
+        progress=False, **fast,
+    )  # fmt: skip
+    assert list(tab["method"]) == ["scimpute", "no change", "mean shift", "split-half ceiling"]
+    assert set(si.metrics.TRANSFER_METRICS) <= set(tab.columns)
+    s = tab.set_index("method")
+    assert s.loc["scimpute", "r2_top20"] > s.loc["no change", "r2_top20"]
+    assert s.loc["split-half ceiling", "edistance"] < s.loc["no change", "edistance"]
+    assert s.loc["scimpute", "rule"] == "shift"  # inner_folds=0: no validation, the shift
+    assert "cross_validation_transfer" in a.uns
+    assert "transfer" not in a.uns  # fitted on copies
+    with pytest.raises(ValueError, match="both context_key and perturbation_key"):
+        si.tl.cross_validate_transfer(a, "cell_type")
