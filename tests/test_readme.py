@@ -279,14 +279,14 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
             ("mean shift in gene space", "mean shift", "", ""),
             ("split-half ceiling of the real cells", "split-half ceiling", "", ""),
         ]
-    ],  # fmt: skip
+    ],
     (
         "Wall times were {} s (scimpute, whole validation) and {} s (CellFlow)",
         [
             (js("transfer_kang.json", "rows", 0, "train_seconds"), ",.0f"),
             (js("transfer_kang.json", "rows", 1, "train_seconds"), ",.0f"),
         ],
-    ),  # fmt: skip
+    ),
     # Kang scored by cell-eval (rows: 0 CD4T decoded, 1 CD4T residual, 2 B decoded)
     (
         "so its values below 0 ({}% of them on CD4T) are clipped at 0 (CD4T's r2 {} before, "
