@@ -48,6 +48,16 @@ def shift_by_context(
     return shifts, valid, nt, nc
 
 
+def _usable(Z, contexts, treated, control, n_contexts, exclude):
+    """:func:`shift_by_context`, its valid mask restricted by ``exclude``; raises if none."""
+    shifts, valid, nt, nc = shift_by_context(Z, contexts, treated, control, n_contexts)
+    if exclude is not None:
+        valid = valid & ~np.asarray(exclude, dtype=bool)
+    if not valid.any():
+        raise ValueError("No context holds both the perturbation and the control.")
+    return shifts, valid, nt, nc
+
+
 def latent_shift(
     Z: np.ndarray,
     contexts: np.ndarray,
@@ -85,11 +95,7 @@ def latent_shift(
         raise ValueError(f"balance must be one of {BALANCE}, got {balance!r}.")
     Z = np.asarray(Z)
     contexts = np.asarray(contexts, dtype=np.int64)
-    shifts, valid, nt, nc = shift_by_context(Z, contexts, treated, control, n_contexts)
-    if exclude is not None:
-        valid = valid & ~np.asarray(exclude, dtype=bool)
-    if not valid.any():
-        raise ValueError("No context holds both the perturbation and the control.")
+    shifts, valid, nt, nc = _usable(Z, contexts, treated, control, n_contexts, exclude)
     if balance == "mean":
         return shifts[valid].mean(axis=0), valid
     use_t = treated & valid[contexts]
@@ -177,11 +183,7 @@ def ot_pairs(
     """
     Z = np.asarray(Z, dtype=np.float64)
     contexts = np.asarray(contexts, dtype=np.int64)
-    _, valid, _, _ = shift_by_context(Z, contexts, treated, control, n_contexts)
-    if exclude is not None:
-        valid = valid & ~np.asarray(exclude, dtype=bool)
-    if not valid.any():
-        raise ValueError("No context holds both the perturbation and the control.")
+    _, valid, _, _ = _usable(Z, contexts, treated, control, n_contexts, exclude)
     pos, disp, w = [], [], []
     used = np.flatnonzero(valid)
     for c in used:
