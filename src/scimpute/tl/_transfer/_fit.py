@@ -27,12 +27,20 @@ def fit_transfer(
     copy: bool = False,
     **params,
 ) -> AnnData | None:
-    """Train an autoencoder (or VAE) on the cells, for latent arithmetic with :func:`transfer`.
+    """Train an autoencoder (or VAE) on the cells, choosing everything by validation.
 
-    All cells are used (controls and every perturbation); a seeded random
-    ``validation_fraction`` of them is held out for early stopping. Training is float32,
-    mini-batched and jit-compiled (:func:`scimpute.nn.train_networks`), the same on CPU and
-    GPU; equal ``random_state`` gives equal weights.
+    An inner leave-one-context-out on the cells of the call chooses the architecture
+    (``width``, ``depth``, ``latent_dim`` not passed explicitly: a seeded random search of
+    ``n_candidates`` points of :data:`~scimpute.tl._transfer._params.SEARCH_GRID`), the
+    epochs (early stopping on a seeded ``validation_fraction`` of the cells), the transfer
+    rule (``rule="auto"``: the constant latent shift or the latent transport with its ridge
+    strength) and the output (decoded or residual): each of ``inner_folds`` seeded
+    (context, perturbation) pairs in turn has its perturbed cells hidden from a network of
+    each candidate architecture (the fold networks and the final one, trained on every cell,
+    share one vmapped, compiled loop per architecture), and every rule predicts them from the
+    context's controls. Training is float32, mini-batched and jit-compiled
+    (:func:`scimpute.nn.train_networks`), the same on CPU and GPU; equal ``random_state``
+    gives equal weights and equal choices.
 
     Parameters
     ----------
@@ -59,8 +67,10 @@ def fit_transfer(
         over-parameterised with ``latent_dim=None`` as in Belyaeva et al. 2021; ``"vae"``:
         scGen's variational autoencoder with KL weight ``kl_weight``), ``layer``, the
         architecture ``width``, ``depth``, ``latent_dim``, ``dropout`` (defaults per model,
-        chosen on the Kang benchmark: autoencoder 256 x 2, latent 64, dropout 0.2; VAE 256 x
-        2, latent 32, dropout 0.2), ``kl_weight``, ``standardize``, the training block
+        used when nothing is validated, ``inner_folds=0``: autoencoder 256 x 2, latent 64,
+        dropout 0.2; VAE 256 x 2, latent 32, dropout 0.2), ``kl_weight``, ``standardize``,
+        ``rule``, ``n_pcs`` (train on that many principal components; ``None``: genes),
+        ``inner_folds``, ``n_candidates``, the training block
         (:class:`~scimpute.nn.TrainConfig`: ``batch_size``, ``max_epochs``, ``patience``,
         ``learning_rate``, ``weight_decay``, ``validation_fraction`` < 0.5) and
         ``progress``.
@@ -75,7 +85,10 @@ def fit_transfer(
       {"train_loss", "val_loss"}, "training": {...}, "var_names": array}``. ``params``
       holds the architecture and every argument; ``weights`` every array of the network
       (input scaling included) as plain float32 arrays, so that a written and re-read
-      ``.h5ad`` can still :func:`transfer`.
+      ``.h5ad`` can still :func:`transfer`; ``pca`` (``center``, ``loadings``) when trained on
+      principal components; ``validation``: ``{"candidates": table of every (architecture,
+      rule, alpha, output) with its mean fold scores, "folds", "chosen", "criterion"}``, and
+      the chosen ``rule``, ``transport_alpha`` and ``output`` in ``params``.
 
     Nothing is written if an error is raised (a training that diverges raises
     :class:`~scimpute.nn.TrainingDivergedError`).
