@@ -8,6 +8,12 @@ import scimpute as si
 
 
 @pytest.fixture(scope="module")
+def fast(fast):
+    """The shared small settings without the inner validation (one network per fit)."""
+    return {**fast, "inner_folds": 0}
+
+
+@pytest.fixture(scope="module")
 def train(cells, fast):
     hide = (cells.obs["cell_type"] == "ct0") & (cells.obs["perturbation"] == "p0")
     tr = cells[~hide.to_numpy()].copy()
@@ -429,3 +435,140 @@ def test_dense_reads_every_layout_alike(n, p, chunk, density, dtype, seed):
         got = dense(x, chunk=chunk)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation inside fit_transfer and the latent transport
+# --------------------------------------------------------------------------------------------
+
+SMALL = {"width": 32, "depth": 2, "latent_dim": 8, "max_epochs": 60, "batch_size": 64,
+         "learning_rate": 3e-3, "dropout": 0.0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def context_dependent():
+    """8 contexts whose effect depends on the cell's state (no constant shift reproduces it)."""
+    cells = si.datasets.simulate_cells(
+        n_contexts=8, n_perturbations=1, n_genes=30, n_cells=60, context_effect=0.5,
+        random_state=0,
+    )  # fmt: skip
+    hide = ((cells.obs["cell_type"] == "ct0") & (cells.obs["perturbation"] == "p0")).to_numpy()
+    tr = cells[~hide].copy()
+    si.tl.fit_transfer(tr, progress=False, inner_folds=3, **SMALL)
+    return cells, hide, tr
+
+
+def test_transport_recovers_a_context_dependent_effect_chosen_by_validation(context_dependent):
+    cells, hide, tr = context_dependent
+    rec = tr.uns["transfer"]
+    assert rec["params"]["rule"] == "transport"
+    assert rec["validation"]["chosen"]["validated"]
+    table = rec["validation"]["candidates"]
+    assert {"shift", "transport"} <= set(table["rule"])
+    assert len(rec["validation"]["folds"]) == 3
+    assert not any(f.startswith("ct0|") for f in rec["validation"]["folds"])  # the held-out one
+    truth = cells[hide].layers["mean"].mean(0)
+    r2 = {}
+    for rule in ("shift", "transport"):
+        pred = si.tl.transfer(tr, target_context="ct0", target_perturbation="p0", rule=rule)
+        assert pred.uns["transfer"]["rule"] == rule
+        r2[rule] = _r2(pred.X.mean(0), truth)
+    auto = si.tl.transfer(tr, target_context="ct0", target_perturbation="p0")
+    assert auto.uns["transfer"]["rule"] == "transport"
+    assert r2["transport"] > 0.3
+    assert r2["transport"] > r2["shift"] + 0.2
+    # each predicted cell is moved from its own control cell: their spread is kept
+    assert auto.X.std(0).mean() > 0.5 * cells[hide].X.std(0).mean()
+
+
+def test_validated_fit_is_deterministic(context_dependent):
+    _, _, tr = context_dependent
+    again = tr.copy()
+    del again.uns["transfer"]
+    si.tl.fit_transfer(again, progress=False, inner_folds=3, **SMALL)
+    a, b = tr.uns["transfer"], again.uns["transfer"]
+    for k, v in a["validation"]["candidates"].items():
+        np.testing.assert_array_equal(b["validation"]["candidates"][k], v)
+    np.testing.assert_array_equal(again.obsm["X_transfer"], tr.obsm["X_transfer"])
+    p1 = si.tl.transfer(tr, target_context="ct0", target_perturbation="p0")
+    p2 = si.tl.transfer(again, target_context="ct0", target_perturbation="p0")
+    np.testing.assert_array_equal(p1.X, p2.X)
+
+
+def test_transport_equals_the_shift_without_position_dependence():
+    from scimpute.nn._shift import transport_map
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(240, 3))
+    codes = np.repeat(np.arange(4), 60)
+    treated = np.tile(np.r_[np.zeros(30, bool), np.ones(30, bool)], 4)
+    Z[treated] += np.array([1.0, -2.0, 0.5])
+    rule, used = transport_map(Z, codes, treated, ~treated, 4, alpha=np.inf)
+    shift, used2 = si.nn.latent_shift(Z, codes, treated, ~treated, 4)
+    np.testing.assert_allclose(rule["b"], shift, atol=1e-6)
+    np.testing.assert_array_equal(rule["A"], 0)
+    np.testing.assert_array_equal(used, used2)
+    # a linear effect z -> z + s + z @ M is recovered by the ridge with a small penalty
+    M = np.array([[0.5, 0, 0], [0, -0.5, 0], [0, 0, 0.3]])
+    Z2 = Z.copy()
+    Z2[treated] = Z[~treated] + np.array([1.0, -2.0, 0.5]) + Z[~treated] @ M
+    rule, _ = transport_map(Z2, codes, treated, ~treated, 4, alpha=1e-3, epsilon=0.02)
+    np.testing.assert_allclose(rule["A"], M, atol=0.05)
+    # the default entropic blur (epsilon 0.1) shrinks the map but keeps its shape
+    rule, _ = transport_map(Z2, codes, treated, ~treated, 4, alpha=1e-3)
+    np.testing.assert_allclose(rule["A"], M, atol=0.25)
+    assert np.corrcoef(np.diag(rule["A"]), np.diag(M))[0, 1] > 0.95
+
+
+def test_architecture_search_records_candidates_and_keeps_the_winner(cells):
+    tr = cells[~((cells.obs["cell_type"] == "ct0") & (cells.obs["perturbation"] == "p0"))
+               .to_numpy()].copy()  # fmt: skip
+    small = {**SMALL, "max_epochs": 5}
+    del small["width"]
+    si.tl.fit_transfer(tr, progress=False, inner_folds=2, n_candidates=2, **small)
+    rec = tr.uns["transfer"]
+    widths = set(rec["validation"]["candidates"]["width"])
+    assert widths == {128, 512}
+    df = __import__("pandas").DataFrame(rec["validation"]["candidates"])
+    best = df.loc[df["score"].idxmax()]
+    assert rec["params"]["width"] == best["width"]
+    assert rec["params"]["input"] == "pca" and rec["pca"]["loadings"].shape == (30, 30)
+
+
+def test_predicted_cells_round_trip_through_h5ad(context_dependent, tmp_path):
+    _, _, tr = context_dependent
+    pred = si.tl.transfer(tr, target_context="ct0", target_perturbation="p0")
+    pred.write_h5ad(tmp_path / "pred.h5ad")
+    back = ad.read_h5ad(tmp_path / "pred.h5ad")
+    np.testing.assert_array_equal(back.X, pred.X)
+    assert (back.obs["source_cell"].to_numpy() == pred.obs["source_cell"].to_numpy()).all()
+    assert back.uns["transfer"]["rule"] == pred.uns["transfer"]["rule"]
+    tr.write_h5ad(tmp_path / "train.h5ad")
+    again = si.tl.transfer(ad.read_h5ad(tmp_path / "train.h5ad"), target_context="ct0",
+                           target_perturbation="p0")  # fmt: skip
+    np.testing.assert_allclose(again.X, pred.X, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_rule_and_output_are_refused(train):
+    with pytest.raises(ValueError, match="rule"):
+        si.tl.transfer(train, target_context="ct0", target_perturbation="p0", rule="flow")
+    with pytest.raises(ValueError, match="rule"):
+        si.tl.fit_transfer(train.copy(), progress=False, rule="flow")
+
+
+def test_cross_validate_transfer_on_cells_scores_next_to_baselines(cells, fast):
+    a = cells.copy()
+    tab = si.tl.cross_validate_transfer(
+        a, "cell_type", "perturbation", contexts=["ct0"], perturbations=["p0"], n_comps=5,
+        progress=False, **fast,
+    )  # fmt: skip
+    assert list(tab["method"]) == ["scimpute", "no change", "mean shift", "split-half ceiling"]
+    assert set(si.metrics.TRANSFER_METRICS) <= set(tab.columns)
+    s = tab.set_index("method")
+    assert s.loc["scimpute", "r2_top20"] > s.loc["no change", "r2_top20"]
+    assert s.loc["split-half ceiling", "edistance"] < s.loc["no change", "edistance"]
+    assert s.loc["scimpute", "rule"] == "shift"  # inner_folds=0: no validation, the shift
+    assert "cross_validation_transfer" in a.uns
+    assert "transfer" not in a.uns  # fitted on copies
+    with pytest.raises(ValueError, match="both context_key and perturbation_key"):
+        si.tl.cross_validate_transfer(a, "cell_type")

@@ -368,3 +368,235 @@ def cross_modal_correlation(y_true, y_pred, *, by: str = "feature") -> np.ndarra
     if by == "cell":
         return pearson(t, p)
     raise ValueError(f"by must be 'feature' or 'cell', got {by!r}.")
+
+
+# --------------------------------------------------------------------------------------------
+# Predicted cells against real cells: distributional and mean-change scores
+# --------------------------------------------------------------------------------------------
+
+
+def _cells(x, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] < 1:
+        raise ValueError(f"{name} must be a 2-d (cells x dimensions) array, got shape {a.shape}.")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must not contain NaN or infinite values.")
+    return a
+
+
+def _mean_dist(a: np.ndarray, b: np.ndarray, squared: bool, block: int = 2048) -> float:
+    total = 0.0
+    for s in range(0, a.shape[0], block):
+        d = _sqdist(a[s : s + block], b)
+        total += float(d.sum() if squared else np.sqrt(d).sum())
+    return total / (a.shape[0] * b.shape[0])
+
+
+def edistance(x, y, *, squared: bool = False) -> float:
+    """Energy distance between two sets of cells ``2 E|x - y| - E|x - x'| - E|y - y'|``.
+
+    Expectations are means over all pairs (V-statistics, the ``i = j`` pairs included), as
+    in Peidli et al. (scPerturb, Nat Methods 2024). ``squared=True`` uses squared Euclidean
+    distances (pertpy's ``Distance("edistance")``; then the value is twice the squared
+    distance between the means and ignores the spread), the default the plain Euclidean
+    distance, which is zero only when the two distributions are equal.
+
+    Parameters
+    ----------
+    x, y
+        ``(n, d)`` and ``(m, d)`` cells in one space (e.g. principal components).
+    squared
+        Use squared Euclidean distances (pertpy's convention).
+
+    """
+    a, b = _cells(x, "x"), _cells(y, "y")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"x has {a.shape[1]} columns but y has {b.shape[1]}.")
+    return 2.0 * _mean_dist(a, b, squared) - _mean_dist(a, a, squared) - _mean_dist(b, b, squared)
+
+
+def mmd_rbf(x, y, *, gamma: float | None = None) -> float:
+    """Squared maximum mean discrepancy with the RBF kernel ``exp(-gamma |u - v|^2)``.
+
+    The biased (V-statistic) estimate ``mean K(x, x') + mean K(y, y') - 2 mean K(x, y)``.
+    ``gamma=None`` takes the median heuristic: one over the median squared distance between
+    the pooled cells.
+
+    Parameters
+    ----------
+    x, y
+        ``(n, d)`` and ``(m, d)`` cells in one space.
+    gamma
+        Kernel width (> 0).
+
+    """
+    a, b = _cells(x, "x"), _cells(y, "y")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"x has {a.shape[1]} columns but y has {b.shape[1]}.")
+    dxx, dyy, dxy = _sqdist(a, a), _sqdist(b, b), _sqdist(a, b)
+    if gamma is None:
+        pooled = np.concatenate([dxx.ravel(), dyy.ravel(), dxy.ravel(), dxy.ravel()])
+        med = float(np.median(pooled[pooled > 0])) if (pooled > 0).any() else 1.0
+        gamma = 1.0 / med
+    if not gamma > 0:
+        raise ValueError(f"gamma must be > 0, got {gamma!r}.")
+    return float(
+        np.exp(-gamma * dxx).mean() + np.exp(-gamma * dyy).mean() - 2 * np.exp(-gamma * dxy).mean()
+    )
+
+
+def r2_of_means(pred_mean, true_mean) -> float:
+    """ScGen's score: r^2 of the least-squares line between predicted and true mean profiles.
+
+    The squared Pearson correlation of the two ``(p,)`` vectors. A prediction that repeats
+    the control already scores high when most genes do not change (0.86 on Kang's CD4T).
+    """
+    r = pearson(np.ravel(true_mean)[None], np.ravel(pred_mean)[None])[0]
+    return float(r * r)
+
+
+def weighted_change_scores(pred_change, true_change, weights=None) -> dict[str, float]:
+    """Weighted MSE and weighted R^2 of a predicted mean change against the true one.
+
+    ``wmse = sum w (p - t)^2 / sum w``; ``wr2 = 1 - sum w (p - t)^2 / sum w (t - tbar_w)^2``
+    with ``tbar_w`` the weighted mean of ``t``. Default weights ``|t|`` (genes that change
+    count more, as in the weighted scores of the systematic-variation critique).
+
+    Returns
+    -------
+    ``{"wmse_change": ..., "wr2_change": ...}``.
+
+    """
+    p = np.ravel(np.asarray(pred_change, dtype=np.float64))
+    t = np.ravel(np.asarray(true_change, dtype=np.float64))
+    if p.shape != t.shape:
+        raise ValueError(f"pred_change has shape {p.shape} but true_change has {t.shape}.")
+    w = np.abs(t) if weights is None else np.ravel(np.asarray(weights, dtype=np.float64))
+    if w.shape != t.shape or (w < 0).any() or not w.sum() > 0:
+        raise ValueError("weights must be non-negative, one per gene, not all zero.")
+    err = float(np.sum(w * (p - t) ** 2))
+    tbar = float(np.sum(w * t) / w.sum())
+    sst = float(np.sum(w * (t - tbar) ** 2))
+    return {
+        "wmse_change": err / float(w.sum()),
+        "wr2_change": 1.0 - err / sst if sst > 0 else float("nan"),
+    }
+
+
+def top_changed_genes(real, control, n: int) -> np.ndarray:
+    """Indices of the ``n`` genes with the largest Welch t-statistic (in absolute value).
+
+    ``(mean(real) - mean(control)) / sqrt(var(real) / n_r + var(control) / n_c)``: a fast
+    stand-in for a Wilcoxon ranking of differentially expressed genes.
+    """
+    r, c = np.asarray(real, dtype=np.float64), np.asarray(control, dtype=np.float64)
+    se = np.sqrt(r.var(0, ddof=1) / max(len(r), 1) + c.var(0, ddof=1) / max(len(c), 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.abs(r.mean(0) - c.mean(0)) / se
+    t = np.where(np.isfinite(t), t, 0.0)
+    return np.argsort(-t, kind="stable")[: int(n)]
+
+
+#: scores of :func:`transfer_scores`, in column order
+TRANSFER_METRICS = (
+    "r2_all",
+    "r2_top20",
+    "r2_top100",
+    "pearson_change_all",
+    "pearson_change_top20",
+    "pearson_change_top100",
+    "pearson_change_vs_perturbed_all",
+    "pearson_change_vs_perturbed_top100",
+    "wmse_change",
+    "wr2_change",
+    "edistance",
+    "mmd",
+)
+
+
+def transfer_scores(
+    predicted,
+    real,
+    control,
+    *,
+    perturbed_mean=None,
+    degs=None,
+    basis=None,
+    center=None,
+    tops: tuple[int, ...] = (20, 100),
+) -> dict[str, float]:
+    """Every score of predicted cells against the real cells they stand for.
+
+    Parameters
+    ----------
+    predicted, real, control
+        ``(n_pred, p)``, ``(n_real, p)`` and ``(n_ctrl, p)`` expression of the predicted
+        cells, the real perturbed cells and the context's control cells (same genes).
+    perturbed_mean
+        ``(p,)`` mean of all perturbed cells of the other contexts: the reference of the
+        systematic-variation check (``pearson_change_vs_perturbed_*``: how well the
+        prediction's deviation from the generic perturbed profile matches the truth's). NaN
+        when ``None``.
+    degs
+        Gene indices ranked by differential expression (best first); default
+        :func:`top_changed_genes` of ``real`` vs ``control``. The first 20 / 100 give the
+        ``top20`` / ``top100`` scores.
+    basis, center
+        ``(p, k)`` orthonormal gene loadings and the ``(p,)`` centre of a PCA fitted without
+        the real cells, for ``edistance`` and ``mmd`` (:func:`pca_basis`); default the
+        30 leading components of ``control`` (which never saw the real cells).
+    tops
+        The numbers of top genes scored.
+
+    Returns
+    -------
+    Dict with :data:`TRANSFER_METRICS`: ``r2_*`` (:func:`r2_of_means`), ``pearson_change_*``
+    (Pearson of ``mean(predicted) - mean(control)`` against ``mean(real) - mean(control)``),
+    ``pearson_change_vs_perturbed_*``, :func:`weighted_change_scores`, :func:`edistance`
+    and :func:`mmd_rbf` on the PCA coordinates.
+
+    """
+    P, R, C = (_cells(predicted, "predicted"), _cells(real, "real"), _cells(control, "control"))
+    if not P.shape[1] == R.shape[1] == C.shape[1]:
+        raise ValueError("predicted, real and control must have the same genes (columns).")
+    mp, mr, mc = P.mean(0), R.mean(0), C.mean(0)
+    rank = top_changed_genes(R, C, max(tops)) if degs is None else np.asarray(degs)
+    out: dict[str, float] = {"r2_all": r2_of_means(mp, mr)}
+    sets = {"all": slice(None), **{f"top{k}": rank[:k] for k in tops}}
+    for name, g in sets.items():
+        if name != "all":
+            out[f"r2_{name}"] = r2_of_means(mp[g], mr[g])
+        out[f"pearson_change_{name}"] = float(pearson((mr - mc)[g][None], (mp - mc)[g][None])[0])
+    for name in ("all", f"top{max(tops)}"):
+        g = sets[name]
+        if perturbed_mean is None:
+            v = float("nan")
+        else:
+            pm = np.ravel(np.asarray(perturbed_mean, dtype=np.float64))
+            v = float(pearson((mr - pm)[g][None], (mp - pm)[g][None])[0])
+        out[f"pearson_change_vs_perturbed_{name}"] = v
+    out.update(weighted_change_scores(mp - mc, mr - mc))
+    if basis is None:
+        center, basis = pca_basis(C, 30)
+    center = np.zeros(P.shape[1]) if center is None else np.asarray(center, dtype=np.float64)
+    proj = [(m - center) @ basis for m in (P, R)]
+    out["edistance"] = edistance(*proj)
+    out["mmd"] = mmd_rbf(*proj)
+    return {k: out[k] for k in TRANSFER_METRICS if k in out}
+
+
+def pca_basis(X, n_comps: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(center, loadings)`` of a PCA of ``X``: the ``(p,)`` mean and ``(p, k)`` components.
+
+    ``k = min(n_comps, n - 1, p)``, by scikit-learn's randomized SVD (fixed seed); the
+    signs are fixed (largest loading positive) so the result is deterministic.
+    """
+    from sklearn.utils.extmath import randomized_svd
+
+    A = _cells(X, "X")
+    center = A.mean(0)
+    k = int(max(1, min(n_comps, A.shape[0] - 1, A.shape[1])))
+    _, _, vt = randomized_svd(A - center, k, n_iter=6, random_state=0)
+    V = vt[:k].T
+    sign = np.sign(V[np.abs(V).argmax(0), np.arange(k)])
+    return center, V * np.where(sign == 0, 1.0, sign)

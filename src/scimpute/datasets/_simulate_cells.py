@@ -29,6 +29,9 @@ class SimulateCellsParams(Params):
     latent_noise: float = param(0.5, ge=0, doc="cell-to-cell variation in the latent space")
     noise: float = param(0.1, ge=0, doc="measurement noise")
     nonlinear: bool = param(True, doc="softplus link")
+    context_effect: float = param(
+        0.0, ge=0, doc="strength of the part of each effect that depends on the cell's state"
+    )
     control: str = param(
         "control",
         check=lambda v: "must be a non-empty label" if not v.strip() else None,
@@ -48,6 +51,7 @@ def simulate_cells(
     latent_noise: float = 0.5,
     noise: float = 0.1,
     nonlinear: bool = True,
+    context_effect: float = 0.0,
     control: str = "control",
     random_state: RandomState = 0,
 ) -> AnnData:
@@ -64,6 +68,15 @@ def simulate_cells(
     the identity. Effects are thus exactly transferable in the latent space (the premise of
     latent arithmetic) but, with ``f`` nonlinear, differ between contexts in gene space.
 
+    With ``context_effect > 0`` the effect also depends on the state the cell would have
+    without the perturbation (a context-dependent effect that no constant latent shift
+    reproduces)::
+
+        u_i = m_c + latent_noise * N(0, I)
+        z_i = u_i + s_a + context_effect * u_i @ A_a
+
+    with ``A_a ~ N(0, I) / sqrt(latent_dim)`` for every perturbation (``A_control = 0``).
+
     Parameters
     ----------
     n_contexts, n_perturbations, n_genes
@@ -78,6 +91,8 @@ def simulate_cells(
         Cell-to-cell variation in the latent space and measurement noise.
     nonlinear
         Use the softplus link (else linear).
+    context_effect
+        Strength of the state-dependent part of every effect (0: a constant shift).
     control
         Label of the control.
     random_state
@@ -88,7 +103,7 @@ def simulate_cells(
     AnnData with ``obs["cell_type"]`` (``"ct0"``, ...), ``obs["perturbation"]`` (``control``,
     ``"p0"``, ...), float32 ``X``, ``obsm["X_latent_true"]`` (the true ``z``),
     ``layers["mean"]`` (``f(z W + b)``, noise-free) and ``uns["simulation"]`` (``W``, ``b``,
-    ``centres``, ``shifts`` and the parameters).
+    ``centres``, ``shifts``, ``maps`` (the ``A_a``) and the parameters).
 
     """
     spec = SimulateCellsParams.from_kwargs(
@@ -104,6 +119,7 @@ def simulate_cells(
             "latent_noise": latent_noise,
             "noise": noise,
             "nonlinear": nonlinear,
+            "context_effect": context_effect,
             "control": control,
         },
     )
@@ -127,7 +143,12 @@ def simulate_cells(
     labels = [control] + [f"p{i}" for i in range(n_perturbations)]
     ci = np.repeat(np.arange(n_contexts), (n_perturbations + 1) * n_cells)
     ai = np.tile(np.repeat(np.arange(n_perturbations + 1), n_cells), n_contexts)
-    z = centres[ci] + shifts[ai] + latent_noise * rng.normal(size=(ci.size, k))
+    u = centres[ci] + latent_noise * rng.normal(size=(ci.size, k))
+    z = u + shifts[ai]
+    maps = np.zeros((n_perturbations + 1, k, k))
+    if spec.context_effect > 0:
+        maps[1:] = rng.normal(size=(n_perturbations, k, k)) / np.sqrt(k)
+        z = z + spec.context_effect * np.einsum("ij,ijk->ik", u, maps[ai])
     lin = z @ W + b
     mean = np.logaddexp(0.0, lin) if nonlinear else lin
     X = mean + noise * rng.normal(size=mean.shape)
@@ -151,6 +172,7 @@ def simulate_cells(
         "b": b,
         "centres": centres,
         "shifts": shifts,
+        "maps": maps,
         "params": {
             "latent_dim": k,
             "context_scale": float(context_scale),
@@ -158,6 +180,7 @@ def simulate_cells(
             "latent_noise": float(latent_noise),
             "noise": float(noise),
             "nonlinear": bool(nonlinear),
+            "context_effect": float(spec.context_effect),
             "n_cells": int(n_cells),
         },
     }

@@ -11,6 +11,7 @@ from ..._utils import RandomState, check_random_state, h5ad_safe, seed_from
 from ...nn import NetConfig, TrainConfig, encode, network_to_arrays, select, train_networks
 from ._data import cell_labels, expression
 from ._params import OWNER, TransferParams, transfer_params
+from ._search import Search, candidates, inner_folds, representation
 
 MIN_CELLS = 10
 
@@ -26,12 +27,20 @@ def fit_transfer(
     copy: bool = False,
     **params,
 ) -> AnnData | None:
-    """Train an autoencoder (or VAE) on the cells, for latent arithmetic with :func:`transfer`.
+    """Train an autoencoder (or VAE) on the cells, choosing everything by validation.
 
-    All cells are used (controls and every perturbation); a seeded random
-    ``validation_fraction`` of them is held out for early stopping. Training is float32,
-    mini-batched and jit-compiled (:func:`scimpute.nn.train_networks`), the same on CPU and
-    GPU; equal ``random_state`` gives equal weights.
+    An inner leave-one-context-out on the cells of the call chooses the architecture
+    (``width``, ``depth``, ``latent_dim`` not passed explicitly: a seeded random search of
+    ``n_candidates`` points of :data:`~scimpute.tl._transfer._params.SEARCH_GRID`), the
+    epochs (early stopping on a seeded ``validation_fraction`` of the cells), the transfer
+    rule (``rule="auto"``: the constant latent shift or the latent transport with its ridge
+    strength) and the output (decoded or residual): each of ``inner_folds`` seeded
+    (context, perturbation) pairs in turn has its perturbed cells hidden from a network of
+    each candidate architecture (the fold networks and the final one, trained on every cell,
+    share one vmapped, compiled loop per architecture), and every rule predicts them from the
+    context's controls. Training is float32, mini-batched and jit-compiled
+    (:func:`scimpute.nn.train_networks`), the same on CPU and GPU; equal ``random_state``
+    gives equal weights and equal choices.
 
     Parameters
     ----------
@@ -58,8 +67,10 @@ def fit_transfer(
         over-parameterised with ``latent_dim=None`` as in Belyaeva et al. 2021; ``"vae"``:
         scGen's variational autoencoder with KL weight ``kl_weight``), ``layer``, the
         architecture ``width``, ``depth``, ``latent_dim``, ``dropout`` (defaults per model,
-        chosen on the Kang benchmark: autoencoder 256 x 2, latent 64, dropout 0.2; VAE 256 x
-        2, latent 32, dropout 0.2), ``kl_weight``, ``standardize``, the training block
+        used when nothing is validated, ``inner_folds=0``: autoencoder 256 x 2, latent 64,
+        dropout 0.2; VAE 256 x 2, latent 32, dropout 0.2), ``kl_weight``, ``standardize``,
+        ``rule``, ``n_pcs`` (train on that many principal components; ``None``: genes),
+        ``inner_folds``, ``n_candidates``, the training block
         (:class:`~scimpute.nn.TrainConfig`: ``batch_size``, ``max_epochs``, ``patience``,
         ``learning_rate``, ``weight_decay``, ``validation_fraction`` < 0.5) and
         ``progress``.
@@ -74,7 +85,10 @@ def fit_transfer(
       {"train_loss", "val_loss"}, "training": {...}, "var_names": array}``. ``params``
       holds the architecture and every argument; ``weights`` every array of the network
       (input scaling included) as plain float32 arrays, so that a written and re-read
-      ``.h5ad`` can still :func:`transfer`.
+      ``.h5ad`` can still :func:`transfer`; ``pca`` (``center``, ``loadings``) when trained on
+      principal components; ``validation``: ``{"candidates": table of every (architecture,
+      rule, alpha, output) with its mean fold scores, "folds", "chosen", "criterion"}``, and
+      the chosen ``rule``, ``transport_alpha`` and ``output`` in ``params``.
 
     Nothing is written if an error is raised (a training that diverges raises
     :class:`~scimpute.nn.TrainingDivergedError`).
@@ -86,7 +100,7 @@ def fit_transfer(
     check_random_state_value(OWNER, random_state)
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"{OWNER}: key_added must be a non-empty string, got {key_added!r}.")
-    cell_labels(adata, context_key, perturbation_key, control)
+    ctx, pert = cell_labels(adata, context_key, perturbation_key, control)
     if adata.n_obs < MIN_CELLS:
         raise ValueError(
             f"fit_transfer needs at least {MIN_CELLS} cells (profiles) to train a network; "
@@ -94,7 +108,13 @@ def fit_transfer(
             "profiles."
         )
     X = expression(adata, spec.layer)
-    Z, record = _train(X, spec, random_state)
+    rng = check_random_state(random_state)
+    center, loadings = representation(X, spec.n_pcs, rng)
+    inputs = X if loadings is None else (X - center) @ loadings
+    folds = inner_folds(ctx, pert, control, spec.inner_folds, rng)
+    archs = candidates(spec, set(params), rng, validated=bool(folds))
+    search = Search(inputs, ctx, pert, control, folds, center, loadings, X)
+    Z, record, chosen = _train(inputs, spec, archs, search, rng)
     record["params"] = h5ad_safe(
         {
             "context_key": context_key,
@@ -104,9 +124,16 @@ def fit_transfer(
             **record.pop("architecture"),
             "standardize": spec.standardize,
             **TrainConfig.pick(spec).to_dict(),
+            "input": "genes" if loadings is None else "pca",
+            "n_pcs": 0 if loadings is None else int(loadings.shape[1]),
+            "rule": chosen["rule"],
+            "transport_alpha": float(chosen["alpha"]),
+            "output": chosen["output"],
             "random_state": random_state,
         }
     )
+    if loadings is not None:
+        record["pca"] = {"center": center.astype(np.float32), "loadings": loadings}
     record["var_names"] = np.asarray(adata.var_names.astype(str), dtype=object)
     out = adata.copy() if copy else adata
     out.obsm[f"X_{key_added}"] = Z
@@ -114,54 +141,79 @@ def fit_transfer(
     return out if copy else None
 
 
-def _train(X: np.ndarray, spec: TransferParams, random_state: RandomState):
-    """Split, scale and train; the latent codes of every cell and the record (no params)."""
-    cfg = NetConfig(
-        model=spec.model,
-        n_features=X.shape[1],
-        width=spec.width,
-        depth=spec.depth,
-        latent_dim=spec.latent_dim,
-        dropout=spec.dropout,
-        kl_weight=spec.kl_weight,
-    )
-    rng = check_random_state(random_state)
+def _train(X: np.ndarray, spec: TransferParams, archs: list[dict], search, rng):
+    """Train every candidate architecture on the inner folds and the whole data, vmapped.
+
+    For each architecture one :func:`~scimpute.nn.train_networks` call trains
+    ``len(folds) + 1`` networks of the same shape at once: network ``k`` without the
+    perturbed cells of fold ``k`` (scored on them by :class:`Search`), the last on every
+    cell (kept if the architecture wins). Returns the codes of every cell under the chosen
+    network, the record and the chosen rule.
+    """
     n = X.shape[0]
     n_val = round(spec.validation_fraction * n)
     perm = rng.permutation(n)
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    is_val = np.zeros(n, dtype=bool)
+    is_val[perm[:n_val]] = True
     mean = np.zeros(X.shape[1], np.float32)
     scale = np.ones(X.shape[1], np.float32)
     if spec.standardize:
-        mean = X[train_idx].mean(axis=0)
-        sd = X[train_idx].std(axis=0)
+        mean = X[~is_val].mean(axis=0)
+        sd = X[~is_val].std(axis=0)
         scale = np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
-    res = train_networks(
-        cfg,
-        X[train_idx],
-        TrainConfig.pick(spec),
-        X_val=X[val_idx] if n_val else None,
-        val_weights=np.ones((1, n_val), np.float32) if n_val else None,
-        input_mean=mean,
-        input_scale=scale,
-        seed=seed_from(rng),
-        progress=spec.progress,
-        desc=f"fit_transfer ({spec.model})",
-    )
-    net = select(res.networks, 0)
+    keep = np.ones((len(search.folds) + 1, n), dtype=bool)
+    for k, held in enumerate(search.held_masks):
+        keep[k] &= ~held
+    train_w = (keep & ~is_val).astype(np.float32)
+    val_w = (keep & is_val).astype(np.float32) if n_val else None
+    seed = seed_from(rng)
+    rows, best, seconds = [], None, 0.0
+    for i, arch in enumerate(archs):
+        cfg = NetConfig(
+            model=spec.model,
+            n_features=X.shape[1],
+            width=arch["width"],
+            depth=arch["depth"],
+            latent_dim=arch["latent_dim"],
+            dropout=spec.dropout,
+            kl_weight=spec.kl_weight,
+        )
+        res = train_networks(
+            cfg,
+            X,
+            TrainConfig.pick(spec),
+            train_weights=train_w,
+            val_weights=val_w,
+            input_mean=mean,
+            input_scale=scale,
+            seed=seed,
+            progress=spec.progress,
+            desc=f"fit_transfer ({spec.model}, candidate {i + 1}/{len(archs)})",
+        )
+        seconds += float(res.seconds)
+        scored = search.score(res.networks, spec.rule)
+        for r in scored:
+            rows.append({**arch, **r, "epochs": int(res.best_epoch[-1]) + 1})
+        top = max(scored, key=lambda r: r["score"]) if scored else None
+        if best is None or (top is not None and top["score"] > best[0]["score"]):
+            best = (top or {"score": -np.inf}, i, cfg, res)
+    _, i, cfg, res = best
+    chosen = search.choose(rows, archs[i], spec.rule)
+    net = select(res.networks, len(search.folds))
     record = {
         "architecture": cfg.to_dict(),
         "weights": network_to_arrays(net),
         "history": {
-            "train_loss": res.train_loss[:, 0].astype(np.float32),
-            "val_loss": res.val_loss[:, 0].astype(np.float32),
+            "train_loss": res.train_loss[:, -1].astype(np.float32),
+            "val_loss": res.val_loss[:, -1].astype(np.float32),
         },
         "training": {
             "n_epochs": int(res.n_epochs),
-            "best_epoch": int(res.best_epoch[0]),
-            "seconds": float(res.seconds),
-            "n_train": int(train_idx.size),
-            "n_val": int(val_idx.size),
+            "best_epoch": int(res.best_epoch[-1]),
+            "seconds": seconds,
+            "n_train": int((~is_val).sum()),
+            "n_val": int(is_val.sum()),
         },
+        "validation": search.record(rows, chosen),
     }
-    return encode(net, X).astype(np.float32), record
+    return encode(net, X).astype(np.float32), record, chosen

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import equinox as eqx
+import jax
 import numpy as np
 from anndata import AnnData
 
@@ -106,7 +108,10 @@ def load_network(adata: AnnData, *, key: str = TRANSFER_KEY) -> tuple[Network, d
         )
     params = dict(rec["params"])
     cfg = read_architecture(params, key)
-    if cfg.n_features != adata.n_vars:
+    pca = rec.get("pca")
+    if pca is not None:
+        center, loadings = read_pca(pca, key, adata.n_vars, cfg.n_features)
+    elif cfg.n_features != adata.n_vars:
         raise ValueError(
             f"The model under {key!r} was trained on {cfg.n_features} genes, adata has "
             f"{adata.n_vars}. Subset adata to the genes of training (uns[{key!r}]['var_names'])."
@@ -123,4 +128,47 @@ def load_network(adata: AnnData, *, key: str = TRANSFER_KEY) -> tuple[Network, d
         net = network_from_arrays(cfg, rec["weights"])
     except ValueError as err:
         raise ValueError(f"The model under {key!r} cannot be loaded: {err}") from None
+    if pca is not None:
+        net = ProjectedNetwork(net, center, loadings)
     return net, params
+
+
+class ProjectedNetwork(eqx.Module):
+    """A network trained on principal components, seen from the genes.
+
+    ``encode(x) = net.encode((x - center) @ loadings)`` and ``decode(z) = center +
+    net.decode(z) @ loadings.T``: it works wherever a :class:`~scimpute.nn.Network` does
+    (:func:`scimpute.nn.encode`, :func:`scimpute.nn.decode`).
+    """
+
+    net: Network
+    center: jax.Array
+    loadings: jax.Array
+
+    def encode(self, x: jax.Array) -> jax.Array:
+        """Latent code of one profile (genes)."""
+        return self.net.encode((x - self.center) @ self.loadings)
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """Profile (genes) decoded from one latent code."""
+        return self.center + self.net.decode(z) @ self.loadings.T
+
+
+def read_pca(pca: Any, key: str, n_vars: int, n_comps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The checked ``(center, loadings)`` of a record's ``pca`` entry."""
+    where = f"adata.uns[{key!r}]['pca']"
+    if not isinstance(pca, Mapping) or not {"center", "loadings"} <= set(pca):
+        raise ValueError(f"{where} must hold 'center' and 'loadings'; refit the model.")
+    out = []
+    for name, shape in (("center", (n_vars,)), ("loadings", (n_vars, n_comps))):
+        v = pca[name]
+        if not isinstance(v, np.ndarray) or v.dtype.kind != "f" or v.shape != shape:
+            raise ValueError(
+                f"{where}[{name!r}] must be a float array of shape {shape} (the model's genes "
+                f"x components), got {getattr(v, 'shape', type(v).__name__)}. Refit the model "
+                "or subset adata to the genes of training."
+            )
+        if not np.isfinite(v).all():
+            raise ValueError(f"{where}[{name!r}] holds NaN or infinite values; refit the model.")
+        out.append(v.astype(np.float32))
+    return out[0], out[1]

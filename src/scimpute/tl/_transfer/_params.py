@@ -34,6 +34,27 @@ class TransferParams(TrainConfig, NetBlock, KLBlock):
         False, doc="Scale every gene to unit variance (training cells) first."
     )
     progress: bool = param(True, doc="Progress bar over epochs.")
+    rule: Literal["auto", "shift", "transport"] = param(
+        "auto",
+        doc="Transfer rule in the latent space: 'shift' (one constant shift), 'transport' (a "
+        "shift that depends on the control cell's position, from OT couplings) or 'auto' "
+        "(chosen by the inner leave-one-context-out).",
+    )
+    n_pcs: int | None = param(
+        100,
+        ge=1,
+        doc="Train on this many principal components of the training cells (the change is "
+        "mapped back to the genes); None: on the genes themselves.",
+    )
+    inner_folds: int = param(
+        3,
+        ge=0,
+        doc="(context, perturbation) pairs of the training cells held out in turn to choose "
+        "the architecture and the rule; 0: no validation (defaults, the constant shift).",
+    )
+    n_candidates: int = param(
+        4, ge=1, doc="Architectures tried (seeded random search over SEARCH_GRID)."
+    )
 
     def validate(self, owner: str) -> None:
         """Cell-level checks: a validation share below one half, an integer VAE latent."""
@@ -46,7 +67,16 @@ class TransferParams(TrainConfig, NetBlock, KLBlock):
             raise ParamError(f"{owner}: latent_dim must be an integer >= 1 for the vae, got None.")
 
 
-#: per-model architecture defaults of fit_transfer (chosen on the Kang benchmark)
+#: the architectures searched (the product, minus the dimensions passed explicitly)
+SEARCH_GRID: dict[str, tuple[int, ...]] = {
+    "width": (128, 512),
+    "depth": (1, 2),
+    "latent_dim": (16, 64),
+}
+#: ridge strengths of the transport rule tried by validation (inf: the constant shift)
+TRANSPORT_ALPHAS: tuple[float, ...] = (0.1, 1.0, 10.0)
+
+#: per-model architecture defaults of fit_transfer (used when inner_folds=0)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "autoencoder": {"width": 256, "depth": 2, "latent_dim": 64, "dropout": 0.2},
     "vae": {"width": 256, "depth": 2, "latent_dim": 32, "dropout": 0.2},

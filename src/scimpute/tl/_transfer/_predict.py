@@ -13,14 +13,16 @@ from ..._keys import COMBINATION_SEP, PREDICTED_COL, SOURCE_CELL_COL, TRANSFER_K
 from ..._params import check_choice, check_random_state_value
 from ..._utils import RandomState, check_random_state
 from ..._validate import _suggest
-from ...nn import decode, encode, latent_shift
+from ...nn import decode, encode
 from ...nn._shift import BALANCE
 from ._data import cell_labels, expression
 from ._fit import fit_transfer
 from ._io import load_network
+from ._rules import RULES, move
 
 OWNER = "transfer"
-OUTPUTS = ("decoded", "residual")
+OUTPUTS = ("auto", "decoded", "residual")
+TRANSFER_RULES = ("auto", *RULES)
 
 
 def _components(label: str, sep: str) -> list[str]:
@@ -37,23 +39,34 @@ def transfer(
     target_perturbation: str,
     key: str = TRANSFER_KEY,
     balance: str = "mean",
-    output: str = "decoded",
+    output: str = "auto",
+    rule: str = "auto",
     combination_sep: str = COMBINATION_SEP,
     random_state: RandomState = 0,
     **fit_params: Any,
 ) -> AnnData:
-    """Predict the cells of an unmeasured (context, perturbation) pair by latent arithmetic.
+    """Predict the cells of an unmeasured (context, perturbation) pair in the latent space.
 
-    The control cells of ``target_context`` are encoded, moved by the perturbation's latent
-    shift and decoded (scGen's prediction)::
+    The control cells of ``target_context`` are encoded, moved by the transfer rule and
+    decoded, one predicted cell per control cell. Rules (``rule``; ``"auto"`` applies the one
+    :func:`fit_transfer` chose by validation, recorded in ``uns[key]["params"]["rule"]``):
 
-        z_pred = z(control cell of target) + mean_{c'} [mean z(c', a) - mean z(c', control)]
+    ``"shift"`` (scGen's latent arithmetic)::
 
-    The shift averages over every other context c' where both the perturbation and the
-    control were measured, each context weighing the same (``balance``); the target context
-    itself is never used. A combination ``"A+B"`` measured nowhere is predicted with the sum
-    of the shifts of its components (latent additivity) when each component is measured
-    somewhere.
+        z_pred = z + mean_{c'} [mean z(c', a) - mean z(c', control)]
+
+    ``"transport"`` (a shift that depends on where the control cell lies)::
+
+        z_pred = z + b + (z - center) @ A
+
+    where, in every other context c', each control cell's optimal-transport displacement
+    towards the perturbed cells of c' is computed (entropic OT, barycentric projection) and
+    ``A`` is the ridge regression (strength ``uns[key]["params"]["transport_alpha"]``) of
+    these displacements on the cells' positions; ``b`` is their balanced mean, the shift
+    above. Both rules use every other context c' where both the perturbation and the control
+    were measured, each context weighing the same; the target context itself is never used.
+    A combination ``"A+B"`` measured nowhere is predicted by adding the moves of its
+    components (latent additivity) when each component is measured somewhere.
 
     Parameters
     ----------
@@ -72,13 +85,18 @@ def transfer(
         with ``key_added=key``, ``random_state`` and ``**fit_params`` (and writes into
         ``adata``).
     balance
-        ``"mean"`` (each context weighs the same, exact), ``"resample"`` (scGen's resampling
-        of every context to the same size, seeded by ``random_state``) or ``"pooled"`` (no
-        balancing); see :func:`scimpute.nn.latent_shift`.
+        For the shift rule: ``"mean"`` (each context weighs the same, exact),
+        ``"resample"`` (scGen's resampling of every context to the same size, seeded by
+        ``random_state``) or ``"pooled"`` (no balancing); see
+        :func:`scimpute.nn.latent_shift`.
     output
-        ``"decoded"``: the decoded moved codes (scGen); ``"residual"``: each control cell
-        plus the decoded change ``dec(z + shift) - dec(z)``, which keeps the cell's own
-        detail that the network does not reconstruct.
+        ``"decoded"``: the decoded moved codes (scGen; smooth cells); ``"residual"``: each
+        control cell plus the decoded change ``dec(z_pred) - dec(z)``, which keeps the
+        cell's own detail that the network does not reconstruct; ``"auto"``: the one chosen
+        by validation (``uns[key]["params"]["output"]``; ``"decoded"`` for older records).
+    rule
+        ``"auto"`` (the validated choice; ``"shift"`` for older records), ``"shift"`` or
+        ``"transport"``.
     combination_sep
         Separator of combination labels.
     random_state
@@ -100,6 +118,7 @@ def transfer(
     """
     check_choice(OWNER, "balance", balance, BALANCE)
     check_choice(OWNER, "output", output, OUTPUTS)
+    check_choice(OWNER, "rule", rule, TRANSFER_RULES)
     check_random_state_value(OWNER, random_state)
     ctx, pert = cell_labels(adata, context_key, perturbation_key, control)
     target_context = str(target_context)
@@ -173,26 +192,27 @@ def transfer(
     X = expression(adata, None if layer == "X" else layer)
     Z = encode(net, X)
     rng = check_random_state(random_state)
-    shift = np.zeros(Z.shape[1])
-    used_all = np.zeros(len(contexts), dtype=bool)
-    for part in parts:
-        s, used = latent_shift(
-            Z,
-            codes,
-            pert == part,
-            is_ctrl,
-            len(contexts),
-            balance=balance,
-            exclude=exclude,
-            rng=rng,
-        )
-        shift += s
-        used_all |= used
-    z0 = Z[is_target_ctrl]
-    moved = (z0 + shift).astype(np.float32)
+    if rule == "auto":
+        rule = str(params.get("rule", "shift"))
+    if output == "auto":
+        output = str(params.get("output", "decoded"))
+    alpha = float(params.get("transport_alpha", 1.0)) if rule == "transport" else np.inf
+    moved, info = move(
+        Z,
+        codes,
+        len(contexts),
+        target_code,
+        [pert == part for part in parts],
+        is_ctrl,
+        rule=rule,
+        alpha=alpha if np.isfinite(alpha) else 1.0,
+        balance=balance,
+        rng=rng,
+    )
+    shift, used_all = info["shift"], info["used"]
     Xp = decode(net, moved)
     if output == "residual":
-        Xp = X[is_target_ctrl] + Xp - decode(net, z0.astype(np.float32))
+        Xp = X[is_target_ctrl] + Xp - decode(net, Z[is_target_ctrl].astype(np.float32))
     src = adata.obs_names[is_target_ctrl]
     obs = pd.DataFrame(
         {
@@ -211,6 +231,7 @@ def transfer(
             [c for c, u in zip(contexts, used_all, strict=True) if u], dtype=object
         ),
         "how": how,
+        "rule": rule,
         "components": np.asarray(parts, dtype=object),
         "balance": balance,
         "output": output,

@@ -1,0 +1,213 @@
+"""The inner leave-one-context-out of :func:`fit_transfer`: candidates, folds and scores.
+
+Every choice of :func:`fit_transfer` (architecture, epochs by early stopping, transfer rule
+and its ridge strength, decoded or residual output) is made here on the cells of the call:
+each fold hides the perturbed cells of one (context, perturbation) pair of the training
+cells, a network trained without them encodes everything, each rule predicts the hidden
+cells from the context's controls and is scored against them.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from ..._utils import seed_from
+from ...metrics import edistance, pearson, r2_of_means, top_changed_genes
+from ...nn import decode, encode, select
+from ...nn._shift import apply_transport, fit_transport, latent_shift, ot_pairs
+from ._params import SEARCH_GRID, TRANSPORT_ALPHAS, TransferParams
+
+#: genes scored by the inner validation (the top of a Welch-t ranking in the hidden pair)
+N_TOP = 100
+#: the validation criterion, recorded next to the scores
+CRITERION = (
+    "rule and architecture: mean over folds of (r2 of the mean on the top-100 genes + Pearson "
+    "of the mean change on the top-100 genes) / 2, the better of the two outputs; output: "
+    "the smaller mean E-distance to the hidden cells in the training representation"
+)
+
+
+def representation(X: np.ndarray, n_pcs: int | None, rng) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(center, loadings)`` of a seeded randomized PCA of the cells (``None`` for genes)."""
+    center = X.mean(axis=0).astype(np.float32)
+    if n_pcs is None:
+        return center, None
+    from sklearn.utils.extmath import randomized_svd
+
+    k = int(min(n_pcs, X.shape[0] - 1, X.shape[1]))
+    _, _, vt = randomized_svd(X - center, k, n_iter=4, random_state=seed_from(rng) % (2**31 - 1))
+    V = vt.T
+    sign = np.sign(V[np.abs(V).argmax(0), np.arange(k)])
+    return center, (V * np.where(sign == 0, 1.0, sign)).astype(np.float32)
+
+
+def inner_folds(ctx, pert, control: str, n_folds: int, rng) -> list[tuple[str, str]]:
+    """Up to ``n_folds`` (context, perturbation) pairs to hide, drawn at random (seeded).
+
+    A pair qualifies when the context has control cells and the perturbation is measured
+    (with controls) in at least one other context, so that a rule can still be learned.
+    """
+    if n_folds == 0:
+        return []
+    df = pd.DataFrame({"c": ctx, "p": pert})
+    with_ctrl = set(df.loc[df["p"] == control, "c"])
+    pairs = df.loc[(df["p"] != control) & df["c"].isin(with_ctrl)].drop_duplicates()
+    per_pert = pairs.groupby("p")["c"].transform("size")
+    pairs = pairs.loc[per_pert >= 2].sort_values(["p", "c"])
+    if pairs.empty:
+        return []
+    take = rng.choice(len(pairs), size=min(n_folds, len(pairs)), replace=False)
+    return [(str(c), str(p)) for c, p in pairs.iloc[np.sort(take)].to_numpy()]
+
+
+def candidates(spec: TransferParams, passed: set[str], rng, *, validated: bool) -> list[dict]:
+    """Architectures to try: :data:`SEARCH_GRID`, minus the dimensions passed explicitly.
+
+    Without validation folds (or ``inner_folds=0``) the one architecture of ``spec``.
+    More than ``n_candidates`` combinations are subsampled at random (seeded).
+    """
+    fixed = {"width": spec.width, "depth": spec.depth, "latent_dim": spec.latent_dim}
+    if not validated:
+        return [fixed]
+    axes = {k: ((v,) if k in passed else SEARCH_GRID[k]) for k, v in fixed.items()}
+    grid = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    if len(grid) > spec.n_candidates:
+        keep = np.sort(rng.choice(len(grid), size=spec.n_candidates, replace=False))
+        grid = [grid[i] for i in keep]
+    return grid
+
+
+def rule_settings(rule: str) -> list[tuple[str, float]]:
+    """(rule, ridge strength) pairs tried for ``rule`` (``"auto"``: all of them)."""
+    shift = [("shift", np.inf)]
+    transport = [("transport", float(a)) for a in TRANSPORT_ALPHAS]
+    return {"shift": shift, "transport": transport, "auto": shift + transport}[rule]
+
+
+class Search:
+    """The folds' data and the scoring of trained networks on them."""
+
+    def __init__(self, inputs, ctx, pert, control, folds, center, loadings, X):
+        self.inputs = inputs
+        self.contexts = sorted(set(ctx))
+        self.codes = pd.Categorical(ctx, categories=self.contexts).codes.astype(np.int64)
+        self.pert = pert
+        self.is_ctrl = pert == control
+        self.folds = folds
+        self.center, self.loadings = center, loadings
+        self.held_masks = [(ctx == c) & (pert == p) for c, p in folds]
+        self.truth = []
+        for (c, _p), held in zip(folds, self.held_masks, strict=True):
+            ctrl = self.is_ctrl & (ctx == c)
+            self.truth.append(
+                {
+                    "code": self.contexts.index(c),
+                    "real_mean": X[held].mean(0).astype(np.float64),
+                    "ctrl_mean": X[ctrl].mean(0).astype(np.float64),
+                    "degs": top_changed_genes(X[held], X[ctrl], N_TOP),
+                    "real_in": inputs[held],
+                    "ctrl_in": inputs[ctrl],
+                }
+            )
+
+    def _genes(self, v: np.ndarray) -> np.ndarray:
+        """A change in the training representation, in genes."""
+        return v if self.loadings is None else v @ self.loadings.T
+
+    def score(self, networks, rule: str) -> list[dict]:
+        """Mean scores over folds of every (rule, alpha, output) for one architecture."""
+        per = []
+        for k, (t, held) in enumerate(zip(self.truth, self.held_masks, strict=True)):
+            net = select(networks, k)
+            Z = encode(net, self.inputs).astype(np.float64)
+            treated = (self.pert == self.pert[held][0]) & ~held
+            exclude = np.zeros(len(self.contexts), dtype=bool)
+            exclude[t["code"]] = True
+            z0 = Z[self.is_ctrl & (self.codes == t["code"])]
+            d0 = decode(net, z0.astype(np.float32)).astype(np.float64)
+            pairs = None
+            for name, alpha in rule_settings(rule):
+                if name == "shift":
+                    s, _ = latent_shift(
+                        Z, self.codes, treated, self.is_ctrl, len(self.contexts), exclude=exclude
+                    )
+                    moved = z0 + s
+                else:
+                    if pairs is None:
+                        pairs = ot_pairs(
+                            Z, self.codes, treated, self.is_ctrl, len(self.contexts),
+                            exclude=exclude,
+                        )  # fmt: skip
+                    moved = apply_transport(fit_transport(*pairs[:3], alpha), z0)
+                d1 = decode(net, moved.astype(np.float32)).astype(np.float64)
+                outs = {
+                    "decoded": (self.center + self._genes(d1.mean(0)), d1),
+                    "residual": (
+                        t["ctrl_mean"] + self._genes(d1.mean(0) - d0.mean(0)),
+                        t["ctrl_in"] + d1 - d0,
+                    ),
+                }
+                for output, (mean, cells) in outs.items():
+                    per.append({"fold": k, "rule": name, "alpha": alpha, "output": output,
+                                **_scores(mean, cells, t)})  # fmt: skip
+        if not per:
+            return []
+        df = pd.DataFrame(per)
+        agg = df.groupby(["rule", "alpha", "output"], sort=False).mean(numeric_only=True)
+        agg = agg.drop(columns="fold").reset_index()
+        return agg.to_dict("records")
+
+    def choose(self, rows: list[dict], arch: dict, rule: str) -> dict:
+        """The chosen rule, ridge strength and output among the rows of architecture ``arch``."""
+        if not rows:
+            name = "shift" if rule in ("auto", "shift") else "transport"
+            return {"rule": name, "alpha": np.inf if name == "shift" else 1.0,
+                    "output": "residual", "validated": False}  # fmt: skip
+        df = pd.DataFrame(rows)
+        mine = df[
+            (df["width"] == arch["width"])
+            & (df["depth"] == arch["depth"])
+            & (df["latent_dim"].astype(str) == str(arch["latent_dim"]))
+        ]
+        by_rule = mine.groupby(["rule", "alpha"], sort=False)["score"].max()
+        name, alpha = by_rule.idxmax()
+        pick = mine[(mine["rule"] == name) & (mine["alpha"] == alpha)]
+        output = pick.loc[pick["edistance"].idxmin(), "output"]
+        return {"rule": str(name), "alpha": float(alpha), "output": str(output), "validated": True}
+
+    def record(self, rows: list[dict], chosen: dict) -> dict:
+        """The h5ad-safe record of the search: candidates table, folds, choice, criterion."""
+        df = pd.DataFrame(rows)
+        table = {
+            c: (df[c].astype(str) if df[c].dtype == object else df[c]).to_numpy()
+            for c in df.columns
+        }
+        if "latent_dim" in table:
+            table["latent_dim"] = np.asarray([str(v) for v in df["latent_dim"]], dtype=object)
+        for c in ("rule", "output"):
+            if c in table:
+                table[c] = np.asarray(table[c], dtype=object)
+        return {
+            "candidates": table,
+            "folds": np.asarray([f"{c}|{p}" for c, p in self.folds], dtype=object),
+            "chosen": {k: (str(v) if isinstance(v, str) else v) for k, v in chosen.items()},
+            "criterion": CRITERION,
+        }
+
+
+def _scores(mean: np.ndarray, cells: np.ndarray, t: dict) -> dict:
+    """The validation scores of one prediction of a hidden pair."""
+    g = t["degs"]
+    change = pearson((t["real_mean"] - t["ctrl_mean"])[g][None], (mean - t["ctrl_mean"])[g][None])
+    r2_top = r2_of_means(mean[g], t["real_mean"][g])
+    pc = float(change[0]) if np.isfinite(change[0]) else 0.0
+    return {
+        "r2_all": r2_of_means(mean, t["real_mean"]),
+        "r2_top100": r2_top,
+        "pearson_change_top100": pc,
+        "edistance": edistance(cells, t["real_in"]),
+        "score": (r2_top + pc) / 2.0,
+    }
