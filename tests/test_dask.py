@@ -132,7 +132,9 @@ def client():
             threads_per_worker=1,
             processes=False,
             dashboard_address=None,
-            memory_limit="1GB",
+            # in-process workers measure the whole (pytest) process: any limit below its RSS
+            # pauses them forever, so none is set here (the benchmark bounds real workers)
+            memory_limit=0,
         )
         c = distributed.Client(cluster)
     yield c
