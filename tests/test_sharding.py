@@ -41,10 +41,12 @@ SCRIPT = textwrap.dedent(
     # SI one device after the other (the CPU default), NTK in one shard_map program
     for method, concurrent in (("synthetic_interventions", None), ("ntk", True)):
         before = S.SHARDED_CALLS["n"]
-        local = si.tl.impute(grid, method=method, copy=True)
+        # NTK's CPU default is numpy/LAPACK (backend="auto"); its JAX kernel is the one sharded
+        kw = {"backend": "jax"} if method == "ntk" else {}
+        local = si.tl.impute(grid, method=method, copy=True, **kw)
         assert S.SHARDED_CALLS["n"] == before
         with S.use_devices("all", concurrent=concurrent):
-            sharded = si.tl.impute(grid, method=method, copy=True)
+            sharded = si.tl.impute(grid, method=method, copy=True, **kw)
         key = f"imputed_{method}"
         x, y = sharded.layers[key], local.layers[key]
         out[method] = {
