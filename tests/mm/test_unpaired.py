@@ -133,7 +133,10 @@ def test_pairing_false_with_links_aligns_and_without_warns():
     assert fos < 0.2
     fit["max_epochs"] = 60
     rec = m.uns[KEY]["pseudo_anchors"]["m0|m1"]
-    assert rec["n_pairs"] == round(0.8 * (1 - 0.1) * 400)  # training cells, 80% kept
+    from scimpute.mm._params import IntegrateParams
+
+    frac = IntegrateParams().validation_fraction
+    assert rec["n_pairs"] == round(0.8 * (1 - frac) * 400)  # training cells, 80% kept
     assert m.uns[KEY]["fit"]["n_anchors"] == 0  # no true anchor was used
     with pytest.warns(UserWarning, match="distribution matching alone"):
         si.mm.integrate(plain, **fit)

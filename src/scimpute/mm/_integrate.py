@@ -243,7 +243,12 @@ def _complete_anchors(ts: TrainingSet) -> np.ndarray:
 
 
 def _fit_linear(
-    inputs: Inputs, ts: TrainingSet, cells: Cells, spec: IntegrateParams, rng
+    inputs: Inputs,
+    ts: TrainingSet,
+    cells: Cells,
+    spec: IntegrateParams,
+    rng,
+    ranks: Sequence[int] = LINEAR_RANKS,
 ) -> tuple[Backbone, pd.DataFrame] | None:
     """Regularised CCA on per-modality PCA, capacity chosen by CV within the anchors.
 
@@ -262,7 +267,9 @@ def _fit_linear(
         xs = ts.inputs[m][1]
         scores[m] = xs if std[m].projection is None else xs @ std[m].projection
     p_max = max(v.shape[1] for v in scores.values())  # a modality with fewer uses all
-    options = grid(LINEAR_PCS, LINEAR_RANKS, LINEAR_RIDGES, p_max)
+    options = grid(LINEAR_PCS, ranks, LINEAR_RIDGES, p_max) or grid(
+        LINEAR_PCS, LINEAR_RANKS, LINEAR_RIDGES, p_max
+    )  # a rank the user fixed (n_latent=...) is kept where the PCA sizes allow it
     n_folds = min(spec.n_folds, arows.shape[0] // 3)
     anchor_scores = {m: scores[m][arows[:, j]] for j, m in enumerate(mods)}
     cv = cv_linear(anchor_scores, options, fit_cca, n_folds, rng)
@@ -370,6 +377,7 @@ def _select(
     n_anchors: int,
     rng,
     progress: bool,
+    ranks: Sequence[int] = LINEAR_RANKS,
 ) -> tuple[Backbone, pd.DataFrame]:
     """Fit the candidate backbones that ``spec.backbone`` asks for and keep one.
 
@@ -386,7 +394,7 @@ def _select(
     cv = None
     linear = None
     if want in ("auto", "linear", "guided") and n_anchors:
-        out = _fit_linear(inputs, ts, cells, spec, rngs["linear"])
+        out = _fit_linear(inputs, ts, cells, spec, rngs["linear"], ranks)
         if out is not None:
             linear, cv = out
     if want in ("linear", "guided") and linear is None:
@@ -603,7 +611,8 @@ def integrate(
             stacklevel=2,
         )
     # -- end of feature links
-    best, table = _select(ts, std, inputs, cells, spec, n_anchors, rng, progress)
+    ranks = (spec.n_latent,) if "n_latent" in params else LINEAR_RANKS  # the user's rank wins
+    best, table = _select(ts, std, inputs, cells, spec, n_anchors, rng, progress, ranks)
 
     mods = inputs.modalities
     record = IntegrationRecord(
