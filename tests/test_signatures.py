@@ -35,6 +35,7 @@ KNOWN_EXCEPTIONS: dict[str, set[str]] = {
     "tl.compare_transfer": {"first"},
     # the cells' context and perturbation columns stay positional, as in pp.perturbation_grid
     # (``fit_transfer(adata, "cell_type", "condition")``); their defaults are pertpy's names
+    "tl.cross_validate_transfer": {"keyword"},
     "tl.fit_transfer": {"keyword"},
     "tl.signature_alignment": {"keyword"},
     "tl.transfer": {"keyword"},

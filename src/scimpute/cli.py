@@ -41,7 +41,7 @@ DEMO_METHODS = (
 #: the demo's runtimes with the default methods, measured with ``scimpute demo`` on the
 #: project's shared 2-core CPU machine while other jobs ran (CMap: 332 s and 362 s wall,
 #: 134-152 s of CPU time; simulated: 297 s wall, 86 s of CPU time).
-DEMO_RUNTIME_CMAP = "about 6 minutes on a shared 2-core CPU (2.5 minutes of CPU time)"
+DEMO_RUNTIME_CMAP = "about 5-6 minutes on a shared 2-core CPU (5 minutes of CPU time)"
 DEMO_RUNTIME_SIMULATED = "about 5 minutes on a shared 2-core CPU (1.5 minutes of CPU time)"
 #: contexts, perturbations and features of the simulated fallback grid.
 DEMO_SIMULATED = (20, 30, 200)
