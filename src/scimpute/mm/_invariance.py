@@ -382,16 +382,16 @@ def invariant_features(
 
     Returns
     -------
-    ``None``. Writes, for every integrated modality ``m`` (NaN for features the model did not
-    use):
+    None
+        Writes, for every integrated modality ``m`` (NaN for features the model did not use):
 
-    - ``mdata[m].var[key_added]``: the feature score;
-    - ``mdata[m].var[key_added + s]`` for ``s`` in ``"_r2_self"``, ``"_r2_cross"`` (of the
-      best other modality), ``"_ci_low"``, ``"_ci_high"`` (95% bootstrap interval of the
-      score), ``"_pvalue"`` (permutation p-value of ``R2_cross``);
-    - ``mdata.uns[key_added]``: ``latent``, a :class:`pandas.DataFrame` with one row per
-      (pair of modalities, dimension) and columns ``modalities`` (``"a|b"``), ``dimension``,
-      ``ccc``, ``ci_low``, ``ci_high``, ``pvalue``, ``n_cells``; and ``params``.
+        - ``mdata[m].var[key_added]``: the feature score;
+        - ``mdata[m].var[key_added + s]`` for ``s`` in ``"_r2_self"``, ``"_r2_cross"`` (of the
+          best other modality), ``"_ci_low"``, ``"_ci_high"`` (95% bootstrap interval of the
+          score), ``"_pvalue"`` (permutation p-value of ``R2_cross``);
+        - ``mdata.uns[key_added]``: ``latent``, a :class:`pandas.DataFrame` with one row per
+          (pair of modalities, dimension) and columns ``modalities`` (``"a|b"``), ``dimension``,
+          ``ccc``, ``ci_low``, ``ci_high``, ``pvalue``, ``n_cells``; and ``params``.
 
     Raises
     ------
