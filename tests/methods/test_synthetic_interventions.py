@@ -140,6 +140,7 @@ def _dense(seed, n_c, n_p, p, fraction):
 def _fit(data, t, host, monkeypatch, random_state=0, **params):
     """SI with every group on the per-group LAPACK path (host) or the padded JAX path."""
     monkeypatch.setattr(E, "HOST_MIN_DONORS", 1 if host else np.iinfo(np.int64).max)
+    monkeypatch.setattr(E, "DIRECT_SINGLE_UNIT", host)
     return synthetic_interventions(data, t, random_state=random_state, **params)
 
 

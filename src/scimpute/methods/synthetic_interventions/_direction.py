@@ -28,20 +28,12 @@ from .._base import GridData, MethodResult
 from .._stats import fallback_chain, group_means, validated_order
 from . import FALLBACK_REASONS, NAME
 from . import _engine as E
+from ._engine import ranges as _ranges
 from ._params import SIParams
 
 #: rows per chunk of the context-mean errors and of the fallbacks (bounds their memory)
 _CHUNK_ERRORS = 8192
 _CHUNK_FALLBACK = 16384
-
-
-def _ranges(starts, counts) -> np.ndarray:
-    """``concatenate([arange(s, s + n) for s, n in zip(starts, counts)])``, vectorised."""
-    counts = np.asarray(counts, dtype=np.int64)
-    off = np.concatenate([[0], np.cumsum(counts)])
-    return np.repeat(np.asarray(starts, dtype=np.int64), counts) + (
-        np.arange(int(off[-1]), dtype=np.int64) - np.repeat(off[:-1], counts)
-    )
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
@@ -117,9 +109,9 @@ def fit_direction(
     """One donor direction of synthetic interventions (``params`` resolved and checked)."""
     n_t = t.shape[0]
     view = _orient(data, t, donors)
-    paths = E.greedy_paths(np.ascontiguousarray(view.Md), view.tgt, params.max_donors)
-    had_level = np.zeros(n_t, dtype=bool)
-    had_level[paths.cand_target] = True
+    last = params.min_train_units if params.select == "max_donors" else None
+    paths = E.greedy_paths(np.ascontiguousarray(view.Md), view.tgt, params.max_donors, last)
+    had_level = paths.had_level
     paths = _usable_levels(paths, n_t, params)
     fits = _fit_levels(view, paths, params, folds, data.n_features, progress)
     scores = _score_levels(data, donors, view, paths, fits, params)
@@ -161,13 +153,9 @@ def _usable_levels(paths: E.Paths, n_t: int, params: SIParams) -> E.Paths:
 
 
 def _fit_levels(view, paths, params, folds, p, progress) -> E.Fits:
-    """Unit statistics (fold Grams only for single-training-unit keys) and every fit."""
-    single = paths.n_T == 1
-    used_keys = np.unique(paths.cand_key)
-    fold_units = paths.T_flat[paths.T_off[used_keys[single[used_keys]]]]
+    """Every fit (:func:`._engine.fit_all`, which builds the unit statistics it needs)."""
     with jax.enable_x64(True):
-        store = E.build_store(view.Yd, view.Md, folds, fold_units)
-        return E.fit_all(store, paths, view.tgt, params, n_features=p, progress=progress)
+        return E.fit_all(view.Yd, view.Md, folds, paths, view.tgt, params, progress=progress)
 
 
 def _score_levels(data, donors, view, paths, fits, params) -> Scores:

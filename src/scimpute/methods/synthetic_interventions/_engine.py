@@ -40,6 +40,20 @@ _CHUNK_BUDGET = 2**22
 #: while padding to a power of two would cost up to 8x the work and each new bucket
 #: shape a compilation (dense grids: few contexts, many donors per target).
 HOST_MIN_DONORS = 64
+#: single-training-unit groups (feature-fold validation) are fitted on the host from
+#: their own rows of the grid (:func:`direct_blocks`): no per-unit fold-Gram store (5 x
+#: the Gram store), no padding and no compilation; their work per group is small, so the
+#: kernels' batching gains little (tests set it False to run them through the kernels)
+DIRECT_SINGLE_UNIT = True
+
+
+def ranges(starts, counts) -> np.ndarray:
+    """``concatenate([arange(s, s + n) for s, n in zip(starts, counts)])``, vectorised."""
+    counts = np.asarray(counts, dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(counts)])
+    return np.repeat(np.asarray(starts, dtype=np.int64), counts) + (
+        np.arange(int(off[-1]), dtype=np.int64) - np.repeat(off[:-1], counts)
+    )
 
 
 def _pow2(x: np.ndarray | int, lo: int = 1) -> np.ndarray:
@@ -67,17 +81,28 @@ class UnitStore:
     fold_n: np.ndarray  # (K,) features per fold
 
 
-def build_store(Yd: np.ndarray, Md: np.ndarray, folds: np.ndarray, fold_units: np.ndarray):
-    """Means and Gram matrices of every unit's measured profiles.
+def build_store(
+    Yd: np.ndarray,
+    Md: np.ndarray,
+    folds: np.ndarray,
+    fold_units: np.ndarray,
+    need_units: np.ndarray | None = None,
+):
+    """Means and Gram matrices of the measured profiles of ``need_units`` (None: all).
 
     ``folds`` gives the fold of each feature; fold Grams are kept only for ``fold_units``
-    (units that are the single training unit of some key).
+    (units that are the single training unit of some key read from the store). Units not
+    needed get empty blocks (their means stay 0; nothing reads them).
     """
     U, A, p = Yd.shape
     n_folds = int(folds.max()) + 1
     n_meas = Md.sum(axis=1)
     pos = np.full((U, A), -1, dtype=np.int64)
-    sizes = n_meas.astype(np.int64) ** 2
+    need = np.ones(U, dtype=bool) if need_units is None else np.zeros(U, dtype=bool)
+    if need_units is not None:
+        need[need_units] = True
+        need[fold_units] = True
+    sizes = np.where(need, n_meas, 0).astype(np.int64) ** 2
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     row_off = np.concatenate([[0], np.cumsum(n_meas)[:-1]]).astype(np.int64)
     gram = np.zeros(int(sizes.sum()) + 1)
@@ -94,7 +119,7 @@ def build_store(Yd: np.ndarray, Md: np.ndarray, folds: np.ndarray, fold_units: n
     layout = np.full((n_folds, pk), p, dtype=np.int64)
     for k in range(n_folds):
         layout[k, : fold_n[k]] = order[starts[k] : starts[k] + fold_n[k]]
-    for u in range(U):  # one BLAS call per unit (not per pair)
+    for u in np.flatnonzero(need):  # one BLAS call per unit (not per pair)
         idx = np.flatnonzero(Md[u])
         if idx.size == 0:
             continue
@@ -135,6 +160,7 @@ class Paths:
     D_flat: np.ndarray  # donors of all keys, concatenated
     D_off: np.ndarray  # (nK + 1,) offsets into D_flat
     n_start: np.ndarray  # (n_targets,) training units a target's path starts from
+    had_level: np.ndarray  # (n_targets,) targets whose path has any level
 
     @property
     def n_T(self) -> np.ndarray:
@@ -152,15 +178,24 @@ def _ragged(mask: np.ndarray, labels: np.ndarray | None = None):
     return (cols if labels is None else labels[cols]), off
 
 
-def greedy_paths(Md: np.ndarray, targets: np.ndarray, max_donors: int | None) -> Paths:
+def greedy_paths(
+    Md: np.ndarray,
+    targets: np.ndarray,
+    max_donors: int | None,
+    last_min_units: int | None = None,
+) -> Paths:
     """Greedy donor paths of ``targets`` ((n, 2) unit, donor-axis index) on mask ``Md``.
 
     See :func:`._reference.reference_levels` for the rule. Targets of one unit are processed
     together with bit sets of training units; identical (unit, training units, donors)
-    levels become one key.
+    levels become one key. With ``last_min_units`` (``select="max_donors"``), only each
+    target's last level with at least that many training units is kept (the one
+    :func:`._direction._usable_levels` would keep): the other levels are never keyed.
+    ``Paths.had_level`` marks the targets with any level either way.
     """
     n_meas = Md.sum(axis=0)
     n_start = np.zeros(len(targets), dtype=np.int64)
+    had_level = np.zeros(len(targets), dtype=bool)
     parts = []
     order_t = np.argsort(targets[:, 0], kind="stable")
     bounds = np.flatnonzero(np.diff(targets[order_t, 0])) + 1
@@ -175,18 +210,21 @@ def greedy_paths(Md: np.ndarray, targets: np.ndarray, max_donors: int | None) ->
         n_start[grp] = S.sum(axis=1).astype(np.int64)
         if P.size == 0:
             continue
-        levels = _walk(Md[:, P].astype(np.float32), S, max_donors)
+        levels, had = _walk(Md[:, P].astype(np.float32), S, max_donors, last_min_units)
+        had_level[grp[had]] = True
         if levels is not None:
             parts.append(_unit_keys(grp, u, P, *levels))
-    return _assemble_paths(parts, n_start)
+    return _assemble_paths(parts, n_start, had_level)
 
 
-def _walk(MP: np.ndarray, S: np.ndarray, max_donors: int | None):
+def _walk(MP: np.ndarray, S: np.ndarray, max_donors: int | None, last_min_units=None):
     """The greedy paths of one unit's targets, level by level.
 
     ``MP`` (U, nP) marks where each ordered candidate donor is measured, ``S`` (n, U) the
     starting training units of each target (updated in place). Returns ``(target rows, steps,
-    training-unit masks, donor masks)`` of every recorded level, or ``None``.
+    training-unit masks, donor masks)`` of every recorded level (with ``last_min_units``:
+    of each target's last level with at least that many training units), or ``None``, and
+    the (n,) mask of targets with any level.
     """
     n, nP = S.shape[0], MP.shape[1]
     cap = np.iinfo(np.int64).max if max_donors is None else int(max_donors)
@@ -197,6 +235,8 @@ def _walk(MP: np.ndarray, S: np.ndarray, max_donors: int | None):
     active = nS > 0
     step = np.zeros(n, dtype=np.int64)
     r_t, r_s, r_T, r_D = [], [], [], []
+    had = np.zeros(n, dtype=bool)
+    last = _LastLevel(n, S.shape[1], nP) if last_min_units is not None else None
     while active.any():
         act = np.flatnonzero(active)
         Sa = S[act]
@@ -218,10 +258,16 @@ def _walk(MP: np.ndarray, S: np.ndarray, max_donors: int | None):
         stop = (n_don[act] >= cap) | (best <= 0)
         rec = n_don[act] > 0
         if rec.any():
-            r_t.append(act[rec])
-            r_s.append(step[act[rec]])
-            r_T.append(Sa[rec] > 0)
-            r_D.append(ua[rec] if max_donors is None else D_in[act[rec]])
+            had[act[rec]] = True
+            Db = ua[rec] if max_donors is None else D_in[act[rec]]
+            if last is None:
+                r_t.append(act[rec])
+                r_s.append(step[act[rec]])
+                r_T.append(Sa[rec] > 0)
+                r_D.append(Db)
+            else:
+                ok = nS[act[rec]] >= last_min_units
+                last.keep(act[rec][ok], step[act[rec][ok]], Sa[rec][ok] > 0, Db[ok])
             step[act[rec]] += 1
         go = ~stop
         if go.any():
@@ -229,9 +275,35 @@ def _walk(MP: np.ndarray, S: np.ndarray, max_donors: int | None):
             S[act[go]] = Sa[go] * MP[:, j].T
             nS[act[go]] = S[act[go]].sum(axis=1)
         active[act[stop]] = False
+    if last is not None:
+        return last.levels(), had
     if not r_t:
-        return None
-    return tuple(np.concatenate(x) for x in (r_t, r_s, r_T, r_D))
+        return None, had
+    return tuple(np.concatenate(x) for x in (r_t, r_s, r_T, r_D)), had
+
+
+class _LastLevel:
+    """The latest recorded level of each target.
+
+    Training units shrink along a path, so the last level with enough training units is
+    the latest one that had them.
+    """
+
+    def __init__(self, n: int, U: int, nP: int):
+        self.step = np.full(n, -1, dtype=np.int64)
+        self.T = np.zeros((n, U), dtype=bool)
+        self.D = np.zeros((n, nP), dtype=bool)
+
+    def keep(self, rows, steps, Tm, Db) -> None:
+        self.step[rows] = steps
+        self.T[rows] = Tm
+        self.D[rows] = Db
+
+    def levels(self):
+        rows = np.flatnonzero(self.step >= 0)
+        if not rows.size:
+            return None
+        return rows, self.step[rows], self.T[rows], self.D[rows]
 
 
 def _unit_keys(grp, u, P, lt, steps, Tm, Db):
@@ -267,7 +339,7 @@ def _cat_ragged(parts) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _assemble_paths(parts: list[dict], n_start: np.ndarray) -> Paths:
+def _assemble_paths(parts: list[dict], n_start: np.ndarray, had_level: np.ndarray) -> Paths:
     """Concatenate the units' keys (renumbered globally) into one :class:`Paths`."""
     key_base = np.cumsum([0] + [x["unit"].size for x in parts])
     T_flat, T_off = _cat_ragged([x["T"] for x in parts])
@@ -282,6 +354,7 @@ def _assemble_paths(parts: list[dict], n_start: np.ndarray) -> Paths:
         D_flat=D_flat,
         D_off=D_off,
         n_start=n_start,
+        had_level=had_level,
     )
 
 
@@ -443,35 +516,57 @@ def _empty_fits(paths: Paths, R: int) -> Fits:
     )
 
 
+def _store_units(paths: Paths, keys: np.ndarray) -> np.ndarray:
+    """Units whose store blocks the ``keys`` read: their training units and target units."""
+    T = paths.T_flat[ranges(paths.T_off[keys], paths.n_T[keys])]
+    return np.unique(np.concatenate([T, paths.key_unit[keys]]))
+
+
 def fit_all(
-    store: UnitStore,
+    Yd: np.ndarray,
+    Md: np.ndarray,
+    folds: np.ndarray,
     paths: Paths,
     targets: np.ndarray,
     params: SIParams,
     *,
-    n_features: int,
     progress: bool,
 ) -> Fits:
-    """Run :func:`._kernels.fit_keys` on every key of ``paths`` (``params`` resolved)."""
+    """Fit and validate every key of ``paths`` (``params`` resolved).
+
+    Single-training-unit keys (with :data:`DIRECT_SINGLE_UNIT`) and keys with at least
+    :data:`HOST_MIN_DONORS` donors on the host (:mod:`._host`), the others by
+    :func:`._kernels.fit_keys` in padded buckets. The per-unit store
+    (:func:`build_store`) holds only the units that the store-read keys need.
+    """
     cfg, R = fit_settings(params)
     fits = _empty_fits(paths, R)
     L = paths.cand_key.size
     if L == 0:
         return fits
+    n_features = Yd.shape[2]
     nK = paths.key_unit.size
     kind = (paths.n_T == 1).astype(np.int64)  # 0: leave-one-unit-out, 1: feature folds
-    J = np.where(kind == 1, store.fold_n.size, paths.n_T)
+    layout = FoldLayout.of(folds)
+    J = np.where(kind == 1, layout.n.size, paths.n_T)
     order = np.argsort(paths.cand_key, kind="stable")
     counts = np.bincount(paths.cand_key, minlength=nK)
     cstart = np.concatenate([[0], np.cumsum(counts)[:-1]])
     used = np.flatnonzero(counts)
     R_pad = cfg.ridge.size
     bar = tqdm(total=L, desc="synthetic interventions", disable=not progress, unit="pair")
-    host = paths.n_D[used] >= HOST_MIN_DONORS
+    direct = (kind == 1) & DIRECT_SINGLE_UNIT
+    host = (paths.n_D[used] >= HOST_MIN_DONORS) | direct[used]
+    from_store = used[~direct[used]]
+    fold_units = paths.T_flat[paths.T_off[from_store[kind[from_store] == 1]]]
+    store = build_store(Yd, Md, folds, fold_units, _store_units(paths, from_store))
 
     def host_blocks(k):
         cand = order[cstart[k] : cstart[k] + counts[k]][None, :]
         ks = np.array([k])
+        if direct[k]:
+            one = direct_blocks(Yd, layout, paths, targets, k, cand[0])
+            return ks, cand, K.Blocks(*(np.asarray(x)[None] for x in one)), one
         b = _chunk_blocks(
             store, paths, targets, ks, cand, kind, (paths.n_D[k], J[k], counts[k]), n_features
         )
@@ -516,6 +611,67 @@ def fit_all(
             bar.update(int((cand[: ks.size] >= 0).sum()))
     bar.close()
     return fits
+
+
+@dataclass(frozen=True)
+class FoldLayout:
+    """The features grouped by fold.
+
+    ``order``: the features sorted by fold (stable); ``start`` and ``n``: where each fold's
+    features begin in it and how many there are.
+    """
+
+    order: np.ndarray
+    start: np.ndarray
+    n: np.ndarray
+
+    @classmethod
+    def of(cls, folds: np.ndarray) -> FoldLayout:
+        n = np.bincount(folds, minlength=int(folds.max()) + 1)
+        return cls(np.argsort(folds, kind="stable"), np.concatenate([[0], np.cumsum(n)[:-1]]), n)
+
+
+def direct_blocks(Yd, layout: FoldLayout, paths, targets, k, cand) -> K.Blocks:
+    """Unpadded block statistics of single-training-unit key ``k`` from the profiles.
+
+    The numbers :func:`_gather` (``knd=1``) reads from the store's fold Grams, computed
+    from this key's rows only: the Gram, sums and cross moments of the per-profile centred
+    donors and targets (candidates ``cand``) on each feature fold of the training unit, and
+    the target unit's donor Gram. No per-unit store, no padding (same values to rounding).
+    """
+    T = paths.T_flat[paths.T_off[k]]
+    D = paths.D_flat[paths.D_off[k] : paths.D_off[k + 1]]
+    v = targets[paths.cand_target[cand], 1]
+    d = D.size
+    X = np.asarray(Yd[T, np.concatenate([D, v])], dtype=np.float64)  # (d + N, p)
+    mean = X.mean(axis=1)
+    Z = (X - mean[:, None])[:, layout.order]
+    n_f = layout.n.size
+    G, Gv, Gvv, s, sv = [], [], [], [], []
+    for lo, n in zip(layout.start, layout.n, strict=True):
+        Zk = Z[:, lo : lo + n]
+        ZD, ZV = Zk[:d], Zk[d:]
+        G.append(ZD @ ZD.T)
+        Gv.append(ZV @ ZD.T)
+        Gvv.append(np.einsum("ij,ij->i", ZV, ZV))
+        sk = Zk.sum(axis=1)
+        s.append(sk[:d])
+        sv.append(sk[d:])
+    Xu = np.asarray(Yd[paths.key_unit[k], D], dtype=np.float64)
+    Zu = Xu - Xu.mean(axis=1, keepdims=True)
+    return K.Blocks(
+        G=np.stack(G),
+        s=np.stack(s),
+        nb=layout.n.astype(np.float64),
+        m=np.broadcast_to(mean[:d], (n_f, d)),
+        bmask=np.ones(n_f, dtype=bool),
+        dmask=np.ones(d, dtype=bool),
+        Gu=Zu @ Zu.T,
+        Gv=np.stack(Gv, axis=1),
+        Gvv=np.stack(Gvv, axis=1),
+        sv=np.stack(sv, axis=1),
+        mv=np.broadcast_to(mean[d:, None], (v.size, n_f)),
+    )
 
 
 def _chunk_blocks(store, paths, targets, ks_p, cand, kind, shape, p) -> K.Blocks:
