@@ -40,11 +40,17 @@ _CHUNK_BUDGET = 2**22
 #: while padding to a power of two would cost up to 8x the work and each new bucket
 #: shape a compilation (dense grids: few contexts, many donors per target).
 HOST_MIN_DONORS = 64
-#: single-training-unit groups (feature-fold validation) are fitted on the host from
-#: their own rows of the grid (:func:`direct_blocks`): no per-unit fold-Gram store (5 x
-#: the Gram store), no padding and no compilation; their work per group is small, so the
-#: kernels' batching gains little (tests set it False to run them through the kernels)
-DIRECT_SINGLE_UNIT = True
+#: where single-training-unit groups (feature-fold validation) take their statistics:
+#: from a per-unit fold-Gram store (``False``; n_folds x the Gram store: 7 GB at CMap's
+#: 70 x 20,000 x 978) or from their own rows of the grid (``True``, :func:`direct_blocks`:
+#: no store, more work per group); ``None`` decides by the store's size
+#: (:data:`FOLD_STORE_BUDGET`). Tests force either.
+DIRECT_SINGLE_UNIT: bool | None = None
+#: largest fold-Gram store (floats) built when DIRECT_SINGLE_UNIT is None (1 GiB)
+FOLD_STORE_BUDGET = 2**27
+#: groups with at least this many selected pairs (or HOST_MIN_DONORS donors) are predicted
+#: by one unpadded numpy product each; smaller ones in padded JAX batches
+HOST_PREDICT_MIN_PAIRS = 8
 
 
 def ranges(starts, counts) -> np.ndarray:
@@ -470,8 +476,9 @@ def _fit_floats(Dp, Jp, Np, R):
 def fit_settings(params: SIParams) -> tuple[K.FitSettings, int]:
     """Kernel settings of a resolved spec, and the number R of real regularisations.
 
-    The regularisations are padded to a power of two (>= 4) by repeating the last one, so
-    that every setting with as many choices shares one compilation.
+    Several regularisations are padded to a power of two (>= 4) by repeating the last one,
+    so that every setting with as many choices shares one compilation; a single one (the
+    published preset) is not padded (padding it would multiply the solves by 4).
     """
     regs = params.regularisations
     R = len(regs)
@@ -482,7 +489,7 @@ def fit_settings(params: SIParams) -> tuple[K.FitSettings, int]:
         ]
     )
     ridge = np.array([g for _, g in regs], dtype=np.float64)
-    R_pad = int(_pow2(R, 4))
+    R_pad = 1 if R == 1 else int(_pow2(R, 4))  # one regularisation (published): no padding
     cfg = K.FitSettings(
         rank_code=np.concatenate([rank_code, np.repeat(rank_code[-1:], R_pad - R)]),
         ridge=np.concatenate([ridge, np.repeat(ridge[-1:], R_pad - R)]),
@@ -534,10 +541,11 @@ def fit_all(
 ) -> Fits:
     """Fit and validate every key of ``paths`` (``params`` resolved).
 
-    Single-training-unit keys (with :data:`DIRECT_SINGLE_UNIT`) and keys with at least
-    :data:`HOST_MIN_DONORS` donors on the host (:mod:`._host`), the others by
-    :func:`._kernels.fit_keys` in padded buckets. The per-unit store
-    (:func:`build_store`) holds only the units that the store-read keys need.
+    Keys with at least :data:`HOST_MIN_DONORS` donors on the host (:mod:`._host`), the
+    others by :func:`._kernels.fit_keys` in padded buckets. Single-training-unit keys take
+    their statistics from their own rows of ``Yd`` when :data:`DIRECT_SINGLE_UNIT` says so
+    (by default: when their fold-Gram store would exceed :data:`FOLD_STORE_BUDGET`); the
+    per-unit store (:func:`build_store`) holds only the units the other keys read.
     """
     cfg, R = fit_settings(params)
     fits = _empty_fits(paths, R)
@@ -555,8 +563,14 @@ def fit_all(
     used = np.flatnonzero(counts)
     R_pad = cfg.ridge.size
     bar = tqdm(total=L, desc="synthetic interventions", disable=not progress, unit="pair")
-    direct = (kind == 1) & DIRECT_SINGLE_UNIT
-    host = (paths.n_D[used] >= HOST_MIN_DONORS) | direct[used]
+    use_direct = DIRECT_SINGLE_UNIT
+    if use_direct is None:  # the fold Grams of every unit that is a single training unit
+        single_units = np.unique(paths.T_flat[paths.T_off[used[kind[used] == 1]]])
+        n_u = Md[single_units].sum(axis=1).astype(np.float64)
+        use_direct = bool(layout.n.size * np.sum(n_u**2) > FOLD_STORE_BUDGET)
+    direct = (kind == 1) & use_direct
+    via = (Yd, layout) if use_direct else None
+    host = paths.n_D[used] >= HOST_MIN_DONORS
     from_store = used[~direct[used]]
     fold_units = paths.T_flat[paths.T_off[from_store[kind[from_store] == 1]]]
     store = build_store(Yd, Md, folds, fold_units, _store_units(paths, from_store))
@@ -604,7 +618,7 @@ def fit_all(
         for lo, hi in _chunks(len(vkeys), size):
             ks, cand, ks_p = _padded_chunk(vkeys, vcand, lo, hi, size, Np)
             blocks = _chunk_blocks(
-                store, paths, targets, ks_p, cand, kind, (Dp, Jp, Np), n_features
+                store, paths, targets, ks_p, cand, kind, (Dp, Jp, Np), n_features, via
             )
             out = jax.tree_util.tree_map(np.asarray, batched_call(K.fit_keys, (blocks,), (cfg,)))
             _store_chunk(fits, paths, ks, cand, Jp, R, blocks, out, params.sum_to_one)
@@ -631,57 +645,78 @@ class FoldLayout:
         return cls(np.argsort(folds, kind="stable"), np.concatenate([[0], np.cumsum(n)[:-1]]), n)
 
 
-def direct_blocks(Yd, layout: FoldLayout, paths, targets, k, cand) -> K.Blocks:
-    """Unpadded block statistics of single-training-unit key ``k`` from the profiles.
+def _direct_chunk(Yd, layout: FoldLayout, paths, targets, ks, cand, shape) -> K.Blocks:
+    """Block statistics of single-training-unit keys ``ks`` from their rows of ``Yd``.
 
     The numbers :func:`_gather` (``knd=1``) reads from the store's fold Grams, computed
-    from this key's rows only: the Gram, sums and cross moments of the per-profile centred
-    donors and targets (candidates ``cand``) on each feature fold of the training unit, and
-    the target unit's donor Gram. No per-unit store, no padding (same values to rounding).
+    from these keys' rows only: per feature fold of the training unit, the Gram, sums and
+    cross moments of the per-profile centred donors and targets (candidates ``cand``
+    (nk, Np), -1: padding), and the target unit's donor Gram; padded like :func:`_gather`
+    to ``shape`` ``(Dp, Jp, Np)`` (padded donors, candidates and blocks hold zeros). Same
+    values to rounding, without a per-unit store.
     """
-    T = paths.T_flat[paths.T_off[k]]
-    D = paths.D_flat[paths.D_off[k] : paths.D_off[k + 1]]
-    v = targets[paths.cand_target[cand], 1]
-    d = D.size
-    X = np.asarray(Yd[T, np.concatenate([D, v])], dtype=np.float64)  # (d + N, p)
-    mean = X.mean(axis=1)
-    Z = (X - mean[:, None])[:, layout.order]
-    n_f = layout.n.size
-    G, Gv, Gvv, s, sv = [], [], [], [], []
-    for lo, n in zip(layout.start, layout.n, strict=True):
-        Zk = Z[:, lo : lo + n]
-        ZD, ZV = Zk[:d], Zk[d:]
-        G.append(ZD @ ZD.T)
-        Gv.append(ZV @ ZD.T)
-        Gvv.append(np.einsum("ij,ij->i", ZV, ZV))
-        sk = Zk.sum(axis=1)
-        s.append(sk[:d])
-        sv.append(sk[d:])
-    Xu = np.asarray(Yd[paths.key_unit[k], D], dtype=np.float64)
-    Zu = Xu - Xu.mean(axis=1, keepdims=True)
+    Dp, Jp, Np = shape
+    nk, nf = ks.size, layout.n.size
+    Dm, dmask = _padded_rows(paths.D_flat, paths.D_off[ks], paths.n_D[ks], Dp)
+    cmask = cand >= 0
+    v = np.where(cmask, targets[paths.cand_target[np.maximum(cand, 0)], 1], 0)
+    T = paths.T_flat[paths.T_off[ks]][:, None]
+
+    def centred(u, idx, mask):  # (nk, n, p) float64 profiles, centred; zeros where masked
+        X = np.where(mask[..., None], np.asarray(Yd[u, idx], dtype=np.float64), 0.0)
+        mu = X.mean(axis=2)
+        return X - mu[..., None], mu
+
+    ZD, mD = centred(T, Dm, dmask)
+    ZV, mV = centred(T, v, cmask)
+    ZD, ZV = ZD[..., layout.order], ZV[..., layout.order]
+    G, s = np.zeros((nk, Jp, Dp, Dp)), np.zeros((nk, Jp, Dp))
+    Gv, Gvv, sv = np.zeros((nk, Np, Jp, Dp)), np.zeros((nk, Np, Jp)), np.zeros((nk, Np, Jp))
+    for j, (lo, n) in enumerate(zip(layout.start, layout.n, strict=True)):
+        Dk, Vk = ZD[..., lo : lo + n], ZV[..., lo : lo + n]
+        G[:, j] = Dk @ Dk.swapaxes(1, 2)
+        Gv[:, :, j] = Vk @ Dk.swapaxes(1, 2)
+        Gvv[:, :, j] = np.einsum("knp,knp->kn", Vk, Vk)
+        s[:, j] = Dk.sum(axis=2)
+        sv[:, :, j] = Vk.sum(axis=2)
+    bmask = np.broadcast_to(np.arange(Jp) < nf, (nk, Jp))
+    Zu, _ = centred(paths.key_unit[ks][:, None], Dm, dmask)
     return K.Blocks(
-        G=np.stack(G),
-        s=np.stack(s),
-        nb=layout.n.astype(np.float64),
-        m=np.broadcast_to(mean[:d], (n_f, d)),
-        bmask=np.ones(n_f, dtype=bool),
-        dmask=np.ones(d, dtype=bool),
-        Gu=Zu @ Zu.T,
-        Gv=np.stack(Gv, axis=1),
-        Gvv=np.stack(Gvv, axis=1),
-        sv=np.stack(sv, axis=1),
-        mv=np.broadcast_to(mean[d:, None], (v.size, n_f)),
+        G=G,
+        s=s,
+        nb=np.where(bmask, np.resize(layout.n.astype(np.float64), Jp), 0.0),
+        m=np.where(bmask[..., None], mD[:, None, :], 0.0),
+        bmask=bmask,
+        dmask=dmask,
+        Gu=Zu @ Zu.swapaxes(1, 2),
+        Gv=Gv,
+        Gvv=Gvv,
+        sv=sv,
+        mv=np.where(bmask[:, None, :], mV[..., None], 0.0),
     )
 
 
-def _chunk_blocks(store, paths, targets, ks_p, cand, kind, shape, p) -> K.Blocks:
-    """Block statistics of a padded chunk whose keys mix both validation kinds."""
+def direct_blocks(Yd, layout: FoldLayout, paths, targets, k, cand) -> K.Blocks:
+    """:func:`_direct_chunk` of one key and its candidates ``cand``, unpadded."""
+    shape = (int(paths.n_D[k]), layout.n.size, cand.size)
+    b = _direct_chunk(Yd, layout, paths, targets, np.array([k]), cand[None, :], shape)
+    return K.Blocks(*(x[0] for x in b))
+
+
+def _chunk_blocks(store, paths, targets, ks_p, cand, kind, shape, p, direct=None) -> K.Blocks:
+    """Block statistics of a padded chunk whose keys mix both validation kinds.
+
+    ``direct``: ``(Yd, layout)`` to compute the single-training-unit keys' statistics from
+    the profiles (:func:`_direct_chunk`) instead of the store.
+    """
     parts = [np.flatnonzero(kind[ks_p] == knd) for knd in (0, 1)]
-    pieces = [
-        _gather(store, paths, targets, ks_p[ix], cand[ix], knd, shape, p)
-        for knd, ix in enumerate(parts)
-        if ix.size
-    ]
+
+    def piece(knd, ix):
+        if knd == 1 and direct is not None:
+            return _direct_chunk(*direct, paths, targets, ks_p[ix], cand[ix], shape)
+        return _gather(store, paths, targets, ks_p[ix], cand[ix], knd, shape, p)
+
+    pieces = [piece(knd, ix) for knd, ix in enumerate(parts) if ix.size]
     back = np.argsort(np.concatenate([ix for ix in parts if ix.size]))
     return K.Blocks(*(np.concatenate(arrs)[back] for arrs in zip(*pieces, strict=True)))
 
@@ -854,6 +889,16 @@ def predict_selected(
     cstart = np.concatenate([[0], np.cumsum(counts)[:-1]])
     used = np.flatnonzero(counts)
     p = Yd.shape[2]
+    bar = tqdm(total=sel_cand.size, desc="predicting", disable=not progress, unit="pair")
+    host = (counts[used] >= HOST_PREDICT_MIN_PAIRS) | (paths.n_D[used] >= HOST_MIN_DONORS)
+    for k in used[host]:  # one matrix product per group, unpadded, uncompiled
+        i = order[cstart[k] : cstart[k] + counts[k]]  # positions in sel_cand
+        d = int(paths.n_D[k])
+        X = np.asarray(Yd[paths.key_unit[k], paths.D_flat[paths.D_off[k] : paths.D_off[k + 1]]])
+        W = w_flat[w_off[i][:, None] + np.arange(d)]
+        out[rows[i]] = W @ X.astype(np.float64) + b[i][:, None]
+        bar.update(i.size)
+    used = used[~host]
     plan = _bucket_plan(
         used,
         paths.n_D[used],
@@ -864,7 +909,6 @@ def predict_selected(
         1,
         lambda Dp, Jp, Np, R: max(Dp * p, Np * p, Np * Dp),
     )
-    bar = tqdm(total=sel_cand.size, desc="predicting", disable=not progress, unit="pair")
     for (Dp, _, Np, size), vkeys, vcand in plan:
         for lo, hi in _chunks(len(vkeys), size):
             _, idx, ks_p = _padded_chunk(vkeys, vcand, lo, hi, size, Np)

@@ -1,0 +1,117 @@
+"""Issue 12 (scale): the lean paths of synthetic interventions equal the ones they replace.
+
+- the published preset keys only each target's last usable level (``greedy_paths`` with
+  ``last_min_units``), the same candidates as every level filtered afterwards;
+- single-training-unit groups take their statistics from their own rows of the grid
+  (``_direct_chunk``), the same numbers as the per-unit fold-Gram store;
+- groups with many selected pairs are predicted by one numpy product each, the same
+  predictions as the padded JAX batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scimpute.methods import grid_data
+from scimpute.methods.synthetic_interventions import SIParams, synthetic_interventions
+from scimpute.methods.synthetic_interventions import _direction as Dn
+from scimpute.methods.synthetic_interventions import _engine as E
+from scimpute.tl._data import default_targets
+
+
+def _sparse(seed, n_c=8, n_a=40, p=23, fraction=0.35):
+    rng = np.random.default_rng(seed)
+    V, W = rng.normal(size=(n_a, 3)), rng.normal(size=(3, p))
+    Y = rng.normal(size=(n_c, 1, p)) + np.einsum("cr,ar,rp->cap", rng.normal(size=(n_c, 3)), V, W)
+    Y = Y + 0.3 * rng.normal(size=Y.shape)
+    M = rng.random((n_c, n_a)) < fraction
+    M[:, 0] = True
+    return grid_data(Y, M, control=0)
+
+
+def _candidates(paths):
+    """(target, step, training units, donors) of every candidate, sorted."""
+    rows = []
+    for c in range(paths.cand_key.size):
+        k = paths.cand_key[c]
+        T = tuple(paths.T_flat[paths.T_off[k] : paths.T_off[k + 1]])
+        D = tuple(paths.D_flat[paths.D_off[k] : paths.D_off[k + 1]])
+        rows.append((int(paths.cand_target[c]), int(paths.cand_step[c]), T, D))
+    return sorted(rows)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("min_units", [1, 2])
+@pytest.mark.parametrize("cap", [None, 3])
+def test_last_level_paths_equal_filtered_full_paths(seed, min_units, cap):
+    data = _sparse(seed)
+    t = default_targets(data)
+    Md = np.ascontiguousarray(data.measured)
+    params = SIParams(preset="published", min_train_units=min_units, max_donors=cap).resolved()
+    full = E.greedy_paths(Md, t, cap)
+    lean = E.greedy_paths(Md, t, cap, min_units)
+    np.testing.assert_array_equal(full.had_level, lean.had_level)
+    np.testing.assert_array_equal(full.n_start, lean.n_start)
+    kept = Dn._usable_levels(full, len(t), params)
+    assert _candidates(kept) == _candidates(Dn._usable_levels(lean, len(t), params))
+    assert lean.key_unit.size < full.key_unit.size  # the other levels are never keyed
+
+
+@pytest.mark.parametrize("shape", [None, (16, 8, 8)])
+def test_direct_single_unit_blocks_equal_store_blocks(shape):
+    """Statistics from a group's own rows equal those read from the fold-Gram store."""
+    data = _sparse(1)
+    t = default_targets(data)
+    paths = E.greedy_paths(np.ascontiguousarray(data.measured), t, None)
+    folds = np.random.default_rng(0).permutation(np.arange(data.n_features) % 5)
+    layout = E.FoldLayout.of(folds)
+    counts = np.bincount(paths.cand_key, minlength=paths.key_unit.size)
+    keys = np.flatnonzero((paths.n_T == 1) & (counts > 0))[:12]
+    assert keys.size
+    T = paths.T_flat[paths.T_off[keys]]
+    store = E.build_store(data.Y, data.measured, folds, T, E._store_units(paths, keys))
+    Np = int(counts[keys].max()) + 2
+    cand = np.full((keys.size, Np), -1)
+    for i, k in enumerate(keys):
+        c = np.flatnonzero(paths.cand_key == k)
+        cand[i, : c.size] = c
+    if shape is None:  # unpadded, one key at a time (the host path)
+        for i, k in enumerate(keys):
+            c = cand[i][cand[i] >= 0]
+            got = E.direct_blocks(data.Y, layout, paths, t, k, c)
+            sh = (int(paths.n_D[k]), 5, c.size)
+            want = E._gather(store, paths, t, np.array([k]), c[None], 1, sh, data.n_features)
+            for f, x, y in zip(K_FIELDS, got, want, strict=True):
+                np.testing.assert_allclose(x, y[0], rtol=1e-10, atol=1e-10, err_msg=f)
+        return
+    sh = (shape[0], shape[1], Np)
+    got = E._direct_chunk(data.Y, layout, paths, t, keys, cand, sh)
+    want = E._gather(store, paths, t, keys, cand, 1, sh, data.n_features)
+    for f, x, y in zip(K_FIELDS, got, want, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-10, err_msg=f)
+
+
+K_FIELDS = E.K.Blocks._fields
+
+
+@pytest.mark.parametrize("params", [{"preset": "published"}, {}])
+def test_direct_and_host_prediction_equal_store_and_padded_batches(monkeypatch, params):
+    """The whole call: direct statistics (chosen when the fold-Gram store would exceed its
+    budget) and numpy predictions == the store and padded JAX batches."""
+    data = _sparse(2, n_c=7, n_a=60, fraction=0.4)
+    t = default_targets(data)
+    spec = SIParams.from_kwargs("synthetic_interventions", params)
+    monkeypatch.setattr(E, "FOLD_STORE_BUDGET", 0)  # auto: the store would be too large
+    lean = synthetic_interventions(data, t, spec)
+    monkeypatch.setattr(E, "DIRECT_SINGLE_UNIT", False)
+    monkeypatch.setattr(E, "HOST_PREDICT_MIN_PAIRS", np.iinfo(np.int64).max)
+    old = synthetic_interventions(data, t, spec)
+    assert (lean.source == "synthetic_interventions").any()
+    np.testing.assert_allclose(lean.prediction, old.prediction, rtol=1e-9, atol=1e-9)
+    assert list(lean.source) == list(old.source)
+    for k, v in old.per_target.items():
+        np.testing.assert_allclose(lean.per_target[k], v, rtol=1e-9, atol=1e-12, err_msg=k)
+    np.testing.assert_allclose(
+        lean.info["donor_weights"].toarray(), old.info["donor_weights"].toarray(), atol=1e-9
+    )
