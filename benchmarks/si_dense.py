@@ -19,10 +19,10 @@ default's):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +33,9 @@ from scimpute.methods.baselines import context_mean
 from scimpute.methods.synthetic_interventions import SIParams, synthetic_interventions
 from scimpute.methods.synthetic_interventions import _engine as engine
 from scimpute.methods.synthetic_interventions._reference import reference_si
-from scimpute.tl._data import default_targets, to_grid_data
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import grid_arguments, simulated_si_grid
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -53,34 +55,25 @@ def _reference(data, targets, spec, folds):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--contexts", type=int, default=6)
-    ap.add_argument("--perturbations", type=int, default=1000)
-    ap.add_argument("--features", type=int, default=600)
-    ap.add_argument("--fraction", type=float, default=0.9)
+    ap = grid_arguments(
+        __doc__, "si_dense", contexts=6, perturbations=1000, features=600, fraction=0.9,
+        reference_pairs=50,
+    )  # fmt: skip
     ap.add_argument("--context-strength", type=float, default=3.0)
-    ap.add_argument("--reference-pairs", type=int, default=50)
     ap.add_argument("--validated-reference-pairs", type=int, default=3)
     ap.add_argument("--batched", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--name", default="si_dense")
     args = ap.parse_args()
 
-    grid = si.datasets.simulate_grid(
+    data, targets, truth_of = simulated_si_grid(
         args.contexts,
         args.perturbations,
         args.features,
-        rank=10,
-        noise=0.5,
-        fraction_measured=args.fraction,
+        args.fraction,
+        args.seed,
         context_strength=args.context_strength,
-        random_state=args.seed,
     )
-    data, order = to_grid_data(grid)
-    targets = default_targets(data)
     n = len(targets)
-    flat = targets[:, 0] * data.n_perturbations + targets[:, 1]
-    truth = np.asarray(grid.layers["truth"][order[flat]], dtype=np.float64)
+    truth = truth_of(np.arange(n))
     rng = np.random.default_rng(args.seed)
     sample = rng.choice(n, size=min(args.reference_pairs, n), replace=False)
     vsample = sample[: args.validated_reference_pairs]

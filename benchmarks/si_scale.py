@@ -16,12 +16,12 @@ sampled targets equal the reference's. Writes ``benchmarks/results/<name>.{md,js
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
 import platform
 import resource
+import sys
 import threading
 import time
 import tracemalloc
@@ -34,7 +34,10 @@ import scimpute as si
 from scimpute.methods.baselines import context_mean
 from scimpute.methods.synthetic_interventions import SIParams, synthetic_interventions
 from scimpute.methods.synthetic_interventions._reference import reference_si
-from scimpute.tl._data import default_targets, to_grid_data
+from scimpute.tl._data import default_targets
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import grid_arguments, simulated_si_grid
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = {
@@ -176,15 +179,11 @@ def lean_grid(n_c, n_a, p, fraction, seed, rank=10, noise=0.5):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--contexts", type=int, default=70)
-    ap.add_argument("--perturbations", type=int, default=5000)
-    ap.add_argument("--features", type=int, default=978)
-    ap.add_argument("--fraction", type=float, default=0.1)
-    ap.add_argument("--reference-pairs", type=int, default=200)
+    ap = grid_arguments(
+        __doc__, "si_scale", contexts=70, perturbations=5000, features=978, fraction=0.1,
+        reference_pairs=200,
+    )  # fmt: skip
     ap.add_argument("--configs", nargs="+", default=["default", "published"])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--name", default="si_scale")
     ap.add_argument("--warm", action="store_true", help="also time a second (compiled) call")
     ap.add_argument(
         "--lean", action="store_true", help="memory-lean generator (lean_grid) for full sizes"
@@ -203,24 +202,14 @@ def main() -> None:
         sample = rng.choice(len(targets), size=min(20000, len(targets)), replace=False)
         truth_sample = truth_fn(targets[sample, 0], targets[sample, 1]).astype(np.float64)
     else:
-        grid = si.datasets.simulate_grid(
-            args.contexts,
-            args.perturbations,
-            args.features,
-            rank=10,
-            noise=0.5,
-            fraction_measured=args.fraction,
-            random_state=args.seed,
+        data, targets, truth_of = simulated_si_grid(
+            args.contexts, args.perturbations, args.features, args.fraction, args.seed
         )
-        data, order = to_grid_data(grid)
-        targets = default_targets(data)
         sim_s = time.perf_counter() - t0
         rss_sim = peak_rss_gb()
         sample = rng.choice(len(targets), size=min(20000, len(targets)), replace=False)
-        truth = grid.layers["truth"]
-        flat = targets[sample, 0] * data.n_perturbations + targets[sample, 1]
-        truth_sample = np.asarray(truth[order[flat]], dtype=np.float64)
-        del grid, truth  # keep only what the method needs
+        truth_sample = truth_of(sample)
+        del truth_of  # keep only what the method needs
     cm = context_mean(data, targets[sample]).prediction
     cm_r2 = float(np.median(si.metrics.r2(truth_sample, cm)))
     del cm
