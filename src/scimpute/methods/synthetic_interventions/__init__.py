@@ -108,7 +108,14 @@ some target selected. Single-training-unit groups whose validation the selection
 (donors fewer than ``single_unit_redundancy`` x rank90) are validated only if selected.
 The predictions are those of the all-``eigh`` computation (to rounding). Smaller groups run
 in padded batches by jit-compiled JAX kernels (:mod:`._kernels`, the same arithmetic), all
-in float64. Where a per-group factorisation cannot be shared: the held-out sets of
+in float64. The statistics of single-training-unit groups (feature-fold validation) are
+read from a per-unit fold-Gram store, or, when that store would exceed
+:data:`._engine.FOLD_STORE_BUDGET` (1 GiB; 1.8 GB at 70 x 10,000 at CMap's density, 7 GB
+at 70 x 20,000), computed from each group's own rows of the grid; the store holds only the
+units the other groups read. With ``select="max_donors"`` (the published preset) the
+greedy path keys only each target's last usable level, and a single regularisation is
+not padded. Groups with at least 8 selected pairs are predicted by one numpy product
+each, unpadded. Where a per-group factorisation cannot be shared: the held-out sets of
 different groups differ (their donor sets differ), and rank-deficient sets (more donors than
 training rows) need ``eigh`` for the minimum-norm solution. No donor set is capped unless
 ``max_donors`` is given (the cost per group grows as donors^3: 4 x 10,000 x 1,000 is out of
