@@ -106,6 +106,7 @@ def test_direct_and_host_prediction_equal_store_and_padded_batches(monkeypatch, 
     lean = synthetic_interventions(data, t, spec)
     monkeypatch.setattr(E, "DIRECT_SINGLE_UNIT", False)
     monkeypatch.setattr(E, "HOST_PREDICT_MIN_PAIRS", np.iinfo(np.int64).max)
+    monkeypatch.setattr(E, "HOST_PREDICT_MAX_GROUPS", 0)
     old = synthetic_interventions(data, t, spec)
     assert (lean.source == "synthetic_interventions").any()
     np.testing.assert_allclose(lean.prediction, old.prediction, rtol=1e-9, atol=1e-9)

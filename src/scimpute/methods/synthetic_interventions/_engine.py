@@ -49,8 +49,11 @@ DIRECT_SINGLE_UNIT: bool | None = None
 #: largest fold-Gram store (floats) built when DIRECT_SINGLE_UNIT is None (1 GiB)
 FOLD_STORE_BUDGET = 2**27
 #: groups with at least this many selected pairs (or HOST_MIN_DONORS donors) are predicted
-#: by one unpadded numpy product each; smaller ones in padded JAX batches
+#: by one unpadded numpy product each; smaller ones in padded JAX batches, unless there
+#: are few groups
 HOST_PREDICT_MIN_PAIRS = 8
+#: with at most this many groups every group is predicted so (no kernel to compile)
+HOST_PREDICT_MAX_GROUPS = 20000
 
 
 def ranges(starts, counts) -> np.ndarray:
@@ -891,6 +894,7 @@ def predict_selected(
     p = Yd.shape[2]
     bar = tqdm(total=sel_cand.size, desc="predicting", disable=not progress, unit="pair")
     host = (counts[used] >= HOST_PREDICT_MIN_PAIRS) | (paths.n_D[used] >= HOST_MIN_DONORS)
+    host |= used.size <= HOST_PREDICT_MAX_GROUPS  # few groups: a loop beats compiling
     for k in used[host]:  # one matrix product per group, unpadded, uncompiled
         i = order[cstart[k] : cstart[k] + counts[k]]  # positions in sel_cand
         d = int(paths.n_D[k])
