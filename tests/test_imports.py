@@ -15,6 +15,7 @@ PACKAGES = [
     "scimpute.methods",
     "scimpute.mm",
     "scimpute.nn",
+    "scimpute.ntk",
     "scimpute.pl",
     "scimpute.pp",
     "scimpute.tl",
