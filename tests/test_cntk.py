@@ -152,6 +152,7 @@ def test_expansion_and_fft_operator():
     assert op.relative_error < 1e-6
     w = np.random.default_rng(1).normal(size=(2, W, H)).astype(np.float32)
     got = np.asarray(op.image_matvec(jnp.asarray(w))).reshape(2, -1)
+    got = got + op.floor * w.reshape(2, -1).sum(axis=1, keepdims=True)  # the floor, rank one
     np.testing.assert_allclose(got, (B @ w.reshape(2, -1).T).T, rtol=1e-4, atol=1e-3)
 
 
@@ -165,7 +166,7 @@ def test_cg_matches_the_dense_solve_on_a_small_image():
     Y = jnp.asarray(rng.random((len(obs), 3)), jnp.float32)
     lam = 1e-2 * float(jnp.mean(jnp.diag(K)))
     exact = solve_cholesky(K, Y, 1e-2)
-    x, info = solve_cg(lambda v: K @ v + lam * v, Y, tol=1e-6, maxiter=2000)
+    x, info = solve_cg(lambda v, K: K @ v + lam * v, Y, args=(K,), tol=1e-6, maxiter=2000)
     assert info.relative_residual.max() < 1e-4
     np.testing.assert_allclose(
         np.asarray(x), np.asarray(exact), rtol=2e-3, atol=2e-3 * np.abs(exact).max()

@@ -15,19 +15,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._params import Params, param
 from ._expand import kernel_block
 from ._layers import cntk_anchor_rows, encoder_decoder, make_prior
-from ._solve import StationaryOperator, solve_cg, solve_cholesky
+from ._solve import StationaryOperator, solve_cg, solve_cholesky, sym_matvec
 
 __all__ = ["CntkParams", "fill_image", "image_kernel"]
 
 #: ridges tried by ``reg="auto"`` (relative to the kernel's mean diagonal).
-REG_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+REG_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 #: fixed inputs tried by ``prior="auto"``.
 PRIOR_GRID = ("stationary", "meshgrid")
 #: largest number of observed pixels solved by Cholesky with ``solver="auto"``.
@@ -54,9 +53,11 @@ class CntkParams(Params):
     upsample
         ``"nearest"`` (published) or ``"bilinear"``.
     prior
-        Fixed input: ``"meshgrid"`` (two coordinate channels, the deep-image-prior input),
-        ``"stationary"`` (the published default covariance), ``"identity"`` (white noise), or
-        ``"auto"``: the one of ``PRIOR_GRID`` with the lower held-out error.
+        Fixed input: ``"stationary"`` (default: the published default covariance, 1/400 plus
+        1/300 on the diagonal), ``"meshgrid"`` (two coordinate channels, the deep-image-prior
+        input; its expanded kernel is often indefinite, so the solve fails unless the ridge
+        is large), ``"identity"`` (white noise), or ``"auto"``: the one of ``PRIOR_GRID``
+        with the lower held-out error (computes one base kernel per candidate).
     base_size
         Resolution of the computed kernel before expansion (published: 128). Lowered to the
         largest multiple of ``2^depth`` that fits in the image.
@@ -68,8 +69,11 @@ class CntkParams(Params):
         gradient with FFT matrix-vector products), or ``"auto"``: Cholesky up to
         ``CHOLESKY_MAX`` observed pixels.
     rank
-        Terms of the low-rank anchor expansion of the ``"cg"`` operator (exact at
-        ``(2^depth)^2``; its truncation error is recorded).
+        Kernel of the ``"cg"`` solver: 0 (default) averages the expanded kernel over the
+        ``P^2`` anchor phases, a stationary kernel applied by FFT (positive semi-definite in
+        practice; its distance to the expanded kernel is recorded); ``r > 0`` keeps ``r``
+        terms of an SVD over the anchors (exact at ``P^2`` terms), whose truncation can make
+        the operator indefinite at small ridges.
     tol, maxiter
         Conjugate-gradient stopping rule (relative residual) and step limit.
     holdout
@@ -81,11 +85,11 @@ class CntkParams(Params):
     kernel_size: int = param(3, ge=1, check=_odd)
     slope: float = param(0.01, ge=0, lt=1)
     upsample: Literal["nearest", "bilinear"] = param("nearest")
-    prior: Literal["meshgrid", "stationary", "identity", "auto"] = param("auto")
+    prior: Literal["stationary", "meshgrid", "identity", "auto"] = param("stationary")
     base_size: int = param(128, ge=4)
     reg: float | Literal["auto"] = param("auto", ge=0)
     solver: Literal["auto", "cholesky", "cg"] = param("auto")
-    rank: int = param(64, ge=1)
+    rank: int = param(0, ge=0)
     tol: float = param(1e-4, gt=0, lt=1)
     maxiter: int = param(400, ge=1)
     holdout: float = param(0.05, gt=0, lt=0.5)
@@ -148,20 +152,31 @@ def _solve(A, shape, mask, Y, reg, params: CntkParams, solver: str):
         pred = kernel_block(A, shape, mis, obs) @ alpha
         return np.asarray(pred), info
     op = StationaryOperator(A, shape, params.rank)
-    lam = reg * op.diag
+    lam = jnp.float32(reg * op.diag)
     oi = jnp.asarray(obs[:, 0] * shape[1] + obs[:, 1])
     mi = jnp.asarray(mis[:, 0] * shape[1] + mis[:, 1])
-    n_pix = shape[0] * shape[1]
+    spec = jnp.asarray(np.maximum(op.spectrum, 0.0) + float(lam), jnp.float32)
+    # (G + lam I + floor 1 1^T)^{-1} Y by Sherman-Morrison: solve with G + lam I for [Y, 1]
     c = Y.shape[1]
-
-    def full(v):
-        img = jnp.zeros((c, n_pix), jnp.float32).at[:, oi].set(v.T).reshape(c, *shape)
-        return op.image_matvec(img).reshape(c, n_pix)
-
-    alpha, cg = solve_cg(
-        jax.jit(lambda v: full(v)[:, oi].T + lam * v), Y, tol=params.tol, maxiter=params.maxiter
+    rhs = np.concatenate([Y, np.ones((len(obs), 1), np.float32)], axis=1)
+    X, cg = solve_cg(
+        _observed_matvec,
+        rhs,
+        args=(oi, lam, *op.operands, spec),
+        precond=_circulant_precond,
+        tol=params.tol,
+        maxiter=params.maxiter,
     )
-    pred = full(alpha)[:, mi].T
+    a, b = X[:, :c], X[:, c:]
+    shift = op.floor * jnp.sum(a, axis=0) / (1.0 + op.floor * jnp.sum(b))
+    alpha = a - b * shift[None, :]
+    pred = _full_matvec(alpha, oi, *op.operands)[:, mi].T + op.floor * jnp.sum(alpha, axis=0)
+    if not np.all(cg.relative_residual < 1e-2):
+        raise np.linalg.LinAlgError(
+            "conjugate gradient did not converge (relative residual "
+            f"{cg.relative_residual.max():.3g}): the expanded kernel is not positive definite "
+            "at this ridge (common with prior='meshgrid'); use prior='stationary' or raise reg."
+        )
     info.update(
         rank=op.rank,
         rank_relative_error=op.relative_error,
@@ -169,6 +184,27 @@ def _solve(A, shape, mask, Y, reg, params: CntkParams, solver: str):
         cg_relative_residual=[float(x) for x in cg.relative_residual],
     )
     return np.asarray(pred), info
+
+
+def _full_matvec(v, oi, U, m, F):
+    """Kernel times ``v`` (values at observed pixels ``oi``), at every pixel ``(c, W H)``."""
+    c = v.shape[1]
+    shape = m.shape
+    img = jnp.zeros((c, shape[0] * shape[1]), jnp.float32).at[:, oi].set(v.T)
+    return sym_matvec(img.reshape(c, *shape), U, m, F).reshape(c, -1)
+
+
+def _observed_matvec(v, oi, lam, U, m, F, spec):
+    return _full_matvec(v, oi, U, m, F)[:, oi].T + lam * v
+
+
+def _circulant_precond(r, oi, lam, U, m, F, spec):
+    """``(C + lam I)^{-1}`` of the anchor-averaged circulant kernel, scattered and gathered."""
+    c = r.shape[1]
+    W, H = m.shape
+    img = jnp.zeros((c, W * H), jnp.float32).at[:, oi].set(r.T).reshape(c, W, H)
+    z = jnp.fft.irfft2(jnp.fft.rfft2(img) / spec, s=(W, H)).reshape(c, -1)
+    return z[:, oi].T
 
 
 def fill_image(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -53,9 +54,11 @@ class CGInfo:
 
 
 def solve_cg(
-    matvec: Callable[[jax.Array], jax.Array],
+    matvec: Callable[..., jax.Array],
     Y: jax.Array,
     *,
+    args: tuple = (),
+    precond: Callable[..., jax.Array] | None = None,
     tol: float = 1e-4,
     maxiter: int = 500,
 ) -> tuple[jax.Array, CGInfo]:
@@ -64,9 +67,15 @@ def solve_cg(
     Parameters
     ----------
     matvec
-        ``V (n, c) -> A V`` for a symmetric positive definite ``A`` (include the ridge).
+        ``(V (n, c), *args) -> A V`` for a symmetric positive definite ``A`` (include the
+        ridge). Arrays go in ``args`` (not in a closure) so they are not compiled in.
     Y
         Right-hand sides ``(n, c)``.
+    args
+        Extra operands of ``matvec`` (and of ``precond``).
+    precond
+        ``(R, *args) -> M^{-1} R`` for a symmetric positive definite ``M ~ A``
+        (preconditioned CG); ``None``: plain CG.
     tol
         Stop when every column's ``||A x - y|| / ||y||`` is below it.
     maxiter
@@ -74,31 +83,47 @@ def solve_cg(
 
     Returns
     -------
-    ``(X, CGInfo)``.
+    ``(X, CGInfo)``. A column whose search direction meets non-positive curvature (``A``
+    not positive definite) stops there; its residual says how far it got.
 
     """
     Y = jnp.asarray(Y, jnp.float32)
+    x, k = _cg(matvec, precond or _identity, Y, args, float(tol), int(maxiter))
+    ynorm = jnp.maximum(jnp.linalg.norm(Y, axis=0), 1e-30)
+    res = np.asarray(jnp.linalg.norm(Y - matvec(x, *args), axis=0) / ynorm)
+    return x, CGInfo(int(k), res)
+
+
+def _identity(r, *args):
+    return r
+
+
+@partial(jax.jit, static_argnums=(0, 1, 4, 5))
+def _cg(matvec, precond, Y, args, tol, maxiter):
     ynorm = jnp.maximum(jnp.linalg.norm(Y, axis=0), 1e-30)
 
     def cond(state):
-        k, _, r, _, _ = state
-        return (k < maxiter) & jnp.any(jnp.linalg.norm(r, axis=0) / ynorm > tol)
+        k, _, r, _, _, live = state
+        return (k < maxiter) & jnp.any(live & (jnp.linalg.norm(r, axis=0) / ynorm > tol))
 
     def body(state):
-        k, x, r, p, rs = state
-        Ap = matvec(p)
-        alpha = rs / jnp.maximum(jnp.sum(p * Ap, axis=0), 1e-30)
+        k, x, r, p, rz, live = state
+        Ap = matvec(p, *args)
+        pAp = jnp.sum(p * Ap, axis=0)
+        live = live & (pAp > 0)
+        alpha = jnp.where(live, rz / jnp.where(live, pAp, 1.0), 0.0)
         x = x + alpha * p
         r = r - alpha * Ap
-        rs_new = jnp.sum(r * r, axis=0)
-        p = r + (rs_new / jnp.maximum(rs, 1e-30)) * p
-        return k + 1, x, r, p, rs_new
+        z = precond(r, *args)
+        rz_new = jnp.sum(r * z, axis=0)
+        p = z + jnp.where(live, rz_new / jnp.maximum(rz, 1e-30), 0.0) * p
+        return k + 1, x, r, p, rz_new, live
 
-    x0 = jnp.zeros_like(Y)
-    state = (0, x0, Y, Y, jnp.sum(Y * Y, axis=0))
-    k, x, _, _, _ = jax.lax.while_loop(cond, body, state)
-    res = np.asarray(jnp.linalg.norm(Y - matvec(x), axis=0) / ynorm)
-    return x, CGInfo(int(k), res)
+    live0 = jnp.ones(Y.shape[1], bool)
+    z0 = precond(Y, *args)
+    state = (0, jnp.zeros_like(Y), Y, z0, jnp.sum(Y * z0, axis=0), live0)
+    k, x, *_ = jax.lax.while_loop(cond, body, state)
+    return x, k
 
 
 class StationaryOperator:
@@ -132,14 +157,25 @@ class StationaryOperator:
             G[:, j] = np.roll(G[:, j], P - j, axis=2)
         G -= mins[:, :, None, None]
         Gm = G.reshape(P * P, d * d)
-        rank = int(min(rank, *Gm.shape))
-        if rank == min(Gm.shape):
-            u, s, vt = np.linalg.svd(Gm.astype(np.float64), full_matrices=False)
-        else:
-            u, s, vt = randomized_svd(Gm, rank, n_iter=4, random_state=random_state)
         total = float(np.sum(Gm.astype(np.float64) ** 2))
+        if rank == 0:  # phase-averaged: one stationary filter, the anchors' mean
+            mean_row = Gm.mean(axis=0)
+            u = np.ones((P * P, 1))
+            s = np.ones(1)
+            vt = mean_row[None]
+            resid = Gm - mean_row[None]
+            self.relative_error = float(np.sqrt(np.sum(resid.astype(np.float64) ** 2) / total))
+            rank = 1
+            mins = np.full_like(mins, mins.mean())
+        else:
+            rank = int(min(rank, *Gm.shape))
+            if rank == min(Gm.shape):
+                u, s, vt = np.linalg.svd(Gm.astype(np.float64), full_matrices=False)
+            else:
+                u, s, vt = randomized_svd(Gm, rank, n_iter=4, random_state=random_state)
+            err = max(total - np.sum(s[:rank] ** 2), 0.0) / total
+            self.relative_error = float(np.sqrt(err))
         self.rank = rank
-        self.relative_error = float(np.sqrt(max(total - np.sum(s[:rank] ** 2), 0.0) / total))
         U = (u[:, :rank] * s[:rank]).reshape(P, P, rank)
         # filters on the full image: offset delta = R - P, placed circularly
         filt = np.zeros((rank, W, H))
@@ -148,8 +184,18 @@ class StationaryOperator:
         rr = np.arange(W) % P
         cc = np.arange(H) % P
         self._U = jnp.asarray(U[rr[:, None], cc[None, :]].transpose(2, 0, 1), jnp.float32)
-        self._m = jnp.asarray(mins[rr[:, None], cc[None, :]], jnp.float32)
+        #: the anchors' common floor: kept out of the operator (huge eigenvalue m N along
+        #: the constant vector, below float32 resolution otherwise), added back exactly by
+        #: the caller (a rank-one update); the anchors' deviations from it stay inside.
+        self.floor = float(mins.mean())
+        self._m = jnp.asarray(mins[rr[:, None], cc[None, :]] - self.floor, jnp.float32)
         self._F = jnp.asarray(np.fft.rfft2(filt), jnp.complex64)  # (rank, W, H//2+1)
+        # anchor-averaged (stationary) kernel, symmetrised: eigenvalues of its circulant
+        mean = np.zeros((W, H))
+        mean[:d, :d] = G.mean(axis=(0, 1))
+        mean = np.roll(mean, (-P, -P), axis=(0, 1))
+        mean = 0.5 * (mean + np.roll(mean[::-1, ::-1], (1, 1), axis=(0, 1)))
+        self.spectrum = np.fft.rfft2(mean).real
         self.diag = float(
             np.mean(
                 A[
@@ -161,13 +207,19 @@ class StationaryOperator:
             )
         )
 
+    @property
+    def operands(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Arrays of :func:`sym_matvec` (pass them as operands, not closure constants)."""
+        return self._U, self._m, self._F
+
     def image_matvec(self, w: jax.Array) -> jax.Array:
         """``(K + K^T) / 2`` applied to image-shaped ``w`` ``(c, W, H)``."""
-        return _sym_matvec(self._U, self._m, self._F, w)
+        return sym_matvec(w, *self.operands)
 
 
 @jax.jit
-def _sym_matvec(U, m, F, w):
+def sym_matvec(w, U, m, F):
+    """``(K + K^T) / 2`` of a :class:`StationaryOperator` applied to ``w`` ``(c, W, H)``."""
     W, H = w.shape[-2:]
     # K w (a) = m(a) sum(w) + sum_j U_j(a) (V_j corr w)(a)   [V_j(delta), b = a + delta]
     wf = jnp.fft.rfft2(w)  # (c, W, H')
