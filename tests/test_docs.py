@@ -20,7 +20,7 @@ DOCS = ROOT / "docs"
 TUTORIALS = sorted((ROOT / "tutorials").glob("*.md"))
 CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.S | re.M)
 RUNTIME = re.compile(r"^\*\*Runtime:\*\* about [\d.]+ (s|min) ", re.M)
-SUBMODULES = ["pp", "tl", "pl", "mm", "datasets", "metrics", "methods", "nn"]
+SUBMODULES = ["pp", "tl", "pl", "mm", "datasets", "metrics", "methods", "nn", "ntk"]
 REAL_LOADERS = ["cmap", "kang", "korkut", "lincs_doses", "scicar", "pbmc_citeseq"]
 
 

@@ -15,6 +15,7 @@ PACKAGES = [
     "scimpute.methods",
     "scimpute.mm",
     "scimpute.nn",
+    "scimpute.ntk",
     "scimpute.pl",
     "scimpute.pp",
     "scimpute.tl",
@@ -73,7 +74,17 @@ def test_from_import_and_identity():
 
     assert impute is impl is si.tl.impute
     assert grid is importlib.import_module("scimpute.pl._grid").grid
-    assert set(si.__all__) == {"datasets", "methods", "metrics", "mm", "nn", "pl", "pp", "tl"}
+    assert set(si.__all__) == {
+        "datasets",
+        "methods",
+        "metrics",
+        "mm",
+        "nn",
+        "ntk",
+        "pl",
+        "pp",
+        "tl",
+    }
 
 
 def test_lazy_all_must_match_members():

@@ -604,6 +604,37 @@ QUOTES += [
     ),
 ]
 
+
+# issue 14: CNTK inpainting (benchmarks/cntk_inpainting.py)
+CNTK = "cntk_inpainting.json"
+QUOTES += [
+    *[
+        (
+            f"| {label} | **{{}}** / {{}} | {{}} / {{}} | {{}} / {{}} | {{}} s |",
+            [
+                (js(CNTK, "images", image, "cntk", "psnr"), 2),
+                (js(CNTK, "published", image, "cntk"), 2),
+                (js(CNTK, "images", image, "biharmonic", "psnr"), 2),
+                (js(CNTK, "published", image, "biharmonic"), 2),
+                (js(CNTK, "images", image, "network", "psnr"), 2),
+                (js(CNTK, "published", image, "network"), 2),
+                (js(CNTK, "images", image, "cntk", "seconds"), 0),
+            ],
+        )
+        for label, image in [("Library (448 x 704)", "library"), ("Vase (320 x 320)", "vase")]
+    ],
+    (
+        "the CNTK's RMSE on the removed spots is {} against {} for nearest-neighbour averaging "
+        "and {} for biharmonic per gene (lower than biharmonic on {}% of genes)",
+        [
+            (js(CNTK, "spatial", "cntk", "rmse_mean"), 3),
+            (js(CNTK, "spatial", "nn_average", "rmse_mean"), 3),
+            (js(CNTK, "spatial", "biharmonic", "rmse_mean"), 3),
+            (scaled(js(CNTK, "spatial", "cntk_beats_biharmonic"), 100), 0),
+        ],
+    ),
+]
+
 #: decimal numbers of the Results section that are not results of this repository.
 NOT_RESULTS = {
     "(0 perfect, 0.5 random)": "the definition of FOSCTTM",

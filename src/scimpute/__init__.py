@@ -20,7 +20,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 if TYPE_CHECKING:
-    from . import datasets, methods, metrics, mm, nn, pl, pp, tl
+    from . import datasets, methods, metrics, mm, nn, ntk, pl, pp, tl
 
 __all__ = [
     "datasets",
@@ -28,6 +28,7 @@ __all__ = [
     "metrics",
     "mm",
     "nn",
+    "ntk",
     "pl",
     "pp",
     "tl",
@@ -36,5 +37,5 @@ __all__ = [
 __getattr__, __dir__ = attach(
     __name__,
     globals(),
-    submodules=["datasets", "methods", "metrics", "mm", "nn", "pl", "pp", "tl"],
+    submodules=["datasets", "methods", "metrics", "mm", "nn", "ntk", "pl", "pp", "tl"],
 )

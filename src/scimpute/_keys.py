@@ -110,6 +110,8 @@ class Key:
         scores: Final = "scores"
         #: entry of ``uns[key]`` of ``mm.invariant_features``: per-dimension concordance.
         invariance_latent: Final = "latent"
+        #: default ``key_added`` of :func:`scimpute.tl.inpaint` (``layers`` and ``uns``).
+        inpaint: Final = "inpaint"
 
         @staticmethod
         def imputed(method: str) -> str:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ._cross_validate_transfer import cross_validate_transfer
     from ._distributed import use_devices
     from ._impute import impute
+    from ._inpaint import inpaint
     from ._rank import rank_experiments, top_pairs
     from ._transfer import compare_transfer, fit_transfer, load_network, transfer
 
@@ -24,6 +25,7 @@ __all__ = [
     "cross_validate_transfer",
     "fit_transfer",
     "impute",
+    "inpaint",
     "load_network",
     "rank_experiments",
     "signature_alignment",
@@ -42,6 +44,7 @@ __getattr__, __dir__ = attach(
         "cross_validate_transfer": "_cross_validate_transfer",
         "fit_transfer": "_transfer",
         "impute": "_impute",
+        "inpaint": "_inpaint",
         "load_network": "_transfer",
         "rank_experiments": "_rank",
         "signature_alignment": "_alignment",

@@ -1,0 +1,141 @@
+"""scimpute.tl.inpaint: images and spatial AnnData lattices (CNTK kernel regression)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+ad = pytest.importorskip("anndata")
+
+import scimpute as si  # noqa: E402
+from scimpute._keys import Key  # noqa: E402
+from scimpute._params import ParamError  # noqa: E402
+
+FAST = {"depth": 2, "reg": 1e-2}
+
+
+def _smooth(n=16, channels=None, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, n)
+    shape = (n, n) if channels is None else (n, n, channels)
+    phase = rng.uniform(0, 3, size=1 if channels is None else channels)
+    ramp = 0.4 * (x[:, None, None] + x[None, :, None])
+    img = 0.1 + ramp + 0.1 * np.sin(3 * x[:, None, None] + phase) * np.cos(2 * x[None, :, None])
+    return img.reshape(shape).astype(np.float32)
+
+
+def _mask(n=16):
+    m = np.ones((n, n), bool)
+    m[9:13, 9:13] = False
+    return m
+
+
+def test_grey_image_round_trip():
+    img, mask = _smooth(), _mask()
+    before = img.copy()
+    out = si.tl.inpaint(img, mask, **FAST)
+    assert out.shape == img.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out[mask], img[mask])
+    np.testing.assert_array_equal(img, before)  # input untouched
+    assert 0 <= out.min() and out.max() <= 1
+    err = np.sqrt(np.mean((out[~mask] - img[~mask]) ** 2))
+    err_mean = np.sqrt(np.mean((img[mask].mean() - img[~mask]) ** 2))
+    assert err < 0.5 * err_mean, (err, err_mean)
+
+
+def test_rgb_image_and_integer_mask_and_auto_ridge():
+    img = _smooth(channels=3)
+    mask = _mask().astype(np.uint8) * 255  # as in the published mask files
+    out = si.tl.inpaint(img, mask, depth=2)
+    assert out.shape == img.shape
+    np.testing.assert_array_equal(out[mask > 0], img[mask > 0])
+    # the same seed gives the same numbers
+    np.testing.assert_array_equal(out, si.tl.inpaint(img, mask, depth=2))
+
+
+def test_auto_ridge_is_the_held_out_minimum():
+    from scimpute.ntk import CntkParams, fill_image
+
+    img, mask = _smooth(), _mask()
+    _, info = fill_image(img[None], mask, CntkParams.from_kwargs("t", {"depth": 2}))
+    scores = info["validation_mse"]["stationary"]
+    assert len(scores) == 4
+    assert repr(info["reg"]) == min(scores, key=scores.get)
+
+
+@pytest.mark.parametrize(
+    ("image", "mask", "kwargs", "err", "match"),
+    [
+        (np.zeros((4, 4, 4, 4)), np.ones((4, 4)), {}, ValueError, "2-D"),
+        (np.zeros((16, 16)), np.ones((8, 8)), {}, ValueError, "mask must have"),
+        (np.full((16, 16), 2.0), _mask(), {}, ValueError, r"\[0, 1\]"),
+        (np.zeros((16, 16)), np.ones((16, 16)), {}, ValueError, "nothing to fill"),
+        (np.zeros((16, 16)), np.zeros((16, 16)), {}, ValueError, "no pixel"),
+        (np.zeros((16, 16)), None, {}, ValueError, "mask is required"),
+        (np.zeros((16, 16)), _mask(), {"kernel": "rbf"}, ValueError, "kernel"),
+        (np.zeros((16, 16)), _mask(), {"bogus": 1}, TypeError, "bogus"),
+        (np.zeros((16, 16)), _mask(), {"reg": -1.0}, ParamError, "reg"),
+        (np.zeros((16, 16)), _mask(), {"key_added": "x"}, TypeError, "AnnData"),
+        (np.zeros((6, 6)), np.eye(6, dtype=bool), {"depth": 2}, ValueError, "too small"),
+    ],
+)
+def test_bad_input_raises(image, mask, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        si.tl.inpaint(image, mask, **kwargs)
+
+
+def _lattice_adata(n=16, genes=3, step=100.0, seed=0):
+    img = _smooth(n, channels=genes, seed=seed).reshape(n * n, genes)
+    xx, yy = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    a = ad.AnnData(img * 10)
+    a.var_names = [f"g{i}" for i in range(genes)]
+    a.obsm["spatial"] = np.stack([xx.ravel(), yy.ravel()], 1) * step + 7.0
+    return a, _mask(n).ravel()
+
+
+def test_spatial_lattice_fills_missing_spots():
+    a, obs = _lattice_adata()
+    truth = a.X.copy()
+    X = a.X.copy()
+    X[~obs] = np.nan  # unmeasured spots may hold anything
+    a.X = X
+    si.tl.inpaint(a, obs, **FAST)
+    out = a.layers[Key.uns.inpaint]
+    np.testing.assert_array_equal(out[obs], X[obs])
+    assert np.all(np.isfinite(out))
+    err = np.sqrt(np.mean((out[~obs] - truth[~obs]) ** 2))
+    err_mean = np.sqrt(np.mean((truth[obs].mean(0) - truth[~obs]) ** 2))
+    assert err < 0.5 * err_mean
+    np.testing.assert_array_equal(a.X[obs], X[obs])  # X untouched
+    uns = a.uns[Key.uns.inpaint]
+    assert uns["params"]["reg"] == 1e-2 and uns["params"]["kernel"] == "cntk"
+    assert uns["info"]["0"]["n_missing"] == int((~obs).sum())
+
+
+def test_spatial_genes_subset_and_pcs_and_obs_column():
+    a, obs = _lattice_adata()
+    a.obs["measured"] = obs
+    si.tl.inpaint(a, "measured", genes=["g1"], key_added="fill", **FAST)
+    out = a.layers["fill"]
+    np.testing.assert_array_equal(out[:, [0, 2]], a.X[:, [0, 2]])  # others copied
+    assert not np.allclose(out[~obs, 1], a.X[~obs, 1] * 0)
+    si.tl.inpaint(a, obs, n_comps=2, key_added="pcs", **FAST)
+    assert a.layers["pcs"].shape == a.shape
+    np.testing.assert_array_equal(a.layers["pcs"][obs], a.X[obs])
+
+
+def test_spatial_errors_leave_the_object_untouched():
+    a, obs = _lattice_adata()
+    a.obsm["spatial"] = a.obsm["spatial"] + np.random.default_rng(0).normal(size=(len(a), 2))
+    with pytest.raises(ValueError, match="regular square lattice"):
+        si.tl.inpaint(a, obs, **FAST)
+    assert Key.uns.inpaint not in a.layers and Key.uns.inpaint not in a.uns
+    b, obs = _lattice_adata()
+    with pytest.raises(ValueError, match="shape"):
+        si.tl.inpaint(b, obs[:-1], **FAST)
+    del b.obsm["spatial"]
+    with pytest.raises(KeyError, match="spatial"):
+        si.tl.inpaint(b, obs, **FAST)
+    with pytest.raises(TypeError, match="AnnData"):
+        si.tl.inpaint({"x": 1}, obs)
