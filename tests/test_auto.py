@@ -162,6 +162,29 @@ def test_out_of_fold_predictions_match_a_manual_fold_loop():
         np.testing.assert_allclose(oof.preds["additive"][idx], ref.prediction)
 
 
+def test_a_folds_record_never_sees_the_folds_own_values():
+    """Nested CV stays honest: fold 0's baseline, difficulty and candidate predictions are
+    the same whatever its own measured values are (the values below flip the grid's
+    validated best baseline, which the old code chose on every measured pair)."""
+    import dataclasses
+
+    data, _ = to_grid_data(_wide_65x3())
+    cands, _ = candidate_specs(data, ("perturbation_mean", "additive"))
+    oof = out_of_fold(data, cands, n_folds=2, random_state=0)
+    h = oof.pairs[oof.fold == 0]
+    y = np.array(data.Y, dtype=np.float64)
+    y[h[:, 0], h[:, 1]] = np.random.default_rng(1).normal(0, 20, (data.n_contexts, 30))[h[:, 0]]
+    changed = dataclasses.replace(data, Y=y)
+    assert validated_order(changed)[0] != validated_order(data)[0]  # the trap is armed
+    oof2 = out_of_fold(changed, cands, n_folds=2, random_state=0)
+    np.testing.assert_array_equal(oof2.pairs, oof.pairs)
+    f0 = oof.fold == 0
+    np.testing.assert_allclose(oof2.baseline_pred[f0], oof.baseline_pred[f0])
+    np.testing.assert_allclose(oof2.support[f0], oof.support[f0])
+    for c in cands:
+        np.testing.assert_allclose(oof2.preds[c][f0], oof.preds[c][f0])
+
+
 def test_candidates_follow_the_registry_and_skip_what_does_not_apply():
     data, _ = to_grid_data(_context_driven())
     cands, skipped = candidate_specs(data)

@@ -11,20 +11,25 @@ def _log_disagreement(a: np.ndarray, b: np.ndarray, var: np.ndarray) -> np.ndarr
     return np.log1p(np.mean((a - b) ** 2 / var, axis=1))
 
 
-def context_difficulty(data, pairs: np.ndarray, feature_var: np.ndarray) -> np.ndarray:
+def context_difficulty(
+    data, pairs: np.ndarray, feature_var: np.ndarray, *, gm=None, order=None
+) -> np.ndarray:
     """``(n, 2)`` log mean leave-one-out error of the best baseline in each pair's row and column.
 
     Computed on ``data`` as given (the pairs themselves unmeasured there), in units of
     ``feature_var``: noisy contexts and hard perturbations show here before any pair of them is
-    predicted. Rows or columns without a scorable pair get NaN (filled later).
+    predicted. Rows or columns without a scorable pair get NaN (filled later). ``gm`` and
+    ``order``: the group means and :func:`~scimpute.methods._stats.validated_order` of
+    ``data`` when the caller has them (computed otherwise).
     """
-    from ...methods._stats import baseline_loo_residuals, validated_order
+    from ...methods._stats import baseline_loo_residuals, group_means, validated_order
 
-    loo_pairs, res = baseline_loo_residuals(data)
+    gm = group_means(data) if gm is None else gm
+    loo_pairs, res = baseline_loo_residuals(data, gm)
     out = np.full((pairs.shape[0], 2), np.nan)
     if loo_pairs.shape[0] == 0:
         return out
-    best = validated_order(data)[0]
+    best = (validated_order(data, gm) if order is None else order)[0]
     best = best if best in res else "context_mean"
     e = np.mean(res[best] ** 2 / feature_var, axis=1)
     for axis, n in ((0, data.n_contexts), (1, data.n_perturbations)):

@@ -149,13 +149,27 @@ def _run_folds(m, typed, data, folds, seeds, grouped_seed):
         return res
 
 
-def _fold_difficulty(data: GridData, folds, var) -> np.ndarray:
-    out = []
+def _fold_baselines(data: GridData, folds) -> tuple[np.ndarray, np.ndarray]:
+    """Per fold, on the fold's training part only: baseline difficulty and baseline predictions.
+
+    The grid's best baseline (:func:`~scimpute.methods._stats.validated_order`) is chosen by
+    leave-one-out errors of the *measured* pairs, so it is re-chosen per fold with the fold
+    hidden (choosing it on ``data`` would let the hidden pairs' values pick the baseline that
+    their own trust labels and features are measured against); the difficulty is in units of
+    the fold's own feature variances, as the targets' is in those of the grid they are
+    predicted from. One :func:`group_means` per fold serves the order, the difficulty and the
+    fallback chain.
+    """
+    diff, pred = [], []
     for hidden in folds:
         mask = data.measured.copy()
         mask[hidden[:, 0], hidden[:, 1]] = False
-        out.append(context_difficulty(data.with_measured(mask), hidden, var))
-    return np.concatenate(out)
+        fd = data.with_measured(mask)
+        gm = group_means(fd)
+        order = list(validated_order(fd, gm))
+        diff.append(context_difficulty(fd, hidden, feature_variance(fd), gm=gm, order=order))
+        pred.append(fallback_chain(fd, hidden, order, gm).prediction)
+    return np.concatenate(diff), np.concatenate(pred)
 
 
 def _diag(res_list) -> dict[str, np.ndarray]:
@@ -225,7 +239,8 @@ def out_of_fold(
     hs = hidden_support(data, folds)
     ts = support(data.treated_mask(), targets)
     weight = importance_weights(hs, ts)
-    hs = np.column_stack([hs, _fold_difficulty(data, folds, var)])
+    fold_diff, base_pred = _fold_baselines(data, folds)
+    hs = np.column_stack([hs, fold_diff])
     pairs = np.concatenate(folds)
     fold = np.concatenate([np.full(len(f), i) for i, f in enumerate(folds)])
     truth = np.asarray(data.Y[pairs[:, 0], pairs[:, 1]], dtype=np.float64)
@@ -262,14 +277,6 @@ def out_of_fold(
         bar.update()
     bar.close()
 
-    base = validated_order(data)[0]
-    base_pred = []
-    for hidden in folds:
-        mask = data.measured.copy()
-        mask[hidden[:, 0], hidden[:, 1]] = False
-        fd = data.with_measured(mask)
-        gm = group_means(fd)
-        base_pred.append(fallback_chain(fd, hidden, list(validated_order(data)), gm).prediction)
     return OOFRecord(
         pairs=pairs,
         fold=fold,
@@ -280,8 +287,8 @@ def out_of_fold(
         sources=sources,
         diagnostics=diagnostics,
         screen=screen,
-        baseline=base,
-        baseline_pred=np.concatenate(base_pred),
+        baseline=validated_order(data)[0],
+        baseline_pred=base_pred,
         feature_var=var,
         skipped=skipped,
     )
