@@ -316,3 +316,32 @@ def test_auto_does_not_warn_about_candidates_it_skips():
         warnings.simplefilter("error", UserWarning)
         si.tl.impute(g, candidates=(*CHEAP, "dose_interpolation"), n_folds=3)
     assert "dose_interpolation" in g.uns["imputed_auto"]["auto"]["not_applicable"]
+
+
+# ---------------------------------------------------------------------------- cost
+def test_a_cmap_sized_cv_fold_is_planned_in_one_shape():
+    """SI on a 24 x 21 grid (the CMap fold that recompiled 13 shapes, 50 s per inner fold)
+    pads its keys into one coarse shape, so that ``auto``'s folds share compilations."""
+    from scimpute.methods.synthetic_interventions import _engine as E
+
+    rng = np.random.default_rng(0)
+    n = 258
+    d, j = rng.integers(1, 20, n), rng.integers(1, 18, n)
+    d[0], j[0] = 19, 17
+    counts = np.ones(n, dtype=np.int64)
+    plan = E._bucket_plan(
+        np.arange(n), d, j, counts, np.arange(n), np.arange(n), 4, E._fit_floats,
+        np.zeros(n, dtype=bool),
+    )  # fmt: skip
+    assert len(plan) == 1
+    assert sum(len(p[1]) for p in plan) == n
+
+
+def test_small_grids_are_assessed_with_one_blas_thread():
+    from threadpoolctl import threadpool_info
+
+    from scimpute.tl._auto._assess import blas_threads
+
+    data, _ = to_grid_data(_context_driven())
+    with blas_threads(data):
+        assert {d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"} == {1}
