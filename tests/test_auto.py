@@ -185,6 +185,19 @@ def test_a_folds_record_never_sees_the_folds_own_values():
         np.testing.assert_allclose(oof2.preds[c][f0], oof.preds[c][f0])
 
 
+def test_component_support_counts_measured_pairs_sharing_a_drug():
+    from scimpute.methods import grid_data
+    from scimpute.tl._auto._features import component_support
+
+    labels = ["ctrl", "A@1", "B@1", "A@1+B@1", "A@2+C@1", "D@1"]
+    measured = np.array([[1, 1, 1, 0, 1, 0], [1, 0, 0, 1, 1, 1]], dtype=bool)
+    data = grid_data(np.zeros((2, 6, 3)), measured, control=0, perturbations=labels)
+    pairs = np.array([[0, 3], [0, 5], [1, 1], [1, 2], [0, 1]])
+    # (0, A+B): A@1, B@1, A@2+C@1 measured in context 0 -> 3; (0, D): none; (1, A@1): A+B and
+    # A@2+C -> 2; (1, B@1): A+B -> 1; (0, A@1): itself excluded, A@2+C -> 1 (A+B unmeasured)
+    np.testing.assert_array_equal(component_support(data, pairs), np.log1p([3, 0, 2, 1, 1]))
+
+
 def test_candidates_follow_the_registry_and_skip_what_does_not_apply():
     data, _ = to_grid_data(_context_driven())
     cands, skipped = candidate_specs(data)

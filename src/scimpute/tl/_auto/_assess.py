@@ -13,7 +13,7 @@ from ...methods import GridData, Method, MethodResult, as_targets
 from ...methods._stats import fallback_chain, group_means, validated_order
 from .._run import run_method
 from ._conformal import Difficulty, fit_difficulty
-from ._features import context_difficulty, pair_features
+from ._features import component_support, context_difficulty, pair_features
 from ._holdout import support
 from ._oof import OOFRecord, candidate_specs, out_of_fold
 from ._params import AutoParams
@@ -192,7 +192,11 @@ def apply_assessment(
         for c in used
     }
     sup_t = np.column_stack(
-        [support(data.treated_mask(), t), context_difficulty(data, t, oof.feature_var)]
+        [
+            support(data.treated_mask(), t),
+            context_difficulty(data, t, oof.feature_var),
+            component_support(data, t),
+        ]
     )
     gm = group_means(data)
     base_t = fallback_chain(data, t, list(validated_order(data, gm)), gm).prediction

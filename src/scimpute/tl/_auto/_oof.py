@@ -13,7 +13,7 @@ from ...methods import GridData, Method
 from ...methods._stats import fallback_chain, group_means, validated_order
 from ...metrics import r2
 from .._run import check_result, prepare_method, run_method
-from ._features import context_difficulty
+from ._features import component_support, context_difficulty
 from ._holdout import hidden_support, importance_weights, inner_folds, support
 from ._params import NOT_CANDIDATES, VALIDATED_SETTINGS
 
@@ -45,9 +45,11 @@ class OOFRecord:
         ``(n,)`` importance weights (mean 1) that match the hidden pairs' supports to the
         targets' (:mod:`scimpute.tl._auto._holdout`).
     support
-        ``(n, 4)`` measured non-control pairs in each pair's row and column with its fold
-        hidden, and the log leave-one-out error of the baseline in that row and column
-        (:func:`~scimpute.tl._auto._features.context_difficulty`, on the same fold).
+        ``(n, 5)`` measured non-control pairs in each pair's row and column with its fold
+        hidden, the log leave-one-out error of the baseline in that row and column
+        (:func:`~scimpute.tl._auto._features.context_difficulty`) and the log count of
+        measured pairs sharing a component (:func:`~scimpute.tl._auto._features.component_support`),
+        both on the fold's training part.
     preds, sources, diagnostics
         Per candidate that ran on every fold: ``(n, p)`` predictions, ``(n,)`` sources and the
         per-pair diagnostics named in :data:`DIAGNOSTIC_FEATURES` that it returned.
@@ -167,7 +169,8 @@ def _fold_baselines(data: GridData, folds) -> tuple[np.ndarray, np.ndarray]:
         fd = data.with_measured(mask)
         gm = group_means(fd)
         order = list(validated_order(fd, gm))
-        diff.append(context_difficulty(fd, hidden, feature_variance(fd), gm=gm, order=order))
+        d = context_difficulty(fd, hidden, feature_variance(fd), gm=gm, order=order)
+        diff.append(np.column_stack([d, component_support(fd, hidden)]))
         pred.append(fallback_chain(fd, hidden, order, gm).prediction)
     return np.concatenate(diff), np.concatenate(pred)
 
