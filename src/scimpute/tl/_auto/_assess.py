@@ -103,15 +103,16 @@ def fit_assessment(
     skipped: dict[str, str] = {}
     if candidates is None:
         candidates, skipped = candidate_specs(data, opts.candidates, opts.exclude)
-    oof = out_of_fold(
-        data,
-        candidates,
-        targets=t,
-        n_folds=opts.n_folds,
-        screen_margin=opts.screen_margin if len(candidates) > 1 else None,
-        random_state=random_state,
-        progress=opts.progress,
-    )
+    with blas_threads(data):  # the CLI and benchmarks call this directly
+        oof = out_of_fold(
+            data,
+            candidates,
+            targets=t,
+            n_folds=opts.n_folds,
+            screen_margin=opts.screen_margin if len(candidates) > 1 else None,
+            random_state=random_state,
+            progress=opts.progress,
+        )
     oof.skipped.update(skipped)
     x_sel, sel_names = pair_features(
         oof.support, oof.preds, oof.baseline_pred, oof.diagnostics, oof.feature_var
@@ -178,10 +179,11 @@ def apply_assessment(
     t = as_targets(targets)
     oof, rule, used = fitted.oof, fitted.rule, fitted.used
     final = dict(final or {})
-    for name in used:
-        if name not in final:
-            m, typed = fitted.candidates[name]
-            final[name] = run_method(m, data, t, random_state=random_state, params=typed)
+    with blas_threads(data):
+        for name in used:
+            if name not in final:
+                m, typed = fitted.candidates[name]
+                final[name] = run_method(m, data, t, random_state=random_state, params=typed)
     preds_t = {c: np.asarray(final[c].prediction, dtype=np.float64) for c in used}
     diags_t = {
         c: {
