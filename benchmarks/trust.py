@@ -257,7 +257,7 @@ def report() -> None:
         f"- cmap_loo: exact nested leave-one-out on {n_loo} pairs, the first of a seeded "
         f"random permutation (numpy default_rng({SEED})) of the 302 measured pairs; auto "
         "refitted from scratch on the other 301 for each pair. Fewer pairs than the 302 for "
-        "time (about 2-3 min per pair at load 28 on 2 shared cores); coverage is over the "
+        "time (1-3 min per pair, 41 min in all, at load 22-29 on 2 shared cores); coverage is over the "
         "pairs' 978 features, the AUROC over few pairs is noisy.\n"
         f"- One BLAS thread (OPENBLAS_NUM_THREADS=1); load average when this report was "
         f"written: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (per stage: Run)."

@@ -109,7 +109,7 @@ TRUST = "trust.json"
 #: README rows of the trust table (issue 10): label, stage, best single method, bold auto.
 TRUST_ROWS = [
     ("CMap 5-fold random, 302 pairs", "cmap_random5", "synthetic_interventions", "**"),
-    ("CMap leave-one-out, 15 seeded pairs", "cmap_loo", "synthetic_interventions", "**"),
+    ("CMap leave-one-out, 30 seeded pairs", "cmap_loo", "synthetic_interventions", "**"),
     ("Korkut, 51 pairs", "korkut", "ntk", "**"),
     ("LINCS doses, 351 pairs", "lincs", "ntk", "**"),
 ]
