@@ -162,6 +162,42 @@ def test_out_of_fold_predictions_match_a_manual_fold_loop():
         np.testing.assert_allclose(oof.preds["additive"][idx], ref.prediction)
 
 
+def test_a_folds_record_never_sees_the_folds_own_values():
+    """Nested CV stays honest: fold 0's baseline, difficulty and candidate predictions are
+    the same whatever its own measured values are (the values below flip the grid's
+    validated best baseline, which the old code chose on every measured pair)."""
+    import dataclasses
+
+    data, _ = to_grid_data(_wide_65x3())
+    cands, _ = candidate_specs(data, ("perturbation_mean", "additive"))
+    oof = out_of_fold(data, cands, n_folds=2, random_state=0)
+    h = oof.pairs[oof.fold == 0]
+    y = np.array(data.Y, dtype=np.float64)
+    y[h[:, 0], h[:, 1]] = np.random.default_rng(1).normal(0, 20, (data.n_contexts, 30))[h[:, 0]]
+    changed = dataclasses.replace(data, Y=y)
+    assert validated_order(changed)[0] != validated_order(data)[0]  # the trap is armed
+    oof2 = out_of_fold(changed, cands, n_folds=2, random_state=0)
+    np.testing.assert_array_equal(oof2.pairs, oof.pairs)
+    f0 = oof.fold == 0
+    np.testing.assert_allclose(oof2.baseline_pred[f0], oof.baseline_pred[f0])
+    np.testing.assert_allclose(oof2.support[f0], oof.support[f0])
+    for c in cands:
+        np.testing.assert_allclose(oof2.preds[c][f0], oof.preds[c][f0])
+
+
+def test_component_support_counts_measured_pairs_sharing_a_drug():
+    from scimpute.methods import grid_data
+    from scimpute.tl._auto._features import component_support
+
+    labels = ["ctrl", "A@1", "B@1", "A@1+B@1", "A@2+C@1", "D@1"]
+    measured = np.array([[1, 1, 1, 0, 1, 0], [1, 0, 0, 1, 1, 1]], dtype=bool)
+    data = grid_data(np.zeros((2, 6, 3)), measured, control=0, perturbations=labels)
+    pairs = np.array([[0, 3], [0, 5], [1, 1], [1, 2], [0, 1]])
+    # (0, A+B): A@1, B@1, A@2+C@1 measured in context 0 -> 3; (0, D): none; (1, A@1): A+B and
+    # A@2+C -> 2; (1, B@1): A+B -> 1; (0, A@1): itself excluded, A@2+C -> 1 (A+B unmeasured)
+    np.testing.assert_array_equal(component_support(data, pairs), np.log1p([3, 0, 2, 1, 1]))
+
+
 def test_candidates_follow_the_registry_and_skip_what_does_not_apply():
     data, _ = to_grid_data(_context_driven())
     cands, skipped = candidate_specs(data)
@@ -293,3 +329,32 @@ def test_auto_does_not_warn_about_candidates_it_skips():
         warnings.simplefilter("error", UserWarning)
         si.tl.impute(g, candidates=(*CHEAP, "dose_interpolation"), n_folds=3)
     assert "dose_interpolation" in g.uns["imputed_auto"]["auto"]["not_applicable"]
+
+
+# ---------------------------------------------------------------------------- cost
+def test_a_cmap_sized_cv_fold_is_planned_in_one_shape():
+    """SI on a 24 x 21 grid (the CMap fold that recompiled 13 shapes, 50 s per inner fold)
+    pads its keys into one coarse shape, so that ``auto``'s folds share compilations."""
+    from scimpute.methods.synthetic_interventions import _engine as E
+
+    rng = np.random.default_rng(0)
+    n = 258
+    d, j = rng.integers(1, 20, n), rng.integers(1, 18, n)
+    d[0], j[0] = 19, 17
+    counts = np.ones(n, dtype=np.int64)
+    plan = E._bucket_plan(
+        np.arange(n), d, j, counts, np.arange(n), np.arange(n), 4, E._fit_floats,
+        np.zeros(n, dtype=bool),
+    )  # fmt: skip
+    assert len(plan) == 1
+    assert sum(len(p[1]) for p in plan) == n
+
+
+def test_small_grids_are_assessed_with_one_blas_thread():
+    from threadpoolctl import threadpool_info
+
+    from scimpute.tl._auto._assess import blas_threads
+
+    data, _ = to_grid_data(_context_driven())
+    with blas_threads(data):
+        assert {d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"} == {1}

@@ -425,8 +425,11 @@ def _pow8(x: int) -> int:
     return int(8 ** np.ceil(np.log(max(x, 1)) / np.log(8)))
 
 
-#: padded work (flops, roughly) below which a call uses a single bucket shape
-_SMALL_WORK = 2e8
+#: padded work (flops, roughly) below which a call uses a single bucket shape (one coarse
+#: shape costs a second of CPU at most here; crossing into the many-shape plan costs a dozen
+#: compilations, 40-50 s on 2 cores: at 2e8, cross-validation folds of the 24 x 21 CMap grid
+#: fell on both sides and recompiled per fold)
+_SMALL_WORK = 1e9
 
 
 def _bucket_plan(keys, D, J, N, order, cstart, R, per_key_floats, exact_J=None):

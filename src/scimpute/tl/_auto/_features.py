@@ -11,20 +11,25 @@ def _log_disagreement(a: np.ndarray, b: np.ndarray, var: np.ndarray) -> np.ndarr
     return np.log1p(np.mean((a - b) ** 2 / var, axis=1))
 
 
-def context_difficulty(data, pairs: np.ndarray, feature_var: np.ndarray) -> np.ndarray:
+def context_difficulty(
+    data, pairs: np.ndarray, feature_var: np.ndarray, *, gm=None, order=None
+) -> np.ndarray:
     """``(n, 2)`` log mean leave-one-out error of the best baseline in each pair's row and column.
 
     Computed on ``data`` as given (the pairs themselves unmeasured there), in units of
     ``feature_var``: noisy contexts and hard perturbations show here before any pair of them is
-    predicted. Rows or columns without a scorable pair get NaN (filled later).
+    predicted. Rows or columns without a scorable pair get NaN (filled later). ``gm`` and
+    ``order``: the group means and :func:`~scimpute.methods._stats.validated_order` of
+    ``data`` when the caller has them (computed otherwise).
     """
-    from ...methods._stats import baseline_loo_residuals, validated_order
+    from ...methods._stats import baseline_loo_residuals, group_means, validated_order
 
-    loo_pairs, res = baseline_loo_residuals(data)
+    gm = group_means(data) if gm is None else gm
+    loo_pairs, res = baseline_loo_residuals(data, gm)
     out = np.full((pairs.shape[0], 2), np.nan)
     if loo_pairs.shape[0] == 0:
         return out
-    best = validated_order(data)[0]
+    best = (validated_order(data, gm) if order is None else order)[0]
     best = best if best in res else "context_mean"
     e = np.mean(res[best] ** 2 / feature_var, axis=1)
     for axis, n in ((0, data.n_contexts), (1, data.n_perturbations)):
@@ -33,6 +38,33 @@ def context_difficulty(data, pairs: np.ndarray, feature_var: np.ndarray) -> np.n
         with np.errstate(invalid="ignore", divide="ignore"):
             out[:, axis] = np.log(s / k)[pairs[:, axis]]
     return out
+
+
+def component_support(data, pairs: np.ndarray) -> np.ndarray:
+    """``(n,)`` ``log1p`` count of measured pairs of each pair's context sharing a component.
+
+    Components are the names of a perturbation label (``"A@1+B@2"``: ``A`` and ``B``, doses
+    dropped; :func:`scimpute._labels.parse_perturbation`): a combination whose drugs were
+    measured in other combinations, or a dose whose drug was measured at other doses, has
+    neighbours a method can borrow from. Counted on ``data.treated_mask()`` as given (the
+    pairs unmeasured there), the pair's own perturbation excluded; 0 for every pair of a grid
+    whose labels share no component (a constant feature, ignored by the models).
+    """
+    from ..._labels import parse_perturbation
+
+    sep = getattr(data, "combination_sep", "+")
+    names = [[n for n, _ in parse_perturbation(str(lab), sep=sep)] for lab in data.perturbations]
+    col = {n: i for i, n in enumerate(dict.fromkeys(n for ns in names for n in ns))}
+    inc = np.zeros((data.n_perturbations, len(col)))
+    for k, ns in enumerate(names):
+        inc[k, [col[n] for n in ns]] = 1.0
+    share = (inc @ inc.T > 0).astype(float)
+    np.fill_diagonal(share, 0.0)
+    if data.control is not None:
+        share[:, data.control] = 0.0
+    counts = data.treated_mask().astype(float) @ share  # (C, A): sharing measured pairs
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    return np.log1p(counts[pairs[:, 0], pairs[:, 1]])
 
 
 def pair_features(
@@ -46,7 +78,8 @@ def pair_features(
     """``(n, k)`` features of pairs and their names.
 
     ``log1p`` of the row and column supports (the first two columns of ``support``; further
-    columns, e.g. :func:`context_difficulty`, are taken as they are); for each candidate, ``log1p`` of its mean
+    columns, e.g. :func:`context_difficulty` and :func:`component_support`, are taken as they
+    are); for each candidate, ``log1p`` of its mean
     squared distance to the baseline's prediction (in units of ``feature_var``); the spread of
     the candidates' predictions; and the candidates' own per-pair diagnostics
     (``diag_names``: ``(candidate, diagnostic)`` pairs, default every one present; missing
@@ -54,7 +87,7 @@ def pair_features(
     """
     cols = [np.log1p(support[:, 0]), np.log1p(support[:, 1])]
     names = ["log_row_support", "log_col_support"]
-    extra = ["log_row_difficulty", "log_col_difficulty"]
+    extra = ["log_row_difficulty", "log_col_difficulty", "log_component_support"]
     for j in range(2, support.shape[1]):  # context_difficulty columns, when given
         cols.append(support[:, j])
         names.append(extra[j - 2] if j - 2 < len(extra) else f"extra_{j}")

@@ -13,7 +13,7 @@ from ...methods import GridData, Method
 from ...methods._stats import fallback_chain, group_means, validated_order
 from ...metrics import r2
 from .._run import check_result, prepare_method, run_method
-from ._features import context_difficulty
+from ._features import component_support, context_difficulty
 from ._holdout import hidden_support, importance_weights, inner_folds, support
 from ._params import NOT_CANDIDATES, VALIDATED_SETTINGS
 
@@ -45,9 +45,11 @@ class OOFRecord:
         ``(n,)`` importance weights (mean 1) that match the hidden pairs' supports to the
         targets' (:mod:`scimpute.tl._auto._holdout`).
     support
-        ``(n, 4)`` measured non-control pairs in each pair's row and column with its fold
-        hidden, and the log leave-one-out error of the baseline in that row and column
-        (:func:`~scimpute.tl._auto._features.context_difficulty`, on the same fold).
+        ``(n, 5)`` measured non-control pairs in each pair's row and column with its fold
+        hidden, the log leave-one-out error of the baseline in that row and column
+        (:func:`~scimpute.tl._auto._features.context_difficulty`) and the log count of
+        measured pairs sharing a component (:func:`~scimpute.tl._auto._features.component_support`),
+        both on the fold's training part.
     preds, sources, diagnostics
         Per candidate that ran on every fold: ``(n, p)`` predictions, ``(n,)`` sources and the
         per-pair diagnostics named in :data:`DIAGNOSTIC_FEATURES` that it returned.
@@ -149,13 +151,28 @@ def _run_folds(m, typed, data, folds, seeds, grouped_seed):
         return res
 
 
-def _fold_difficulty(data: GridData, folds, var) -> np.ndarray:
-    out = []
+def _fold_baselines(data: GridData, folds) -> tuple[np.ndarray, np.ndarray]:
+    """Per fold, on the fold's training part only: baseline difficulty and baseline predictions.
+
+    The grid's best baseline (:func:`~scimpute.methods._stats.validated_order`) is chosen by
+    leave-one-out errors of the *measured* pairs, so it is re-chosen per fold with the fold
+    hidden (choosing it on ``data`` would let the hidden pairs' values pick the baseline that
+    their own trust labels and features are measured against); the difficulty is in units of
+    the fold's own feature variances, as the targets' is in those of the grid they are
+    predicted from. One :func:`group_means` per fold serves the order, the difficulty and the
+    fallback chain.
+    """
+    diff, pred = [], []
     for hidden in folds:
         mask = data.measured.copy()
         mask[hidden[:, 0], hidden[:, 1]] = False
-        out.append(context_difficulty(data.with_measured(mask), hidden, var))
-    return np.concatenate(out)
+        fd = data.with_measured(mask)
+        gm = group_means(fd)
+        order = list(validated_order(fd, gm))
+        d = context_difficulty(fd, hidden, feature_variance(fd), gm=gm, order=order)
+        diff.append(np.column_stack([d, component_support(fd, hidden)]))
+        pred.append(fallback_chain(fd, hidden, order, gm).prediction)
+    return np.concatenate(diff), np.concatenate(pred)
 
 
 def _diag(res_list) -> dict[str, np.ndarray]:
@@ -225,7 +242,8 @@ def out_of_fold(
     hs = hidden_support(data, folds)
     ts = support(data.treated_mask(), targets)
     weight = importance_weights(hs, ts)
-    hs = np.column_stack([hs, _fold_difficulty(data, folds, var)])
+    fold_diff, base_pred = _fold_baselines(data, folds)
+    hs = np.column_stack([hs, fold_diff])
     pairs = np.concatenate(folds)
     fold = np.concatenate([np.full(len(f), i) for i, f in enumerate(folds)])
     truth = np.asarray(data.Y[pairs[:, 0], pairs[:, 1]], dtype=np.float64)
@@ -262,14 +280,6 @@ def out_of_fold(
         bar.update()
     bar.close()
 
-    base = validated_order(data)[0]
-    base_pred = []
-    for hidden in folds:
-        mask = data.measured.copy()
-        mask[hidden[:, 0], hidden[:, 1]] = False
-        fd = data.with_measured(mask)
-        gm = group_means(fd)
-        base_pred.append(fallback_chain(fd, hidden, list(validated_order(data)), gm).prediction)
     return OOFRecord(
         pairs=pairs,
         fold=fold,
@@ -280,8 +290,8 @@ def out_of_fold(
         sources=sources,
         diagnostics=diagnostics,
         screen=screen,
-        baseline=base,
-        baseline_pred=np.concatenate(base_pred),
+        baseline=validated_order(data)[0],
+        baseline_pred=base_pred,
         feature_var=var,
         skipped=skipped,
     )
