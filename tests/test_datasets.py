@@ -48,6 +48,18 @@ def test_loaders_find_real_files(data_dir):
     assert si.datasets.korkut(data_dir).shape == (52, 87)
 
 
+def test_inpainting_images_and_masks(data_dir):
+    if not (data_dir / "images" / "vase.png").is_file():
+        pytest.skip("the shared images/ folder is absent")
+    img, mask = si.datasets.inpainting_image("vase", data_dir)
+    assert img.shape == (320, 320, 3) and img.dtype == np.float32
+    assert 0.0 <= img.min() and img.max() <= 1.0
+    assert mask.shape == (320, 320) and mask.dtype == bool
+    assert 0.0 < mask.mean() < 1.0  # some pixels missing, most observed
+    with pytest.raises(ValueError, match="Unknown image 'cmap'"):
+        si.datasets.inpainting_image("cmap", data_dir)
+
+
 def test_missing_file_names_the_source(tmp_path, monkeypatch):
     monkeypatch.setenv("SCIMPUTE_DATA_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"cmap_l1000_24cells_20drugs.h5ad.*GSE92742"):

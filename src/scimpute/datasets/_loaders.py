@@ -55,7 +55,20 @@ DATASETS: dict[str, _Dataset] = {
         "10x PBMC CITE-seq, RNA + 14 antibody-derived tags (200 cells)",
         "10x Genomics pbmc_10k_protein_v3, 200-cell test subset shipped by scvi-tools",
     ),
+    "library": _Dataset(
+        "images/library.png",
+        "Library photograph (704 x 448 RGB) of the published CNTK inpainting table",
+        "uhlerlab/ntk_matrix_completion, image_inpainting_notebooks/data",
+    ),
+    "vase": _Dataset(
+        "images/vase.png",
+        "Vase photograph (320 x 320 RGB) of the published CNTK inpainting table",
+        "uhlerlab/ntk_matrix_completion, image_inpainting_notebooks/data",
+    ),
 }
+
+#: Datasets that are images with a mask file next to them (``<name>_mask.png``).
+IMAGES = ("library", "vase")
 
 
 def _source_checkout() -> Path | None:
@@ -312,3 +325,36 @@ def pbmc_citeseq(data_dir: str | os.PathLike | None = None) -> MuData:
 
     """
     return _read("pbmc_citeseq", data_dir)
+
+
+def inpainting_image(name: str, data_dir: str | os.PathLike | None = None):
+    """One of the published inpainting images with its mask.
+
+    Parameters
+    ----------
+    name
+        ``"library"`` or ``"vase"`` (``images/<name>.png`` and ``images/<name>_mask.png`` in
+        the shared data directory).
+    data_dir
+        Directory to look in first (then ``$SCIMPUTE_DATA_DIR``, ``../shared/data``).
+
+    Returns
+    -------
+    ``(image, mask)``: the RGB image as ``float32`` in ``[0, 1]``, shape ``(rows, cols, 3)``,
+    and the boolean mask, shape ``(rows, cols)``, True where a pixel is observed (the mask
+    file's value 0 marks a missing pixel, as in the published code).
+
+    """
+    import numpy as np
+    from PIL import Image
+
+    if name not in IMAGES:
+        raise ValueError(f"Unknown image {name!r}; available: {', '.join(IMAGES)}.")
+    path = dataset_path(name, data_dir)
+    with Image.open(path) as im:
+        img = np.asarray(im.convert("RGB"), np.float32) / 255.0
+    with Image.open(path.with_name(f"{path.stem}_mask.png")) as im:
+        mask = np.asarray(im) > 0
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    return img, mask
