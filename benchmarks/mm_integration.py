@@ -499,6 +499,14 @@ def merge(parts: Path, out: Path) -> None:
             "seeds": sorted({int(r["seed"]) for r in rows}),
             "note": "scimpute.mm chooses its backbone by validation on the anchors in each call",
             "load": [float(min(loads)), float(max(loads))] if loads else [np.nan, np.nan],
+            "missing_parts": [
+                f"{d} seed {s_} {g}"
+                for d in ("scicar", "pbmc")
+                for s_ in SEEDS
+                for g in GROUPS
+                if not (g == "totalvi" and d == "scicar")
+                and not (parts / f"{d}_seed{s_}_{g}.json").exists()
+            ],
         }
     }
     _save(rows, inv_tables, results, out)
@@ -564,6 +572,9 @@ def write_markdown(df: pd.DataFrame, inv: pd.DataFrame, meta: dict, summ: dict, 
         f"(seeds {', '.join(map(str, meta['seeds']))}); {meta['note']}. Load average "
         f"{meta['load'][0]:.1f}-{meta['load'][1]:.1f} on 2 cores shared with other jobs "
         "(times are indicative).",
+        "",
+        "Not run (the run was stopped at the deadline; rerun a piece with `--datasets D "
+        "--seeds S --groups G`): " + (", ".join(meta.get("missing_parts", [])) or "none") + ".",
         "",
         "Methods and how each handles the evaluation cells: see the docstring of "
         "`benchmarks/mm_integration.py` (MOFA+ is fitted on the anchors and the evaluation cells "
