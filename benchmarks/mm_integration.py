@@ -35,7 +35,10 @@ reference. Three random splits (seeds 0, 1, 2).
 
 Run:  SCVI_PYTHON=/work/peers/scvi/bin/python SCIMPUTE_DATA_DIR=../shared/data PYTHONPATH=src \
       python benchmarks/mm_integration.py
-Writes benchmarks/results/mm_integration.{md,json}.
+Writes benchmarks/results/mm_integration.{md,json}. Every (data set, split, group of methods)
+is written as a part file (``--parts``, default ``benchmarks/results/mm_integration_parts``)
+and the results are merged from all parts present, so pieces can run in parallel processes
+(``--datasets pbmc --seeds 1 --groups scimpute``) or be rerun alone; ``--merge-only`` merges.
 """
 
 from __future__ import annotations
@@ -378,76 +381,135 @@ def _row(name, seed, protocol, method, res) -> dict:
     return {"dataset": name, "seed": seed, "protocol": protocol, "method": method, **res}
 
 
-def main(datasets=("scicar", "pbmc"), seeds=SEEDS, out: Path = OUT, unpaired=False) -> None:
-    results: dict = {
-        "meta": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "seeds": list(seeds),
-            "note": "scimpute.mm chooses its backbone by validation on the anchors in each call",
-            "load": os.getloadavg()[0],
-        }
-    }
-    rows = []
-    inv_tables = []
+#: groups of methods; each (data set, split, group) is one part file, so a group can be rerun
+#: alone (for example after a change of scimpute.mm) and the parts are merged into the results
+GROUPS = ("scimpute", "cca", "mofa", "totalvi", "baselines")
+
+
+def split_of(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(anchors, permutation)``: a random half of the cells are anchors."""
+    perm = np.random.default_rng(seed).permutation(n)
+    anchors = np.zeros(n, dtype=bool)
+    anchors[perm[: n // 2]] = True
+    return anchors, perm
+
+
+def run_group(name, group, seed, m, x, labels, unpaired=False) -> tuple[list, list]:
+    """Rows (and CITE-seq invariance tables) of one group of methods on one split."""
+    n = m.n_obs
+    anchors, perm = split_of(n, seed)
+    test = ~anchors
+    proto = "50% anchors"
+    rows, inv = [], []
+    print(f"[{name} seed {seed}] {group}", flush=True)
+    if group == "scimpute":
+        res, fitted = run_scimpute(m, anchors, test, labels, x, seed)
+        rows.append(_row(name, seed, proto, "scimpute.mm", res))
+        if name == "pbmc":
+            t = citeseq_invariance(fitted, x)
+            t.insert(0, "seed", seed)
+            inv.append(t)
+        if unpaired:
+            res, _ = run_scimpute(m, None, test, labels, x, seed)
+            rows.append(_row(name, seed, proto, "scimpute.mm unpaired (no anchors)", res))
+    elif group == "cca":
+        t0 = time.perf_counter()
+        rss0 = peak_rss_mb()
+        n_pcs, n_cc, cv = validate_cca(x, anchors, seed)
+        why = f"PCA {n_pcs}, {n_cc} comp. (CV FOSCTTM {cv:.3f})"
+        res = run_cca(x, anchors, test, n_pcs, n_cc, labels, seed)
+        res.update(
+            fit_seconds=time.perf_counter() - t0,
+            validation=why,
+            peak_rss_mb=peak_rss_mb(),
+            peak_rss_increase_mb=peak_rss_mb() - rss0,
+        )
+        rows.append(_row(name, seed, proto, "CCA (validated)", res))
+        for n_pcs, n_cc in ((10, 10), (50, 5), (20, 5)):
+            res = run_cca(x, anchors, test, n_pcs, n_cc, labels, seed)
+            rows.append(_row(name, seed, proto, f"CCA (PCA {n_pcs}, {n_cc} comp.)", res))
+        # literature protocol: fit on 70% of cells, evaluate on the other 30%
+        tr70 = np.zeros(n, dtype=bool)
+        tr70[perm[: int(0.7 * n)]] = True
+        res = run_cca(x, tr70, ~tr70, 10, 10, labels, seed)
+        rows.append(_row(name, seed, "70/30", "CCA (PCA 10, 10 comp.)", res))
+    elif group == "mofa":
+        try:
+            res = run_mofa(x, anchors, test, labels, seed)
+        except ImportError as e:
+            res = {"skipped": f"muon/mofapy2 not installed ({e})"}
+        rows.append(_row(name, seed, proto, "MOFA+ (muon)", res))
+    elif group == "totalvi" and name == "pbmc":
+        res = run_totalvi(m, anchors, test, labels, x, seed)
+        rows.append(_row(name, seed, proto, "totalVI (scvi-tools)", res))
+    elif group == "baselines":
+        rz = np.random.default_rng(100 + seed)
+        za, zb = rz.normal(size=(n, 8)), rz.normal(size=(n, 8))
+        res = embedding_scores(za, zb, anchors, test, labels)
+        rows.append(_row(name, seed, proto, "random embedding", res))
+    for r in rows:
+        print({k: v for k, v in r.items() if k not in ("dataset", "protocol")}, flush=True)
+    return rows, inv
+
+
+def main(
+    datasets=("scicar", "pbmc"),
+    seeds=SEEDS,
+    out: Path = OUT,
+    unpaired=False,
+    groups=GROUPS,
+    parts: Path | None = None,
+) -> None:
+    """Run ``groups`` on ``datasets`` x ``seeds``; merge every part in ``parts`` into ``out``."""
+    parts = parts or out / "mm_integration_parts"
+    parts.mkdir(parents=True, exist_ok=True)
     for name in datasets:
         m = load(name)
         x = matrices(m)
-        n = m.n_obs
         if name == "scicar":
             labels = m.obs["treatment_time_h"].astype(str).to_numpy()
         else:
             labels = rna_clusters(m)
         for seed in seeds:
-            rng = np.random.default_rng(seed)
-            perm = rng.permutation(n)
-            anchors = np.zeros(n, dtype=bool)
-            anchors[perm[: n // 2]] = True
-            test = ~anchors
-            proto = "50% anchors"
-            print(f"[{name} seed {seed}] scimpute.mm, 50% anchors", flush=True)
-            res, fitted = run_scimpute(m, anchors, test, labels, x, seed)
-            rows.append(_row(name, seed, proto, "scimpute.mm", res))
-            print(rows[-1], flush=True)
-            if name == "pbmc":
-                t = citeseq_invariance(fitted, x)
-                t.insert(0, "seed", seed)
-                inv_tables.append(t)
-            if unpaired:
-                res, _ = run_scimpute(m, None, test, labels, x, seed)
-                rows.append(_row(name, seed, proto, "scimpute.mm unpaired (no anchors)", res))
-            t0 = time.perf_counter()
-            n_pcs, n_cc, cv = validate_cca(x, anchors, seed)
-            why = f"PCA {n_pcs}, {n_cc} comp. (CV FOSCTTM {cv:.3f})"
-            res = run_cca(x, anchors, test, n_pcs, n_cc, labels, seed)
-            res.update(fit_seconds=time.perf_counter() - t0, validation=why)
-            rows.append(_row(name, seed, proto, "CCA (validated)", res))
-            print(rows[-1], flush=True)
-            for n_pcs, n_cc in ((10, 10), (50, 5), (20, 5)):
-                res = run_cca(x, anchors, test, n_pcs, n_cc, labels, seed)
-                rows.append(_row(name, seed, proto, f"CCA (PCA {n_pcs}, {n_cc} comp.)", res))
-            print(f"[{name} seed {seed}] MOFA+", flush=True)
-            try:
-                res = run_mofa(x, anchors, test, labels, seed)
-            except ImportError as e:
-                res = {"skipped": f"muon/mofapy2 not installed ({e})"}
-            rows.append(_row(name, seed, proto, "MOFA+ (muon)", res))
-            print(rows[-1], flush=True)
-            if name == "pbmc":
-                print(f"[{name} seed {seed}] totalVI", flush=True)
-                res = run_totalvi(m, anchors, test, labels, x, seed)
-                rows.append(_row(name, seed, proto, "totalVI (scvi-tools)", res))
-                print(rows[-1], flush=True)
-            rz = np.random.default_rng(100 + seed)
-            za, zb = rz.normal(size=(n, 8)), rz.normal(size=(n, 8))
-            res = embedding_scores(za, zb, anchors, test, labels)
-            rows.append(_row(name, seed, proto, "random embedding", res))
-            # literature protocol: fit on 70% of cells, evaluate on the other 30%
-            tr70 = np.zeros(n, dtype=bool)
-            tr70[perm[: int(0.7 * n)]] = True
-            res = run_cca(x, tr70, ~tr70, 10, 10, labels, seed)
-            rows.append(_row(name, seed, "70/30", "CCA (PCA 10, 10 comp.)", res))
-            _save(rows, inv_tables, results, out)  # after every split: partial runs count
+            for group in groups:
+                load0 = os.getloadavg()[0]
+                rows, inv = run_group(name, group, seed, m, x, labels, unpaired)
+                part = {
+                    "rows": rows,
+                    "invariance": [t.to_dict(orient="records") for t in inv],
+                    "load": [load0, os.getloadavg()[0]],
+                }
+                path = parts / f"{name}_seed{seed}_{group}.json"
+                path.write_text(json.dumps(part, indent=1, default=float))
+                merge(parts, out)  # after every part: partial runs count
+
+
+def merge(parts: Path, out: Path) -> None:
+    """Write ``mm_integration.{md,json}`` from every part file in ``parts``."""
+    rows, inv_tables, loads = [], [], []
+    for path in sorted(parts.glob("*.json")):
+        part = json.loads(path.read_text())
+        rows += part["rows"]
+        inv_tables += [pd.DataFrame(t) for t in part["invariance"]]
+        loads += part["load"]
+    results: dict = {
+        "meta": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "seeds": sorted({int(r["seed"]) for r in rows}),
+            "note": "scimpute.mm chooses its backbone by validation on the anchors in each call",
+            "load": [float(min(loads)), float(max(loads))] if loads else [np.nan, np.nan],
+            "missing_parts": [
+                f"{d} seed {s_} {g}"
+                for d in ("scicar", "pbmc")
+                for s_ in SEEDS
+                for g in GROUPS
+                if not (g == "totalvi" and d == "scicar")
+                and not (parts / f"{d}_seed{s_}_{g}.json").exists()
+            ],
+        }
+    }
+    _save(rows, inv_tables, results, out)
 
 
 def _save(rows, inv_tables, results, out: Path) -> None:
@@ -466,11 +528,25 @@ def summary(df: pd.DataFrame) -> dict:
     d = df[df["protocol"] == "50% anchors"]
     out = {}
     for name, g in d.groupby("dataset"):
+        # only the splits on which scimpute.mm and the validated CCA both ran, so that every
+        # mean is over the same splits (a run stopped early leaves some parts missing)
+        both = set(g.loc[g["method"] == "scimpute.mm", "seed"])
+        both &= set(g.loc[g["method"] == "CCA (validated)", "seed"])
+        g = g[g["seed"].isin(both)]
+        if g.empty:
+            continue
         fos = g.groupby("method")["foscttm"].mean()
         per = g.pivot_table(index="seed", columns="method", values="foscttm")
+        lab = g.groupby("method")["label_transfer"].mean() if "label_transfer" in g else {}
         s = {
+            "n_splits": int(per["scimpute.mm"].notna().sum()) if "scimpute.mm" in per else 0,
             "scimpute_foscttm": float(fos.get("scimpute.mm", np.nan)),
             "cca_validated_foscttm": float(fos.get("CCA (validated)", np.nan)),
+            "mofa_foscttm": float(fos.get("MOFA+ (muon)", np.nan)),
+            "scimpute_label_transfer": float(lab.get("scimpute.mm", np.nan)),
+            "cca_validated_label_transfer": float(lab.get("CCA (validated)", np.nan)),
+            "mofa_label_transfer": float(lab.get("MOFA+ (muon)", np.nan)),
+            "totalvi_label_transfer": float(lab.get("totalVI (scvi-tools)", np.nan)),
         }
         s["ratio_to_cca"] = s["scimpute_foscttm"] / s["cca_validated_foscttm"]
         if {"scimpute.mm", "CCA (validated)"} <= set(per.columns):
@@ -493,18 +569,31 @@ def write_markdown(df: pd.DataFrame, inv: pd.DataFrame, meta: dict, summ: dict, 
         "",
         "Generated by `benchmarks/mm_integration.py` "
         f"(Python {meta['python']}, {meta['platform']}). Mean ± sd over the random splits "
-        f"(seeds {', '.join(map(str, meta['seeds']))}); {meta['note']}. Load average at the "
-        f"start: {meta['load']:.1f} on 2 cores shared with other jobs (times are indicative).",
+        f"(seeds {', '.join(map(str, meta['seeds']))}); {meta['note']}. Load average "
+        f"{meta['load'][0]:.1f}-{meta['load'][1]:.1f} on 2 cores shared with other jobs "
+        "(times are indicative).",
+        "",
+        "Not run (the run was stopped at the deadline; rerun a piece with `--datasets D "
+        "--seeds S --groups G`): " + (", ".join(meta.get("missing_parts", [])) or "none") + ".",
         "",
         "Methods and how each handles the evaluation cells: see the docstring of "
         "`benchmarks/mm_integration.py` (MOFA+ is fitted on the anchors and the evaluation cells "
         "are projected per view; totalVI sees the evaluation cells' RNA, not their proteins).",
         "",
-        "| data set | scimpute.mm FOSCTTM | CCA (validated) FOSCTTM | ratio | never worse per split |",
-        "|---|---|---|---|---|",
+        "Mean over the splits on which scimpute.mm and the validated CCA both ran (FOSCTTM, "
+        "lower is better; label transfer accuracy, higher is better; a peer's mean is over "
+        "those of these splits on which it ran):",
+        "",
+        "| data set | splits | scimpute.mm FOSCTTM | CCA (validated) FOSCTTM | ratio | "
+        "never worse per split | MOFA+ FOSCTTM | label transfer scimpute.mm | label transfer "
+        "CCA (validated) | label transfer MOFA+ | label transfer totalVI |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *(
-            f"| {k} | {v['scimpute_foscttm']:.4f} | {v['cca_validated_foscttm']:.4f} | "
-            f"{v['ratio_to_cca']:.3f} | {v.get('never_worse_than_cca', '')} |"
+            f"| {k} | {v['n_splits']} | {v['scimpute_foscttm']:.4f} | "
+            f"{v['cca_validated_foscttm']:.4f} | {v['ratio_to_cca']:.3f} | "
+            f"{v.get('never_worse_than_cca', '')} | {v['mofa_foscttm']:.4f} | "
+            f"{v['scimpute_label_transfer']:.3f} | {v['cca_validated_label_transfer']:.3f} | "
+            f"{v['mofa_label_transfer']:.3f} | {v['totalvi_label_transfer']:.3f} |"
             for k, v in summ.items()
         ),
         "",
@@ -626,5 +715,14 @@ if __name__ == "__main__":
     ap.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     ap.add_argument("--out", type=Path, default=OUT, help="directory of the results")
     ap.add_argument("--unpaired", action="store_true", help="also run without anchors")
+    ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
+    ap.add_argument("--parts", type=Path, default=None, help="directory of the part files")
+    ap.add_argument("--merge-only", action="store_true", help="only merge the part files")
     args = ap.parse_args()
-    main(tuple(args.datasets), tuple(args.seeds), args.out, args.unpaired)
+    if args.merge_only:
+        merge(args.parts or args.out / "mm_integration_parts", args.out)
+    else:
+        main(
+            tuple(args.datasets), tuple(args.seeds), args.out, args.unpaired,
+            tuple(args.groups), args.parts,
+        )  # fmt: skip

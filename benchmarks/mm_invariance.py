@@ -16,7 +16,16 @@ proteins >= 0.75, CD8a not in the bottom third. Note: with k such proteins among
 possible mean is ``1 - (k - 1) / (2 (n - 1))`` (0.73 for 8 of 14), so the percentile over the
 *union* of the three splits is reported next to the per-split one.
 
+Second definition, fixed before looking at the scores of this round (the target 0.75 is out of
+reach of the first by construction): a protein is *identified by its gene* when it is linked
+and detected and no other protein of the panel is linked to the same gene(s). CD45RA and
+CD45RO are isoforms of one gene, PTPRC: RNA counts of the gene cannot tell them apart, so
+neither is a test of whether the RNA side finds the protein (6 of 14 remain; best possible
+mean percentile 0.808). Also reported: the AUROC of the score for the set against the other
+proteins (best 1, random 0.5), which has no ceiling below 1.
+
 Run:  SCIMPUTE_DATA_DIR=../shared/data PYTHONPATH=src python benchmarks/mm_invariance.py
+      [--summarise-only: recompute the summaries from the per-protein scores in the .json]
 Writes benchmarks/results/mm_invariance.{md,json}.
 """
 
@@ -64,7 +73,20 @@ def detection(m) -> pd.DataFrame:
         rows.append({"protein": p, "genes": "/".join(genes), "detected_fraction": best})
     out = pd.DataFrame(rows).set_index("protein")
     out["linked_detected"] = out["detected_fraction"] >= MIN_DETECTED
+    gene_sets = out["genes"].str.split("/").map(frozenset)
+    shared = [
+        any(gs & other for q, other in gene_sets.items() if q != p) for p, gs in gene_sets.items()
+    ]
+    out["identified_by_gene"] = out["linked_detected"] & ~np.asarray(shared)
     return out
+
+
+def auroc(score: pd.Series, positive) -> float:
+    """AUROC of ``score`` for the proteins in ``positive`` against the others (ties: half)."""
+    pos = score.index.isin(positive)
+    r = score.rank(method="average")
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def percentile(score: pd.Series) -> pd.Series:
@@ -124,12 +146,20 @@ def run_split(seed: int) -> pd.DataFrame:
     return out
 
 
-def main() -> None:
+def main(summarise_only: bool = False) -> None:
     m = load()
     det = detection(m)
-    per = pd.concat([run_split(s) for s in SEEDS])
+    if summarise_only:  # the per-protein scores of the last full run
+        stored = json.loads((OUT / "mm_invariance.json").read_text())["proteins"]
+        per = pd.DataFrame(stored).set_index("protein")[
+            ["score", "ci_low", "ci_high", "pvalue", "r2_self", "r2_cross", "r2_linked_genes",
+             "rank", "percentile", "seed", "fit_s", "score_s"]
+        ]  # fmt: skip
+    else:
+        per = pd.concat([run_split(s) for s in SEEDS])
     per = per.join(det, on="protein")
     linked = det.index[det["linked_detected"]]
+    ident = det.index[det["identified_by_gene"]]
     summary = []
     for seed, t in per.groupby("seed"):
         summary.append(
@@ -137,6 +167,9 @@ def main() -> None:
                 "seed": int(seed),
                 "mean_percentile_linked_detected": float(t.loc[linked, "percentile"].mean()),
                 "best_possible": 1 - (len(linked) - 1) / (2 * (len(t) - 1)),
+                "mean_percentile_identified": float(t.loc[ident, "percentile"].mean()),
+                "best_possible_identified": 1 - (len(ident) - 1) / (2 * (len(t) - 1)),
+                "auroc_identified": auroc(t["score"], ident),
                 "cd8a_rank": int(t.loc["CD8a_TotalSeqB", "rank"]),
                 "n_proteins": len(t),
             }
@@ -157,6 +190,11 @@ def main() -> None:
         "per_split": summ.to_dict(orient="records"),
         "mean_percentile_linked_detected": float(summ["mean_percentile_linked_detected"].mean()),
         "mean_score_percentile_linked_detected": float(pooled[linked].mean()),
+        "identified_by_gene": list(ident),
+        "mean_percentile_identified": float(summ["mean_percentile_identified"].mean()),
+        "best_possible_identified": float(summ["best_possible_identified"].iloc[0]),
+        "auroc_identified": float(summ["auroc_identified"].mean()),
+        "mean_score_percentile_identified": float(pooled[ident].mean()),
         "gene_predicted": list(predicted),
         "mean_percentile_gene_predicted": float(summ["mean_percentile_gene_predicted"].mean()),
         "cd8a_worst_rank": int(summ["cd8a_rank"].max()),
@@ -178,13 +216,19 @@ def main() -> None:
         f"Linked and detected (gene in >= {MIN_DETECTED:.0%} of cells): "
         + ", ".join(p.replace("_TotalSeqB", "") for p in linked),
         "",
-        "| seed | mean percentile, linked+detected | best possible | CD8a rank (of 14) |",
-        "| --- | --- | --- | --- |",
+        "Identified by their gene (linked, detected, gene not shared with another protein): "
+        + ", ".join(p.replace("_TotalSeqB", "") for p in ident),
+        "",
+        "| seed | mean percentile, linked+detected | best possible | mean percentile, "
+        "identified by gene | best possible | AUROC, identified by gene | CD8a rank (of 14) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in summary:
         lines.append(
             f"| {r['seed']} | {r['mean_percentile_linked_detected']:.3f} | "
-            f"{r['best_possible']:.3f} | {r['cd8a_rank']} |"
+            f"{r['best_possible']:.3f} | {r['mean_percentile_identified']:.3f} | "
+            f"{r['best_possible_identified']:.3f} | {r['auroc_identified']:.3f} | "
+            f"{r['cd8a_rank']} |"
         )
     lines += [
         "",
@@ -194,6 +238,14 @@ def main() -> None:
         f"ranks 10-14). CD8a's R2 from the RNA embedding is {res['cd8a_r2_cross_mean']:.2f} "
         f"(mean over splits), from its linked genes CD8A alone {res['cd8a_r2_linked_genes_mean']:.2f}:"
         " the RNA carries more of CD8 than its shared embedding keeps.",
+        "",
+        f"Identified by their gene: mean percentile **{res['mean_percentile_identified']:.3f}** "
+        f"(best possible {res['best_possible_identified']:.3f}; percentile of the "
+        f"split-averaged score {res['mean_score_percentile_identified']:.3f}), AUROC against "
+        f"the other proteins **{res['auroc_identified']:.3f}** (mean over splits). Targets "
+        f"(mean percentile >= 0.75, CD8a not in the bottom third): "
+        f"{'met' if res['mean_percentile_identified'] >= 0.75 else 'missed'} for the mean, "
+        f"{'missed' if res['cd8a_bottom_third'] else 'met'} for CD8a.",
         "",
         "Secondary view: proteins whose linked genes alone predict them on held-out cells "
         "(mean R2 >= 0.3: "
@@ -226,4 +278,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--summarise-only", action="store_true")
+    main(ap.parse_args().summarise_only)

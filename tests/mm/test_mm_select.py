@@ -161,3 +161,44 @@ def test_choice_rule_takes_a_network_only_when_shown_better():
         {"a": np.eye(3), "b": np.eye(3)}, {"a": np.arange(3), "b": np.arange(3)}
     )
     assert score == 0.0 and per_cell.size == 3
+
+
+def test_cross_validation_scores_a_bounded_subset_of_large_folds(monkeypatch):
+    # issue 11 section 5: the cost of scoring a fold must not grow with the data
+    from scimpute.mm import _select
+
+    sizes = []
+    real = _select.pair_score
+
+    def spy(z, rows):
+        sizes.append(next(iter(rows.values())).size)
+        return real(z, rows)
+
+    monkeypatch.setattr(_select, "MAX_SCORED", 30)
+    monkeypatch.setattr(_select, "pair_score", spy)
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(200, 1))
+    scores = {"a": s + 0.3 * rng.normal(size=(200, 4)), "b": s + 0.3 * rng.normal(size=(200, 4))}
+    out = _select.cv_linear(scores, [(4, 1, 0.1), (4, 2, 0.1)], fit_cca, 2, rng)
+    assert sizes == [30] * 4  # 2 candidates x 2 folds of 100 held-out anchors
+    assert all(0 <= v < 0.2 for _, v in out)  # the planted shared factor aligns them
+
+
+def test_validation_loss_reads_a_bounded_subset(monkeypatch):
+    from scimpute.mm import _train
+
+    monkeypatch.setattr(_train, "MAX_VALIDATION_CELLS", 50)
+    rows = np.arange(400)
+    ts = _train.TrainingSet(
+        inputs={"a": (np.zeros((400, 2)),), "b": (np.zeros((400, 2)),)},
+        train_rows={"a": rows[:200], "b": rows[:200]},
+        val_rows={"a": rows[200:], "b": rows[200:230]},
+        anchors=rows[:100],
+        cell_rows=np.stack([rows, rows], 1),
+        val_pairs=rows[200:],
+    )
+    rng = np.random.default_rng(0)
+    idx, aidx, _ = _train._validation_batch(ts, rng)
+    assert idx["a"].shape == (50,) and set(np.asarray(idx["a"])) <= set(range(200, 400))
+    np.testing.assert_array_equal(idx["b"], rows[200:230])  # under the cap: all, in order
+    assert aidx["a"].shape == (50,)

@@ -8,9 +8,9 @@ import scimpute as si
 
 @pytest.fixture(scope="module")
 def scored():
-    # same shapes and settings as test_mm.py: the compiled training epoch is reused
+    # the plots read the embeddings and scores: the closed-form linear backbone suffices
     m = si.datasets.simulate_multimodal(400, (60, 60), random_state=0)
-    si.mm.integrate(m, pairing=0.5, max_epochs=3, learning_rate=1e-3, progress=False)
+    si.mm.integrate(m, pairing=0.5, backbone="linear", progress=False)
     si.mm.invariant_features(m, n_bootstrap=20)
     return m
 

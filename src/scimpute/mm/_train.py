@@ -37,6 +37,11 @@ from ._params import INTEGRATE, IntegrateParams
 
 #: global norm the autoencoder's gradients are clipped to.
 CLIP_NORM = 5.0
+#: most validation cells per modality (and validation pairs) in the validation loss of early
+#: stopping; beyond it a random subset, drawn once, so that the loss (an MMD and a
+#: contrastive term over all of them: quadratic in their number) stays bounded in time and
+#: memory on large data.
+MAX_VALIDATION_CELLS = 2048
 
 
 @dataclass(frozen=True)
@@ -210,11 +215,23 @@ def _schedule(ts: TrainingSet, n_steps: int, batch_size: int, rng: np.random.Gen
     return schedule
 
 
-def _validation_batch(ts: TrainingSet) -> tuple[dict, dict, dict]:
-    """Every validation cell of every modality, and the anchor terms of the paired ones."""
-    idx = {m: jnp.asarray(ts.val_rows[m]) for m in ts.modalities}
+def _at_most(rows: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``rows``, or a sorted random ``size`` of them when there are more.
+
+    ``rng`` is only drawn from when there are more, so small data keep their numbers.
+    """
+    return rows if rows.size <= size else np.sort(rng.choice(rows, size, replace=False))
+
+
+def _validation_batch(ts: TrainingSet, rng: np.random.Generator) -> tuple[dict, dict, dict]:
+    """The validation cells of every modality, and the anchor terms of the paired ones.
+
+    At most :data:`MAX_VALIDATION_CELLS` of each (a random subset, drawn once, beyond it).
+    """
+    cap = MAX_VALIDATION_CELLS
+    idx = {m: jnp.asarray(_at_most(ts.val_rows[m], cap, rng)) for m in ts.modalities}
     if ts.anchors.size and ts.val_pairs.size:
-        aidx, amask = ts.anchor_batch(ts.val_pairs)
+        aidx, amask = ts.anchor_batch(_at_most(ts.val_pairs, cap, rng))
     else:  # one masked-out row: the anchor terms are 0
         aidx = {m: jnp.zeros(1, jnp.int32) for m in ts.modalities}
         amask = {m: jnp.zeros(1, jnp.float32) for m in ts.modalities}
@@ -246,7 +263,7 @@ def train(
     }
     use_val = ts.has_validation
     if use_val:
-        data["validation"] = _validation_batch(ts)
+        data["validation"] = _validation_batch(ts, rng)
     sizes = aux_step = state = None
     if disc is not None:
         sizes = discriminator_sizes(arch)
