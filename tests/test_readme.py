@@ -305,6 +305,18 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
     ),
     ("(r2 top-100 {} on CD14+Mono)", [(md(KANG, "CD14+Mono", "CellFlow", 1), 3)]),
     (
+        "run on CD4T only, confirms it: r2 {} / {}, Pearson of the change {} and E-distance "
+        "{}, against scimpute's {} / {}, {} and {} on the same split.",
+        [
+            (md(KANG, "CellFlow, 3,000 Adam updates", c), 3)
+            for c in ("r2_all", "r2_top100", "pearson_change_top100", "edistance")
+        ]
+        + [
+            (md(KANG, "CD4T", "scimpute", i), 3)
+            for i in range(4)  # the per-type tables: r2_all, r2_top100, Pearson, E-distance
+        ],
+    ),
+    (
         "r2 top-100 {} vs {} (CD4T), {} vs {} (B), {} vs {} (CD14+Mono) and {} vs {} (NK)",
         [
             (md(KANG, t, c), 3)
