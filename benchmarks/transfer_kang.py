@@ -13,7 +13,9 @@ type weighing the same), the split-half ceiling of the real cells, scimpute's
 :func:`~scimpute.tl.fit_transfer` with its defaults (every choice by its inner
 leave-one-context-out) and CellFlow (``cellflow-tools`` 0.0.9 in its own venv, run through
 ``CELLFLOW_PYTHON``; OT flow matching on 50 PCs fitted without t's stimulated cells, one-hot
-cell type and treatment, 3,000 iterations, batch 256; see :data:`ARCH`). ``--scgen`` runs
+cell type and treatment, 3,000 iterations, batch 256; the network by ``CELLFLOW_ARCH``,
+:data:`ARCHS`, ``default`` its own; ``CELLFLOW_OPT=adam``: an Adam update every iteration
+instead of its default 20 accumulated). ``--scgen`` runs
 pertpy's scGen (the first round's protocol, r^2 only).
 
 Usage::
