@@ -59,12 +59,14 @@ def run_biharmonic(img, mask, seed):
     return inpaint_biharmonic(img, ~mask, channel_axis=-1).astype(np.float32), {}
 
 
-def run_dip(img, mask, seed, seconds=240.0, width=32, depth=5, lr=0.01):
+def run_dip(img, mask, seed, seconds=240.0, width=32, depth=5, lr=1e-3):
     """Deep image prior: encoder-decoder from a meshgrid input, Adam on the observed pixels.
 
     Strided 3x3 conv + LeakyReLU down ``depth`` times, nearest up-sampling + conv back,
     batch-norm-free, sigmoid output (the published network column used batch norm and a
-    sigmoid). Trained until ``seconds`` elapse; returns the last iterate.
+    sigmoid). Adam at ``lr=1e-3``: without batch norm, 1e-2 saturates the sigmoid within a
+    few hundred steps (training MSE 0.17 on a 64 x 64 Vase crop, against 3e-4 at 1e-3).
+    Trained until ``seconds`` elapse; returns the last iterate.
     """
     import jax
     import jax.numpy as jnp

@@ -20,7 +20,7 @@ def _net(layers, widths_in, width, key):
     params, c_in = [], widths_in
     for i, (layer, k) in enumerate(zip(convs, keys, strict=True)):
         c_out = 1 if i == len(convs) - 1 else width
-        params.append(jax.random.normal(k, (layer.size, layer.size, c_in, c_out)))
+        params.append(jax.random.normal(k, (layer.size, layer.size, c_in, c_out), jnp.float32))
         c_in = c_out
     return params
 
@@ -64,7 +64,8 @@ def test_recursion_matches_the_empirical_ntk_as_width_grows():
     layers = ntk.encoder_decoder(1, slope=0.1)
     prior = ntk.make_prior("meshgrid", d)
     K = ntk.cntk_full(layers, prior, d)
-    x = jnp.asarray(np.moveaxis(prior.V, 0, -1))
+    # float32 throughout: another test may have switched JAX to 64-bit in this process
+    x = jnp.asarray(np.moveaxis(prior.V, 0, -1), jnp.float32)
     errs = {}
     for width in (16, 64):
         e = [

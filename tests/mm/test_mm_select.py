@@ -184,6 +184,29 @@ def test_cross_validation_scores_a_bounded_subset_of_large_folds(monkeypatch):
     assert all(0 <= v < 0.2 for _, v in out)  # the planted shared factor aligns them
 
 
+def test_capacity_cross_validation_fits_a_bounded_subset_of_anchors(monkeypatch):
+    # issue 11 section 5: the candidates x folds grid must not fit on every anchor of a
+    # large data set (below the cap nothing is drawn)
+    from scimpute.mm import _select
+
+    fitted = []
+
+    def spy(sc, rank, ridge):
+        fitted.append(next(iter(sc.values())).shape[0])
+        return fit_cca(sc, rank, ridge)
+
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(300, 1))
+    scores = {"a": s + 0.3 * rng.normal(size=(300, 4)), "b": s + 0.3 * rng.normal(size=(300, 4))}
+    _select.cv_linear(scores, [(4, 1, 0.1)], spy, 2, np.random.default_rng(1))
+    assert fitted == [150, 150]
+    monkeypatch.setattr(_select, "MAX_CV_ANCHORS", 100)
+    fitted.clear()
+    out = _select.cv_linear(scores, [(4, 1, 0.1)], spy, 2, np.random.default_rng(1))
+    assert fitted == [50, 50]  # 2 folds of a 100-anchor subset
+    assert 0 <= out[0][1] < 0.2
+
+
 def test_validation_loss_reads_a_bounded_subset(monkeypatch):
     from scimpute.mm import _train
 

@@ -12,6 +12,7 @@ import anndata as ad
 from .._keys import DATA_DIR_ENV
 
 if TYPE_CHECKING:
+    import numpy as np
     from mudata import MuData
 
 
@@ -327,7 +328,9 @@ def pbmc_citeseq(data_dir: str | os.PathLike | None = None) -> MuData:
     return _read("pbmc_citeseq", data_dir)
 
 
-def inpainting_image(name: str, data_dir: str | os.PathLike | None = None):
+def inpainting_image(
+    name: str, data_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One of the published inpainting images with its mask.
 
     Parameters

@@ -92,7 +92,7 @@ def _fill(values: np.ndarray, mask: np.ndarray, spec, random_state: int):
 
 def inpaint(
     data: Any,
-    mask: Any = None,
+    mask: Any,
     *,
     kernel: Literal["cntk"] = "cntk",
     key_added: str | None = None,
@@ -101,7 +101,7 @@ def inpaint(
     n_comps: int | None = None,
     random_state: int = 0,
     **kwargs: Any,
-):
+) -> np.ndarray | None:
     """Fill missing pixels of an image, or missing spots of a spatial lattice, with a CNTK.
 
     The kernel is the neural tangent kernel of a deep-image-prior style convolutional
