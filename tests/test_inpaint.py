@@ -139,3 +139,13 @@ def test_spatial_errors_leave_the_object_untouched():
         si.tl.inpaint(b, obs, **FAST)
     with pytest.raises(TypeError, match="AnnData"):
         si.tl.inpaint({"x": 1}, obs)
+
+
+def test_spatial_never_writes_over_its_input_layer():
+    a, obs = _lattice_adata()
+    a.layers["counts"] = a.X.copy()
+    before = a.layers["counts"].copy()
+    with pytest.raises(ValueError, match="input layer"):
+        si.tl.inpaint(a, obs, layer="counts", key_added="counts", **FAST)
+    np.testing.assert_array_equal(a.layers["counts"], before)
+    assert Key.uns.inpaint not in a.uns

@@ -107,9 +107,12 @@ def inpaint(
     The kernel is the neural tangent kernel of a deep-image-prior style convolutional
     encoder-decoder on a fixed input (:mod:`scimpute.ntk`), computed at ``base_size``
     pixels, expanded to the image and used for kernel regression on the observed pixels
-    (Radhakrishnan et al., uhlerlab/ntk_matrix_completion). The ridge and the fixed input
-    are chosen by the error on held-out blocks of observed pixels of the data in the call
-    (``reg="auto"``, ``prior="auto"``).
+    (Radhakrishnan et al., uhlerlab/ntk_matrix_completion). By default the ridge is chosen
+    by the error on held-out blocks of observed pixels of the data in the call
+    (``reg="auto"``); the fixed input is the published stationary one unless
+    ``prior="auto"`` asks for the same held-out choice among the three inputs (the meshgrid
+    and identity inputs can make the expanded kernel indefinite on large images, where a
+    candidate whose solve fails is skipped).
 
     Parameters
     ----------
@@ -218,6 +221,11 @@ def _inpaint_adata(adata, mask, spec, key_added, layer, genes, n_comps, random_s
     pos, shape = _lattice(np.asarray(adata.obsm["spatial"]))
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"{_OWNER}: layers has no {layer!r}.")
+    if layer is not None and key == layer:
+        raise ValueError(
+            f"{_OWNER}: key_added={key!r} is the input layer; choose another key_added so "
+            "the input is not written over."
+        )
     X = _dense(adata.X if layer is None else adata.layers[layer])
     m = _adata_mask(adata, mask)
     cols = np.arange(adata.n_vars)
