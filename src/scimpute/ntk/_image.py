@@ -23,7 +23,7 @@ from ._expand import kernel_block
 from ._layers import cntk_anchor_rows, encoder_decoder, make_prior
 from ._solve import StationaryOperator, solve_cg, solve_cholesky, sym_matvec
 
-__all__ = ["CntkParams", "fill_image", "image_kernel"]
+__all__ = ["BACKEND_RULE", "CntkParams", "fill_image", "image_kernel", "resolve_backend"]
 
 #: ridges tried by ``reg="auto"`` (relative to the kernel's mean diagonal).
 REG_GRID = (1e-3, 1e-2, 1e-1, 1.0)
@@ -78,6 +78,10 @@ class CntkParams(Params):
         Conjugate-gradient stopping rule (relative residual) and step limit.
     holdout
         Fraction of observed pixels held out (in square blocks) for the ``"auto"`` choices.
+    backend
+        Layer recursions in ``"numpy"`` (float32) or ``"jax"`` (each network piece jitted
+        on its own, compiled once per resolution), or ``"auto"``: :data:`BACKEND_RULE`.
+        Both give the same kernel to float32 rounding.
 
     """
 
@@ -93,6 +97,22 @@ class CntkParams(Params):
     tol: float = param(1e-4, gt=0, lt=1)
     maxiter: int = param(400, ge=1)
     holdout: float = param(0.05, gt=0, lt=0.5)
+    backend: Literal["auto", "numpy", "jax"] = param("auto")
+
+
+#: how ``backend="auto"`` chooses (measured in ``benchmarks/results/cntk_inpainting.md``:
+#: on 2 CPU cores the JAX path's first call, compile included, is no faster than NumPy and
+#: peaks higher in memory; an accelerator runs the jitted pieces on the device).
+BACKEND_RULE = "jax when jax.default_backend() is not 'cpu' (a GPU / TPU), else numpy"
+
+
+def resolve_backend(backend: str) -> str:
+    """``"numpy"`` or ``"jax"`` for ``backend`` (``"auto"``: :data:`BACKEND_RULE`)."""
+    if backend != "auto":
+        return backend
+    import jax
+
+    return "numpy" if jax.default_backend() == "cpu" else "jax"
 
 
 def resolve_geometry(params: CntkParams, shape: tuple[int, int]) -> tuple[int, int]:
@@ -115,16 +135,18 @@ def resolve_geometry(params: CntkParams, shape: tuple[int, int]) -> tuple[int, i
 
 
 @lru_cache(maxsize=4)
-def _anchors(depth, kernel_size, slope, upsample, prior, base) -> np.ndarray:
+def _anchors(depth, kernel_size, slope, upsample, prior, base, backend) -> np.ndarray:
     layers = encoder_decoder(depth, kernel_size=kernel_size, slope=slope, upsample=upsample)
-    A = cntk_anchor_rows(layers, make_prior(prior, base), base)
+    A = cntk_anchor_rows(layers, make_prior(prior, base), base, backend=backend)
     return A / A.max()  # scale-free (the published EigenPro path divides by the maximum)
 
 
 def image_kernel(params: CntkParams, shape: tuple[int, int], prior: str) -> np.ndarray:
     """Anchor rows ``(P, P, base, base)`` of the CNTK for an image of ``shape`` (cached)."""
     depth, base = resolve_geometry(params, shape)
-    return _anchors(depth, params.kernel_size, params.slope, params.upsample, prior, base)
+    backend = resolve_backend(params.backend)
+    args = (depth, params.kernel_size, params.slope, params.upsample, prior, base, backend)
+    return _anchors(*args)
 
 
 def _holdout_mask(mask: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
@@ -261,6 +283,7 @@ def fill_image(
         "period": 2**depth,
         "prior": prior,
         "reg": reg,
+        "kernel_backend": resolve_backend(params.backend),
         "n_observed": n_obs,
         "n_missing": int((~mask).sum()),
         "validation_mse": scores,
