@@ -403,7 +403,10 @@ SPATIAL_NOTE = (
     "kernel) and the ridge, jointly over genes; choosing them per gene, padding the lattice "
     "(to allow 5 levels) and bilinear up-sampling did not raise the share in the analysis "
     "runs (even the best of those candidates per gene, chosen on the truth, wins on 83% of "
-    "the first lattice's genes), so 100% is not reachable with this kernel family."
+    "the genes of lattice 0 and 40% of lattice 2, where the CNTK's mean RMSE is above "
+    "biharmonic's for every candidate), so 100% is not reachable with this kernel family; "
+    "the held-out choice is also noisy (on lattice 2 it picks filter 3, where 5 or 7 would "
+    "lose less)."
 )
 
 NOTES = (
@@ -441,7 +444,7 @@ def main():
     results.setdefault("images", {})
     cmds = dict(results.get("commands", {}))
     if "command" in results and not cmds:  # results written before per-part commands
-        cmds = {"images": results["command"]}
+        cmds = {f"images/{m}": results["command"] for m in METHODS}
         budget = re.search(r"--dip-seconds (\S+)", results["command"])
         for r in results["images"].values():
             r.get("network", {}).setdefault(
@@ -465,7 +468,6 @@ def main():
             part += f" --dip-seconds {args.dip_seconds:g}"
         for m in args.image_methods:
             cmds[f"images/{m}"] = cmd + part
-        cmds.pop("images", None)
     if "spatial" in args.parts:
         results["spatial"] = spatial_benchmark()
         cmds["spatial"] = cmd + " --parts spatial"
