@@ -160,7 +160,7 @@ def resolve_geometry(params: CntkParams, shape: tuple[int, int]) -> tuple[int, i
     return depth, base
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=len(PRIOR_GRID) * len(KERNEL_SIZE_GRID))  # every "auto" candidate
 def _anchors(depth, kernel_size, slope, upsample, prior, base, backend) -> np.ndarray:
     layers = encoder_decoder(depth, kernel_size=kernel_size, slope=slope, upsample=upsample)
     A = cntk_anchor_rows(layers, make_prior(prior, base), base, backend=backend)
