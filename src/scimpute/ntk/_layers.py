@@ -33,9 +33,12 @@ periodic under shifts by its resolution's up-sampling factor, so even the ``(d/2
 arrays are redundant; exploiting that (storing ``P^2 d^2`` numbers per level) is not
 implemented, the ``(d/2)^4`` arrays (64 MB at 128 pixels) being cheap enough.
 
-The recursions are pure NumPy functions in float32: jitting them with XLA compiles one
-program per resolution and layer type, which on 2 CPU cores took longer (about 2 minutes
-for a 6-level network) than the arithmetic itself (seconds below 128 pixels).
+Backends. Every op is written once against an array namespace ``xp``: ``backend="numpy"``
+runs it in NumPy float32; ``backend="jax"`` jits each network piece on its own (the layers
+between two resolution changes, and the tail after the last up-sampling), so a 6-level
+network compiles about two small programs per resolution (seconds) instead of one program
+for the whole network (minutes on 2 CPU cores). On CPU NumPy is the faster of the two
+(``benchmarks/results/cntk_inpainting.md``); :data:`scimpute.ntk._image.BACKEND_RULE`.
 """
 
 from __future__ import annotations
