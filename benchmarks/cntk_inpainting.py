@@ -301,34 +301,8 @@ def backend_timing(size=128, depth=6):
 
 
 # ----------------------------------------------------------------------------- report
-def write(results, path: Path):
-    path.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    cmds = results.get("commands", {})
+def _spatial_lines(s: dict) -> list[str]:
     lines = [
-        "# CNTK image inpainting (issue 14)",
-        "",
-        "Commands (one per part; a partial run updates its parts): "
-        + "; ".join(f"{k}: `{v}`" for k, v in cmds.items())
-        + ".",
-        "",
-        "PSNR (dB) over the whole RGB image in [0, 1], published masks; each method in its own",
-        "process (time = wall seconds, peak = max resident memory of that process; load = "
-        "1-minute load average of the 2-core machine at the start of the part).",
-        "",
-        "| image | method | PSNR (ours) | PSNR (published) | seconds | peak MiB | load |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, r in results["images"].items():
-        for m in ("cntk", "network", "biharmonic"):
-            x = r[m]
-            load = x.get("load", results.get("load"))
-            lines.append(
-                f"| {name} | {m} | {x['psnr']:.2f} | {PUBLISHED[name][m]:.2f} | "
-                f"{x['seconds']:.0f} | {x['peak_mib']:.0f} | {load:.1f} |"
-            )
-    lines += ["", "Network column: " + NETWORK_NOTE.format(**_dip_steps(results)), ""]
-    s = results["spatial"]
-    lines += [
         "",
         f"Spatial lattices ({s['lattice']}, seeds {s['seeds']}, {s['genes']} genes in all, "
         f"{s['removed']} spots removed in blocks): RMSE on the removed spots, mean over genes.",
@@ -357,6 +331,37 @@ def write(results, path: Path):
             win=lo["signal_sd_median_winners"] or float("nan"),
         ),
     ]
+    return lines
+
+
+def write(results, path: Path):
+    path.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    cmds = results.get("commands", {})
+    lines = [
+        "# CNTK image inpainting (issue 14)",
+        "",
+        "Commands (one per part; a partial run updates its parts): "
+        + "; ".join(f"{k}: `{v}`" for k, v in cmds.items())
+        + ".",
+        "",
+        "PSNR (dB) over the whole RGB image in [0, 1], published masks; each method in its own",
+        "process (time = wall seconds, peak = max resident memory of that process; load = "
+        "1-minute load average of the 2-core machine at the start of the part).",
+        "",
+        "| image | method | PSNR (ours) | PSNR (published) | seconds | peak MiB | load |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in results["images"].items():
+        for m in (m for m in ("cntk", "network", "biharmonic") if m in r):
+            x = r[m]
+            load = x.get("load", results.get("load"))
+            lines.append(
+                f"| {name} | {m} | {x['psnr']:.2f} | {PUBLISHED[name][m]:.2f} | "
+                f"{x['seconds']:.0f} | {x['peak_mib']:.0f} | {load:.1f} |"
+            )
+    lines += ["", "Network column: " + NETWORK_NOTE.format(**_dip_steps(results)), ""]
+    if results.get("spatial"):
+        lines += _spatial_lines(results["spatial"])
     b = results.get("backend")
     if b:
         lines += [
