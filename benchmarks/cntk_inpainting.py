@@ -8,8 +8,14 @@ Spatial part: a simulated expression lattice (smooth random fields + noise), 20%
 spots removed in square blocks, per-gene RMSE on the removed spots: CNTK
 (``si.tl.inpaint`` on AnnData), nearest-neighbour averaging, biharmonic per gene.
 
-Run: ``python benchmarks/cntk_inpainting.py [--dip-seconds 240] [--quick]``.
-Writes ``benchmarks/results/cntk_inpainting.md`` and ``.json``.
+Kernel backends: the benchmark's 128 x 128 anchor kernel (6 levels, stationary prior) by
+the NumPy and the jitted JAX recursions in one process (JAX timed on its first call,
+compile included, and its second).
+
+Run: ``python benchmarks/cntk_inpainting.py [--dip-seconds 240] [--parts images spatial
+backend] [--image-methods cntk biharmonic network]``. A partial run updates only its parts
+of an existing ``benchmarks/results/cntk_inpainting.json`` (the command of each part is
+recorded) and rewrites ``cntk_inpainting.md`` from it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
 import time
 from pathlib import Path
@@ -180,7 +187,40 @@ def simulate_lattice(n=48, genes=30, seed=0, frac=0.2, block=6):
     return X.astype(np.float32), ~hide.ravel(), n
 
 
-def spatial_benchmark(seed=0):
+def spatial_benchmark(seeds=(0, 1, 2)):
+    """Per-gene RMSE on the removed spots over several simulated lattices (genes pooled)."""
+    runs = [spatial_one(seed) for seed in seeds]
+    per_run = [r.pop("_rmse") for r in runs]
+    rm = {k: np.concatenate([x[k] for x in per_run]) for k in METHODS_SPATIAL}
+    sig = np.concatenate([r.pop("_signal") for r in runs])
+    out = {
+        "lattice": runs[0]["lattice"],
+        "genes": int(rm["cntk"].size),
+        "seeds": list(seeds),
+        "removed": [r["removed"] for r in runs],
+        "runs": runs,
+    }
+    for k in METHODS_SPATIAL:
+        out[k] = {
+            "rmse_mean": float(rm[k].mean()),
+            "seconds": float(sum(r[k]["seconds"] for r in runs)),
+        }
+    for k in ("nn_average", "biharmonic"):
+        out[f"cntk_beats_{k}"] = float(np.mean(rm["cntk"] < rm[k]))
+    lose = rm["cntk"] >= rm["biharmonic"]
+    out["losers"] = {
+        "n": int(lose.sum()),
+        "signal_sd_median_losers": float(np.median(sig[lose])) if lose.any() else None,
+        "signal_sd_median_winners": float(np.median(sig[~lose])) if (~lose).any() else None,
+        "rmse_ratio_max": float((rm["cntk"] / rm["biharmonic"]).max()),
+    }
+    return out
+
+
+METHODS_SPATIAL = ("cntk", "nn_average", "biharmonic")
+
+
+def spatial_one(seed=0):
     import anndata as ad
     from skimage.restoration import inpaint_biharmonic
     from sklearn.neighbors import NearestNeighbors
@@ -210,76 +250,181 @@ def spatial_benchmark(seed=0):
     ).reshape(n * n, -1)
     res["biharmonic"] = (bh[~obs], time.perf_counter() - t)
     truth = X[~obs]
+    keep = ("depth", "base_size", "kernel_size", "reg", "prior", "solver", "holdout_side")
     out = {
+        "seed": seed,
         "lattice": f"{n} x {n}",
         "genes": X.shape[1],
         "removed": int((~obs).sum()),
-        "info": {
-            k: v
-            for k, v in a.uns["inpaint"]["info"]["0"].items()
-            if k in ("depth", "base_size", "reg", "prior", "solver")
-        },
+        "info": {k: v for k, v in a.uns["inpaint"]["info"]["0"].items() if k in keep},
     }
     rmse = {k: np.sqrt(np.mean((v - truth) ** 2, axis=0)) for k, (v, _) in res.items()}
     for k, (_, sec) in res.items():
         out[k] = {"rmse_mean": float(rmse[k].mean()), "seconds": sec}
     for k in ("nn_average", "biharmonic"):
         out[f"cntk_beats_{k}"] = float(np.mean(rmse["cntk"] < rmse[k]))
+    out["_rmse"] = rmse
+    out["_signal"] = X[obs].std(axis=0)  # per-gene spread (signal + 0.1 noise)
     return out
 
 
+def backend_timing(size=128, depth=6):
+    """NumPy vs jitted JAX layer recursions on the benchmark's anchor kernel, one process."""
+    import jax
+
+    from scimpute import ntk
+    from scimpute.ntk._image import BACKEND_RULE, resolve_backend
+
+    layers = ntk.encoder_decoder(depth, slope=0.01)
+    prior = ntk.make_prior("stationary", size)
+    t = time.perf_counter()
+    A = ntk.cntk_anchor_rows(layers, prior, size, backend="numpy")
+    t_np = time.perf_counter() - t
+    rows = {}
+    for call in ("first", "second"):
+        t = time.perf_counter()
+        B = ntk.cntk_anchor_rows(layers, prior, size, backend="jax")
+        rows[call] = time.perf_counter() - t
+    return {
+        "grid": f"{size} x {size} base, {depth} levels, anchor rows {A.shape}",
+        "jax_platform": jax.default_backend(),
+        "load": os.getloadavg()[0],
+        "numpy_seconds": t_np,
+        "jax_first_call_seconds": rows["first"],
+        "jax_second_call_seconds": rows["second"],
+        "jax_first_over_numpy": rows["first"] / t_np,
+        "jax_second_over_numpy": rows["second"] / t_np,
+        "max_relative_difference": float(np.abs(A - B).max() / np.abs(A).max()),
+        "auto_rule": BACKEND_RULE,
+        "auto_here": resolve_backend("auto"),
+    }
+
+
 # ----------------------------------------------------------------------------- report
-def write(results, path: Path):
-    path.with_suffix(".json").write_text(json.dumps(results, indent=2))
+def _spatial_lines(s: dict) -> list[str]:
     lines = [
-        "# CNTK image inpainting (issue 14)",
         "",
-        f"Command: `{results['command']}`; machine load at start: {results['load']}.",
-        "PSNR (dB) over the whole RGB image in [0, 1], published masks; each method in its own",
-        "process (time = wall seconds, peak = max resident memory of that process).",
-        "",
-        "| image | method | PSNR (ours) | PSNR (published) | seconds | peak MiB |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, r in results["images"].items():
-        for m in ("cntk", "network", "biharmonic"):
-            x = r[m]
-            lines.append(
-                f"| {name} | {m} | {x['psnr']:.2f} | {PUBLISHED[name][m]:.2f} | "
-                f"{x['seconds']:.0f} | {x['peak_mib']:.0f} |"
-            )
-    s = results["spatial"]
-    lines += [
-        "",
-        f"Spatial lattice ({s['lattice']}, {s['genes']} genes, {s['removed']} spots removed in "
-        "blocks): RMSE on the removed spots, mean over genes.",
+        f"Spatial lattices ({s['lattice']}, seeds {s['seeds']}, {s['genes']} genes in all, "
+        f"{s['removed']} spots removed in blocks): RMSE on the removed spots, mean over genes.",
         "",
         "| method | RMSE | seconds |",
         "| --- | --- | --- |",
     ]
-    for m in ("cntk", "nn_average", "biharmonic"):
+    for m in METHODS_SPATIAL:
         lines.append(f"| {m} | {s[m]['rmse_mean']:.4f} | {s[m]['seconds']:.1f} |")
+    lo = s["losers"]
     lines += [
         "",
         f"CNTK has the lower RMSE than nearest-neighbour averaging on "
         f"{100 * s['cntk_beats_nn_average']:.0f}% of genes and than biharmonic on "
-        f"{100 * s['cntk_beats_biharmonic']:.0f}%.",
+        f"{100 * s['cntk_beats_biharmonic']:.0f}% ({lo['n']} genes lose, by at most "
+        f"{100 * (lo['rmse_ratio_max'] - 1):.0f}% RMSE). Per lattice: "
+        + ", ".join(
+            f"seed {r['seed']}: {100 * r['cntk_beats_biharmonic']:.0f}% (kernel_size "
+            f"{r['info'].get('kernel_size')}, reg {r['info'].get('reg')})"
+            for r in s["runs"]
+        )
+        + ".",
         "",
-        "Notes: " + results["notes"],
+        SPATIAL_NOTE.format(
+            lose=lo["signal_sd_median_losers"] or float("nan"),
+            win=lo["signal_sd_median_winners"] or float("nan"),
+        ),
     ]
+    return lines
+
+
+def write(results, path: Path):
+    path.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    cmds = results.get("commands", {})
+    lines = [
+        "# CNTK image inpainting (issue 14)",
+        "",
+        "Commands (one per part; a partial run updates its parts): "
+        + "; ".join(f"{k}: `{v}`" for k, v in cmds.items())
+        + ".",
+        "",
+        "PSNR (dB) over the whole RGB image in [0, 1], published masks; each method in its own",
+        "process (time = wall seconds, peak = max resident memory of that process; load = "
+        "1-minute load average of the 2-core machine at the start of the part).",
+        "",
+        "| image | method | PSNR (ours) | PSNR (published) | seconds | peak MiB | load |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in results["images"].items():
+        for m in (m for m in ("cntk", "network", "biharmonic") if m in r):
+            x = r[m]
+            load = x.get("load", results.get("load"))
+            lines.append(
+                f"| {name} | {m} | {x['psnr']:.2f} | {PUBLISHED[name][m]:.2f} | "
+                f"{x['seconds']:.0f} | {x['peak_mib']:.0f} | {load:.1f} |"
+            )
+    lines += ["", "Network column: " + NETWORK_NOTE.format(**_dip_steps(results)), ""]
+    if results.get("spatial"):
+        lines += _spatial_lines(results["spatial"])
+    b = results.get("backend")
+    if b:
+        lines += [
+            "",
+            f"Kernel backends ({b['grid']}, JAX on {b['jax_platform']}, load {b['load']:.1f}): "
+            f"NumPy {b['numpy_seconds']:.1f} s; jitted JAX {b['jax_first_call_seconds']:.1f} s "
+            f"on the first call (compile included; {b['jax_first_over_numpy']:.2f} x NumPy), "
+            f"{b['jax_second_call_seconds']:.1f} s on the second "
+            f"({b['jax_second_over_numpy']:.2f} x); max relative difference "
+            f'{b["max_relative_difference"]:.1e}. `backend="auto"`: {b["auto_rule"]} '
+            f"(here: {b['auto_here']}).",
+        ]
+    lines += ["", "Notes: " + results["notes"]]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
+def _dip_steps(results) -> dict:
+    r = results["images"]
+    get = lambda n: r.get(n, {}).get("network", {})  # noqa: E731
+    return {
+        "lib": get("library").get("steps", "?"),
+        "vase": get("vase").get("steps", "?"),
+        "sec": get("library").get("budget_seconds", results.get("dip_seconds", "?")),
+    }
+
+
+NETWORK_NOTE = (
+    "a batch-norm-free deep image prior trained with Adam for a fixed wall-clock budget "
+    "({sec} s) on 2 CPU cores: {lib} steps on Library, {vase} on Vase. Deep-image-prior "
+    "inpainting is trained for thousands of steps (its reference notebook, Ulyanov et al.: "
+    "3,001 Adam steps for Library, 5,001 for Vase, on a GPU); the NTK paper does not state "
+    "its network's training length. Ours is budget-limited, so its Library number (large "
+    "holes, slowest to fit) is far from converged and not a reproduction of that column."
+)
+
+SPATIAL_NOTE = (
+    "Why CNTK loses on some genes: the genes where biharmonic wins are the strongly "
+    "expressed, smooth ones (median spread {lose:.2f} against {win:.2f} for the genes "
+    "CNTK wins): their fields are smooth and their noise small, and the thin-plate "
+    "(biharmonic) interpolant is close to optimal there, while the ReLU CNTK is a rough "
+    "kernel (the arc-cosine dual has a kink at correlation 1, like a Laplace kernel). "
+    "What is chosen on held-out blocks of the observed spots (blocks shaped like the "
+    "mask's holes): the filter size (3, 5, 7: larger filters give a wider, smoother "
+    "kernel) and the ridge, jointly over genes; choosing them per gene, padding the lattice "
+    "(to allow 5 levels) and bilinear up-sampling did not raise the share in the analysis "
+    "runs (even the best of those candidates per gene, chosen on the truth, wins on 83% of "
+    "the genes of lattice 0 and 40% of lattice 2, where the CNTK's mean RMSE is above "
+    "biharmonic's for every candidate), so 100% is not reachable with this kernel family; "
+    "the held-out choice is also noisy (on lattice 2 it picks filter 3, where 5 or 7 would "
+    "lose less)."
+)
+
 NOTES = (
     "CNTK = `si.tl.inpaint` defaults: the published 6-level encoder-decoder (LeakyReLU 0.01, "
-    "nearest up-sampling, circular padding), stationary fixed-input covariance, kernel at "
-    "128 x 128 expanded to the image as in the published expander, then averaged over the "
-    "64 x 64 anchor phases (a stationary kernel; distance to the expanded kernel recorded "
-    "in the JSON) and solved by preconditioned CG with FFT products; ridge chosen by "
-    "held-out blocks of observed pixels. The published kernel regression used the expanded "
-    "kernel itself with EigenPro on a GPU and an unstated fixed input; the network column "
-    "here is a small batch-norm-free DIP trained for a fixed time budget on 2 CPU cores, "
-    "not the published network."
+    "nearest up-sampling, circular padding; filter size 3, as `kernel_size='auto'` keeps "
+    "the published size above a 64-pixel base kernel), stationary fixed-input covariance, "
+    "kernel at 128 x 128 expanded to the image as in the published expander, then averaged "
+    "over the 64 x 64 anchor phases (a stationary kernel; distance to the expanded kernel "
+    "recorded in the JSON) and solved by preconditioned CG with FFT products; ridge chosen "
+    "by held-out blocks of observed pixels (shaped like the holes). The published kernel "
+    "regression used the expanded kernel itself with EigenPro on a GPU and an unstated "
+    "fixed input; the network column here is a small batch-norm-free DIP trained for a "
+    "fixed time budget on 2 CPU cores, not the published network."
 )
 
 
@@ -287,26 +432,58 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dip-seconds", type=float, default=240.0)
     ap.add_argument("--images", nargs="*", default=["library", "vase"])
+    ap.add_argument("--image-methods", nargs="*", default=["cntk", "biharmonic", "network"])
+    ap.add_argument(
+        "--parts", nargs="*", default=["images", "spatial", "backend"],
+        choices=["images", "spatial", "backend"],
+    )  # fmt: skip
     ap.add_argument("--out", default=str(HERE / "results" / "cntk_inpainting"))
     args = ap.parse_args()
-    results = {
-        "command": "python benchmarks/cntk_inpainting.py"
-        + (f" --dip-seconds {args.dip_seconds:g}" if args.dip_seconds != 240 else ""),
-        "load": os.getloadavg()[0],
-        "published": PUBLISHED,
-        "notes": NOTES,
-        "images": {},
-    }
-    for name in args.images:
-        r = {}
-        for m in ("cntk", "biharmonic", "network"):
-            kw = {"seconds": args.dip_seconds} if m == "network" else {}
-            r[m] = in_process(m, name, 0, **kw)
-            print(name, m, r[m], flush=True)
-        results["images"][name] = r
-    results["spatial"] = spatial_benchmark()
-    print(results["spatial"], flush=True)
-    write(results, Path(args.out))
+    path = Path(args.out)
+    old = (
+        json.loads(path.with_suffix(".json").read_text())
+        if path.with_suffix(".json").exists()
+        else {}
+    )
+    results = {**old, "published": PUBLISHED, "notes": NOTES}
+    results.setdefault("images", {})
+    cmds = dict(results.get("commands", {}))
+    if "command" in results and not cmds:  # results written before per-part commands
+        cmds = {f"images/{m}": results["command"] for m in METHODS}
+        budget = re.search(r"--dip-seconds (\S+)", results["command"])
+        for r in results["images"].values():
+            r.get("network", {}).setdefault(
+                "budget_seconds", float(budget.group(1)) if budget else 240.0
+            )
+    cmd = "python benchmarks/cntk_inpainting.py"
+    if "images" in args.parts:
+        for name in args.images:
+            r = dict(results["images"].get(name, {}))
+            for m in args.image_methods:
+                kw = {"seconds": args.dip_seconds} if m == "network" else {}
+                load = os.getloadavg()[0]
+                r[m] = {**in_process(m, name, 0, **kw), "load": load}
+                if m == "network":
+                    r[m]["budget_seconds"] = args.dip_seconds
+                print(name, m, r[m], flush=True)
+            results["images"][name] = r
+        part = f" --parts images --images {' '.join(args.images)}"
+        part += f" --image-methods {' '.join(args.image_methods)}"
+        if "network" in args.image_methods:
+            part += f" --dip-seconds {args.dip_seconds:g}"
+        for m in args.image_methods:
+            cmds[f"images/{m}"] = cmd + part
+    if "spatial" in args.parts:
+        results["spatial"] = spatial_benchmark()
+        cmds["spatial"] = cmd + " --parts spatial"
+        print(results["spatial"], flush=True)
+    if "backend" in args.parts:
+        results["backend"] = backend_timing()
+        cmds["backend"] = cmd + " --parts backend"
+        print(results["backend"], flush=True)
+    results["commands"] = cmds
+    results.pop("command", None)
+    write(results, path)
 
 
 if __name__ == "__main__":

@@ -181,3 +181,89 @@ def test_cg_matches_the_dense_solve_on_a_small_image():
     fft, info2 = _solve(A, (W, H), mask, y, 1e-2, p, "cg")
     np.testing.assert_allclose(fft, dense, rtol=1e-2, atol=1e-2 * np.abs(dense).max())
     assert info2["rank_relative_error"] < 1e-6
+
+
+# ---------------------------------------------------------------- shared with method="ntk"
+def _old_relu_ntk(x, depth):
+    """The arc-cosine recursion of ``method="ntk"`` as written before the kernels were shared."""
+    s = np.clip(np.asarray(x, np.float64), -1.0, 1.0)
+    k = s.copy()
+    for _ in range(depth):
+        phi = (np.sqrt(np.clip(1 - s * s, 0, None)) + (np.pi - np.arccos(s)) * s) / np.pi
+        k = phi + k * (np.pi - np.arccos(s)) / np.pi
+        s = phi
+    return k
+
+
+def test_fc_ntk_is_the_ntk_method_kernel_and_shares_the_cntk_layer_step():
+    from scimpute.methods import _ntk_numpy
+    from scimpute.methods import ntk as ntk_method
+
+    x = np.linspace(-1.3, 1.3, 201)
+    for depth in (1, 2, 5):
+        ref = _old_relu_ntk(x, depth)
+        np.testing.assert_allclose(ntk.fc_ntk(x, depth), ref, rtol=1e-12)
+        np.testing.assert_allclose(_ntk_numpy.ntk_kernel_numpy(x, depth), ref, rtol=1e-12)
+        jx = np.asarray(ntk_method.ntk_kernel(jnp.asarray(x, jnp.float32), depth))
+        np.testing.assert_allclose(jx, ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(ntk.fc_ntk(jnp.asarray(x, jnp.float32), depth, xp=jnp)), jx, rtol=1e-6
+        )
+    assert float(ntk.fc_ntk(1.0, 3)) == pytest.approx(4.0)
+    # one LeakyReLU layer of the CNTK is the fully connected step on normalised covariances
+    lam = np.array([[2.0, 0.6], [0.6, 0.5]])
+    nrm = np.sqrt(np.outer(np.diag(lam), np.diag(lam)))
+    sig, th = ntk.ntk_layer(lam, np.ones_like(lam), 0.2, norm=nrm)
+    k1, k0 = ntk.leaky_relu_duals(lam / nrm, 0.2)
+    np.testing.assert_allclose(sig, k1 * nrm)
+    np.testing.assert_allclose(th, k0)
+    a1, a0 = ntk.leaky_relu_duals(0.3, 0.2)
+    assert float(ntk.fc_ntk(0.3, 1, slope=0.2)) == pytest.approx(float(a1 + 0.3 * a0))
+    with pytest.raises(ValueError, match="depth"):
+        ntk.fc_ntk(0.5, 0)
+
+
+def test_ntk_method_predictions_unchanged_by_the_shared_kernel():
+    """Values of ``method="ntk"`` recorded before the refactor (same seeded grid)."""
+    import scimpute as si
+    from scimpute.methods import get_method
+    from scimpute.methods.ntk import NtkParams
+    from scimpute.tl._data import to_grid_data
+
+    d, _ = to_grid_data(si.datasets.simulate_grid(6, 8, 40, fraction_measured=0.6, random_state=1))
+    targets = np.argwhere(~d.measured)
+    cases = {
+        ("numpy", 3, "auto"): (659.6478219823584, [-0.027012796004606168, 0.8312767974379924]),
+        ("jax", 1, 1e-3): (713.7673689072583, [0.06930890847856075, 0.8135330215349432]),
+    }
+    for (backend, depth, reg), (abs_sum, first) in cases.items():
+        p = NtkParams.from_kwargs("ntk", {"backend": backend, "depth": depth, "reg": reg})
+        pred = np.asarray(get_method("ntk").fn(d, targets, p).prediction)
+        assert np.abs(pred).sum() == pytest.approx(abs_sum, rel=1e-6)
+        np.testing.assert_allclose(pred[0, :2], first, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- JAX path
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_jax_recursions_equal_numpy(mode):
+    d = 16
+    layers = ntk.encoder_decoder(2, slope=0.1, upsample=mode)
+    prior = ntk.make_prior("meshgrid", d)
+    for fn in (ntk.cntk_full, ntk.cntk_anchor_rows):
+        ref = fn(layers, prior, d, backend="numpy")
+        got = fn(layers, prior, d, backend="jax")
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="backend"):
+        ntk.cntk_full(layers, prior, d, backend="torch")
+
+
+def test_backend_param_and_rule():
+    from scimpute.ntk._image import resolve_backend
+
+    p = ntk.CntkParams.from_kwargs("t", {"backend": "jax"})
+    assert resolve_backend(p.backend) == "jax"
+    expected = "numpy" if jax.default_backend() == "cpu" else "jax"
+    assert resolve_backend("auto") == expected
+    with pytest.raises(ValueError, match="backend"):
+        ntk.CntkParams.from_kwargs("t", {"backend": "torch"})

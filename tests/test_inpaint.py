@@ -58,10 +58,38 @@ def test_auto_ridge_is_the_held_out_minimum():
     from scimpute.ntk import CntkParams, fill_image
 
     img, mask = _smooth(), _mask()
-    _, info = fill_image(img[None], mask, CntkParams.from_kwargs("t", {"depth": 2}))
+    p = CntkParams.from_kwargs("t", {"depth": 2, "kernel_size": 3})
+    _, info = fill_image(img[None], mask, p)
     scores = info["validation_mse"]["stationary"]
     assert len(scores) == 4
     assert repr(info["reg"]) == min(scores, key=scores.get)
+
+
+def test_auto_kernel_size_is_the_held_out_minimum_and_blocks_are_hole_shaped():
+    from scimpute.ntk import CntkParams, fill_image
+    from scimpute.ntk._image import KERNEL_SIZE_GRID, hole_side, kernel_sizes
+
+    img, mask = _smooth(), _mask()
+    _, info = fill_image(img[None], mask, CntkParams.from_kwargs("t", {"depth": 2}))
+    v = info["validation_mse"]
+    assert len(v) == len(KERNEL_SIZE_GRID)
+    flat = {(k, r): e for k, d in v.items() for r, e in d.items()}
+    best = min(flat, key=flat.get)
+    assert best == (f"stationary, kernel_size={info['kernel_size']}", repr(info["reg"]))
+    # the published filter size above the base size where candidates are cheap
+    assert kernel_sizes(CntkParams(), (256, 256)) == (3,)
+    assert kernel_sizes(CntkParams(), (48, 48)) == KERNEL_SIZE_GRID
+    # held-out blocks about as wide as the holes; a 1-pixel hole gives the minimum, 2
+    m = np.ones((64, 64), bool)
+    m[10:16, 20:26] = False
+    assert 5 <= hole_side(m) <= 6
+    m[30:50, 30:50] = False  # wider holes, wider blocks (up to 1/8 of the image)
+    assert hole_side(m) == 8
+    m = np.ones((64, 64), bool)
+    m[5, 5] = False
+    assert hole_side(m) == 2
+    with pytest.raises(ValueError, match="odd"):
+        CntkParams.from_kwargs("t", {"kernel_size": 4})
 
 
 @pytest.mark.parametrize(

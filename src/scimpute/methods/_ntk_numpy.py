@@ -1,8 +1,8 @@
 """Plain numpy reference of the NTK estimator (tests and ``benchmarks/ntk_scale.py``).
 
 Same estimator as :mod:`scimpute.methods.ntk`, written directly: explicit cosines, the
-arc-cosine recursion in numpy, one ``numpy.linalg.cholesky`` and ``scipy.linalg.cho_solve``,
-predictions in chunks of targets. No JAX, no padding.
+arc-cosine recursion in numpy (:func:`scimpute.ntk.fc_ntk`), one ``numpy.linalg.cholesky``
+and ``scipy.linalg.cho_solve``, predictions in chunks of targets. No JAX, no padding.
 """
 
 from __future__ import annotations
@@ -10,20 +10,17 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
+from ..ntk._duals import fc_ntk
 from ._base import GridData, as_targets
 from .ntk import NtkParams, _auto_prior, _centering, _normalise_prior, build_prior
 
 
 def ntk_kernel_numpy(x: np.ndarray, depth: int = 1) -> np.ndarray:
-    """``kappa_depth(x)`` by the arc-cosine recursion, in numpy."""
-    s = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
-    k = s.copy()
-    for _ in range(depth):
-        phi = (np.sqrt(np.clip(1 - s * s, 0, None)) + (np.pi - np.arccos(s)) * s) / np.pi
-        dphi = (np.pi - np.arccos(s)) / np.pi
-        k = phi + k * dphi
-        s = phi
-    return k
+    """``kappa_depth(x)`` by the arc-cosine recursion, in numpy float64.
+
+    :func:`scimpute.ntk.fc_ntk` (the kernel code shared with the CNTK).
+    """
+    return fc_ntk(np.asarray(x, dtype=np.float64), depth)
 
 
 def _gram(F1, c1, a1, i1, F2, c2, a2, i2, w):

@@ -83,6 +83,7 @@ from .._labels import parse_perturbation
 from .._params import Params, param
 from .._sharding import batched_call
 from .._utils import RandomState
+from ..ntk import _duals
 from ._base import GridData, MethodResult, as_targets
 from ._registry import register
 from ._stats import baseline_profiles, group_means, indicator, measured_rows
@@ -190,15 +191,14 @@ def relu_dual(x):
     """Dual activation of the ReLU normalised so that ``phi(1) = 1`` (arc-cosine kernel).
 
     ``phi(x) = (sqrt(1 - x^2) + (pi - arccos x) x) / pi``; inputs are clipped to [-1, 1].
+    The JAX form of :func:`scimpute.ntk.relu_dual` (one implementation, shared with the CNTK).
     """
-    x = jnp.clip(x, -1.0, 1.0)
-    return (jnp.sqrt(jnp.clip(1.0 - x * x, 0.0, None)) + (jnp.pi - jnp.arccos(x)) * x) / jnp.pi
+    return _duals.relu_dual(x, xp=jnp)
 
 
 def relu_dual_derivative(x):
     """Derivative of :func:`relu_dual`: ``phi'(x) = (pi - arccos x) / pi`` (clipped input)."""
-    x = jnp.clip(x, -1.0, 1.0)
-    return (jnp.pi - jnp.arccos(x)) / jnp.pi
+    return _duals.relu_dual_derivative(x, xp=jnp)
 
 
 def ntk_kernel(x, depth: int = 1):
@@ -208,7 +208,8 @@ def ntk_kernel(x, depth: int = 1):
     to [-1, 1]). Recursion: ``Sigma_0 = K_0 = x``, ``Sigma_l = phi(Sigma_{l-1})``,
     ``K_l = Sigma_l + K_{l-1} phi'(Sigma_{l-1})``; returns ``K_depth``.
     ``kappa_d(1) = d + 1``, ``kappa_1(0) = 1 / pi``, ``kappa_2(0) = 0.6857``,
-    ``kappa_3(0) = 1.0604``.
+    ``kappa_3(0) = 1.0604``. :func:`scimpute.ntk.fc_ntk` with ``xp=jax.numpy`` (the layer
+    step is the one the convolutional NTK uses, :func:`scimpute.ntk.ntk_layer`).
 
     Parameters
     ----------
@@ -219,12 +220,7 @@ def ntk_kernel(x, depth: int = 1):
 
     """
     depth = NtkParams.check_value("ntk_kernel", "depth", depth)
-    sigma = jnp.clip(jnp.asarray(x), -1.0, 1.0)
-    k = sigma
-    for _ in range(depth):
-        k = relu_dual(sigma) + k * relu_dual_derivative(sigma)
-        sigma = relu_dual(sigma)
-    return k
+    return _duals.fc_ntk(x, depth, xp=jnp)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Convolutional neural tangent kernels (CNTK) for image and spatial-lattice inpainting.
+"""Neural tangent kernels: convolutional (CNTK) for inpainting, fully connected for ``ntk``.
+
+The activation duals and the NTK layer step (:func:`leaky_relu_duals`, :func:`ntk_layer`)
+are one implementation shared by the fully connected kernel of ``method="ntk"``
+(:func:`fc_ntk`) and the convolutional recursions below.
 
 The kernel of an encoder-decoder convolutional network on a fixed input, built layer by
 layer (:func:`cntk_full`, :func:`cntk_anchor_rows`), expanded from a small base resolution
@@ -8,6 +12,7 @@ to a full image (:func:`expand_kernel`), and kernel regression on the observed p
 
 from __future__ import annotations
 
+from ._duals import fc_ntk, leaky_relu_duals, ntk_layer, relu_dual, relu_dual_derivative
 from ._expand import expand_kernel, kernel_block
 from ._image import CntkParams, fill_image
 from ._layers import (
@@ -16,7 +21,6 @@ from ._layers import (
     cntk_anchor_rows,
     cntk_full,
     encoder_decoder,
-    leaky_relu_duals,
     make_prior,
     upsample_matrix,
 )
@@ -32,10 +36,14 @@ __all__ = [
     "cntk_full",
     "encoder_decoder",
     "expand_kernel",
+    "fc_ntk",
     "fill_image",
     "kernel_block",
     "leaky_relu_duals",
     "make_prior",
+    "ntk_layer",
+    "relu_dual",
+    "relu_dual_derivative",
     "solve_cg",
     "solve_cholesky",
     "upsample_matrix",

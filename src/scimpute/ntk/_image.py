@@ -23,18 +23,38 @@ from ._expand import kernel_block
 from ._layers import cntk_anchor_rows, encoder_decoder, make_prior
 from ._solve import StationaryOperator, solve_cg, solve_cholesky, sym_matvec
 
-__all__ = ["CntkParams", "fill_image", "image_kernel"]
+__all__ = [
+    "BACKEND_RULE",
+    "CntkParams",
+    "fill_image",
+    "hole_side",
+    "image_kernel",
+    "kernel_sizes",
+    "resolve_backend",
+]
+
+
+def _label(prior: str, kernel_size: int, with_size: bool) -> str:
+    """Key of ``info["validation_mse"]``: the prior, and the filter size when it was chosen."""
+    return f"{prior}, kernel_size={kernel_size}" if with_size else prior
+
 
 #: ridges tried by ``reg="auto"`` (relative to the kernel's mean diagonal).
 REG_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 #: fixed inputs tried by ``prior="auto"``.
 PRIOR_GRID = ("stationary", "meshgrid")
+#: filter sizes tried by ``kernel_size="auto"`` (when the base kernel is small, see below).
+KERNEL_SIZE_GRID = (3, 5, 7)
+#: ``kernel_size="auto"`` tries :data:`KERNEL_SIZE_GRID` only up to this base size; above
+#: it uses the published 3 (each candidate is a base kernel: about a second at 48 pixels,
+#: a minute at 128 on 2 CPU cores, growing with the filter area).
+KERNEL_SIZE_AUTO_MAX_BASE = 64
 #: largest number of observed pixels solved by Cholesky with ``solver="auto"``.
 CHOLESKY_MAX = 6000
 
 
-def _odd(v: int) -> str | None:
-    return None if v % 2 == 1 else "must be odd"
+def _odd(v) -> str | None:
+    return None if isinstance(v, str) or v % 2 == 1 else "must be odd or 'auto'"
 
 
 @dataclass(frozen=True)
@@ -47,7 +67,11 @@ class CntkParams(Params):
         Down-/up-sampling levels of the encoder-decoder (published: 6). ``"auto"``: 6, or the
         most the base size allows (``2^(depth+1) <= base``).
     kernel_size
-        Filter size of every convolution (odd).
+        Filter size of every convolution (odd; published: 3), or ``"auto"`` (default): the
+        one of ``KERNEL_SIZE_GRID`` with the lowest held-out error when the base kernel has
+        at most ``KERNEL_SIZE_AUTO_MAX_BASE`` pixels per side (small images and spatial
+        lattices, where a kernel costs about a second), else 3. A larger filter widens and
+        smooths the kernel.
     slope
         Negative slope of the LeakyReLU (published: 0.01; 0 = ReLU).
     upsample
@@ -77,12 +101,18 @@ class CntkParams(Params):
     tol, maxiter
         Conjugate-gradient stopping rule (relative residual) and step limit.
     holdout
-        Fraction of observed pixels held out (in square blocks) for the ``"auto"`` choices.
+        Fraction of observed pixels held out for the ``"auto"`` choices, in square blocks
+        shaped like the holes of the mask (side: twice the 90th percentile of the missing
+        pixels' distance to the nearest observed one, between 2 and 1/8 of the image).
+    backend
+        Layer recursions in ``"numpy"`` (float32) or ``"jax"`` (each network piece jitted
+        on its own, compiled once per resolution), or ``"auto"``: :data:`BACKEND_RULE`.
+        Both give the same kernel to float32 rounding.
 
     """
 
     depth: int | Literal["auto"] = param("auto", ge=1, le=8)
-    kernel_size: int = param(3, ge=1, check=_odd)
+    kernel_size: int | Literal["auto"] = param("auto", ge=1, check=_odd)
     slope: float = param(0.01, ge=0, lt=1)
     upsample: Literal["nearest", "bilinear"] = param("nearest")
     prior: Literal["stationary", "meshgrid", "identity", "auto"] = param("stationary")
@@ -93,6 +123,22 @@ class CntkParams(Params):
     tol: float = param(1e-4, gt=0, lt=1)
     maxiter: int = param(400, ge=1)
     holdout: float = param(0.05, gt=0, lt=0.5)
+    backend: Literal["auto", "numpy", "jax"] = param("auto")
+
+
+#: how ``backend="auto"`` chooses (measured in ``benchmarks/results/cntk_inpainting.md``:
+#: on 2 CPU cores the JAX path's first call, compile included, is no faster than NumPy and
+#: peaks higher in memory; an accelerator runs the jitted pieces on the device).
+BACKEND_RULE = "jax when jax.default_backend() is not 'cpu' (a GPU / TPU), else numpy"
+
+
+def resolve_backend(backend: str) -> str:
+    """``"numpy"`` or ``"jax"`` for ``backend`` (``"auto"``: :data:`BACKEND_RULE`)."""
+    if backend != "auto":
+        return backend
+    import jax
+
+    return "numpy" if jax.default_backend() == "cpu" else "jax"
 
 
 def resolve_geometry(params: CntkParams, shape: tuple[int, int]) -> tuple[int, int]:
@@ -114,23 +160,54 @@ def resolve_geometry(params: CntkParams, shape: tuple[int, int]) -> tuple[int, i
     return depth, base
 
 
-@lru_cache(maxsize=4)
-def _anchors(depth, kernel_size, slope, upsample, prior, base) -> np.ndarray:
+@lru_cache(maxsize=len(PRIOR_GRID) * len(KERNEL_SIZE_GRID))  # every "auto" candidate
+def _anchors(depth, kernel_size, slope, upsample, prior, base, backend) -> np.ndarray:
     layers = encoder_decoder(depth, kernel_size=kernel_size, slope=slope, upsample=upsample)
-    A = cntk_anchor_rows(layers, make_prior(prior, base), base)
+    A = cntk_anchor_rows(layers, make_prior(prior, base), base, backend=backend)
     return A / A.max()  # scale-free (the published EigenPro path divides by the maximum)
 
 
-def image_kernel(params: CntkParams, shape: tuple[int, int], prior: str) -> np.ndarray:
-    """Anchor rows ``(P, P, base, base)`` of the CNTK for an image of ``shape`` (cached)."""
+def kernel_sizes(params: CntkParams, shape: tuple[int, int]) -> tuple[int, ...]:
+    """Filter sizes to try for an image of ``shape`` (one unless ``kernel_size="auto"``)."""
+    if params.kernel_size != "auto":
+        return (int(params.kernel_size),)
+    _, base = resolve_geometry(params, shape)
+    return KERNEL_SIZE_GRID if base <= KERNEL_SIZE_AUTO_MAX_BASE else (3,)
+
+
+def image_kernel(
+    params: CntkParams, shape: tuple[int, int], prior: str, kernel_size: int | None = None
+) -> np.ndarray:
+    """Anchor rows ``(P, P, base, base)`` of the CNTK for an image of ``shape`` (cached).
+
+    ``kernel_size`` overrides ``params.kernel_size`` (needed when that is ``"auto"``).
+    """
     depth, base = resolve_geometry(params, shape)
-    return _anchors(depth, params.kernel_size, params.slope, params.upsample, prior, base)
+    backend = resolve_backend(params.backend)
+    ks = kernel_size if kernel_size is not None else kernel_sizes(params, shape)[0]
+    args = (depth, int(ks), params.slope, params.upsample, prior, base, backend)
+    return _anchors(*args)
+
+
+def hole_side(mask: np.ndarray) -> int:
+    """Side of the held-out blocks: the width of the mask's holes.
+
+    Twice the 90th percentile of the missing pixels' Euclidean distance to the nearest
+    observed pixel (a ``w x w`` square hole gives about ``w``), clipped to
+    ``[2, min(W, H) / 8]``.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    W, H = mask.shape
+    dist = distance_transform_edt(~mask)[~mask]
+    width = 2.0 * float(np.percentile(dist, 90)) if dist.size else 2.0
+    return int(np.clip(round(width), 2, max(2, min(W, H) // 8)))
 
 
 def _holdout_mask(mask: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
-    """Observed pixels to hide: random square blocks (side ~ 1/32 of the image) until ``frac``."""
+    """Observed pixels to hide: random square blocks of :func:`hole_side` until ``frac``."""
     W, H = mask.shape
-    side = max(2, min(W, H) // 32)
+    side = min(hole_side(mask), W, H)
     hide = np.zeros_like(mask)
     target = frac * mask.sum()
     for _ in range(100000):
@@ -227,31 +304,38 @@ def fill_image(
     if solver == "cg" and min(shape) < base:  # pragma: no cover - base <= min(shape)
         solver = "cholesky"
     priors = PRIOR_GRID if params.prior == "auto" else (params.prior,)
+    sizes = kernel_sizes(params, shape)
     regs = REG_GRID if params.reg == "auto" else (float(params.reg),)
+    cands = [(pr, ks) for pr in priors for ks in sizes]
     scores: dict[str, dict[str, float]] = {}
-    if len(priors) * len(regs) > 1:
+    side = None
+    if len(cands) * len(regs) > 1:
         rng = np.random.default_rng(random_state)
+        side = hole_side(mask)
         hide = _holdout_mask(mask, params.holdout, rng)
         train = mask & ~hide
         # predictions at every pixel not in train; score only the hidden ones
         hidden_of_missing = hide[~train]
         Yt = values[:, train].T
         truth = values[:, hide].T
-        for pr in priors:
-            A = image_kernel(params, shape, pr)
-            scores[pr] = {}
+        best, best_err = (cands[0], regs[0]), float("inf")
+        for pr, ks in cands:
+            A = image_kernel(params, shape, pr, ks)
+            label = _label(pr, ks, len(sizes) > 1)
+            scores[label] = {}
             for reg in regs:
                 try:
                     pred, _ = _solve(A, shape, train, Yt, reg, params, solver)
                     err = float(np.mean((pred[hidden_of_missing] - truth) ** 2))
                 except np.linalg.LinAlgError:
                     err = float("inf")
-                scores[pr][repr(reg)] = err
-        best = min(((p, r) for p in priors for r in regs), key=lambda x: scores[x[0]][repr(x[1])])
-        prior, reg = best
+                scores[label][repr(reg)] = err
+                if err < best_err:
+                    best, best_err = ((pr, ks), reg), err
+        (prior, ksize), reg = best
     else:
-        prior, reg = priors[0], regs[0]
-    A = image_kernel(params, shape, prior)
+        (prior, ksize), reg = cands[0], regs[0]
+    A = image_kernel(params, shape, prior, ksize)
     pred, sinfo = _solve(A, shape, mask, values[:, mask].T, reg, params, solver)
     out = values.copy()
     out[:, ~mask] = pred.T
@@ -260,7 +344,10 @@ def fill_image(
         "base_size": base,
         "period": 2**depth,
         "prior": prior,
+        "kernel_size": int(ksize),
         "reg": reg,
+        "holdout_side": side,
+        "kernel_backend": resolve_backend(params.backend),
         "n_observed": n_obs,
         "n_missing": int((~mask).sum()),
         "validation_mse": scores,

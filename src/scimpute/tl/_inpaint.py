@@ -108,8 +108,11 @@ def inpaint(
     encoder-decoder on a fixed input (:mod:`scimpute.ntk`), computed at ``base_size``
     pixels, expanded to the image and used for kernel regression on the observed pixels
     (Radhakrishnan et al., uhlerlab/ntk_matrix_completion). By default the ridge is chosen
-    by the error on held-out blocks of observed pixels of the data in the call
-    (``reg="auto"``); the fixed input is the published stationary one unless
+    by the error on held-out blocks of observed pixels of the data in the call, blocks as
+    wide as the mask's holes (``reg="auto"``), and so is the filter size on small images
+    and spatial lattices (``kernel_size="auto"``: 3, 5 or 7 when the base kernel has at
+    most 64 pixels per side, else the published 3); the fixed input is the published
+    stationary one unless
     ``prior="auto"`` asks for the same held-out choice among the three inputs (the meshgrid
     and identity inputs can make the expanded kernel indefinite on large images, where a
     candidate whose solve fails is skipped).
@@ -138,8 +141,8 @@ def inpaint(
     random_state
         Seed of the held-out blocks used by the ``"auto"`` choices.
     **kwargs
-        Parameters of :class:`scimpute.ntk.CntkParams` (``depth``, ``prior``, ``reg``,
-        ``base_size``, ``solver``, ...).
+        Parameters of :class:`scimpute.ntk.CntkParams` (``depth``, ``kernel_size``,
+        ``prior``, ``reg``, ``base_size``, ``solver``, ``backend``, ...).
 
     Returns
     -------
