@@ -96,18 +96,30 @@ def families(n: int) -> list[str]:
     return list(REGRESSORS)
 
 
-def cross_fit(kind: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, fold: np.ndarray):
-    """Cross-fitted predictions of family ``kind`` (each fold by a model fitted on the others)."""
+def cross_predict(fit_predict, x: np.ndarray, y: np.ndarray, w: np.ndarray, fold: np.ndarray):
+    """Cross-fitted ``fit_predict(x_train, y_train, w_train, x_test)`` over the folds.
+
+    Each fold is predicted by a model fitted on the other folds (on every pair when there is
+    one fold only).
+    """
     out = np.zeros(y.size)
     folds = np.unique(fold)
     for f in folds:
         test, train = fold == f, fold != f
         if not train.any() or len(folds) == 1:
             train = np.ones(y.size, dtype=bool)
-        xf, fill = fill_missing(x[train])
-        m = fit_regressor(kind, xf, y[train], w[train])
-        out[test] = m.predict(fill_missing(x[test], fill)[0])
+        out[test] = fit_predict(x[train], y[train], w[train], x[test])
     return out
+
+
+def cross_fit(kind: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, fold: np.ndarray):
+    """Cross-fitted predictions of family ``kind`` (each fold by a model fitted on the others)."""
+
+    def fit_predict(xtr, ytr, wtr, xte):
+        xf, fill = fill_missing(xtr)
+        return fit_regressor(kind, xf, ytr, wtr).predict(fill_missing(xte, fill)[0])
+
+    return cross_predict(fit_predict, x, y, w, fold)
 
 
 @dataclass

@@ -32,7 +32,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._features import fill_missing, logistic
-from ._learn import SEP, cross_fit, designs, families, fit_all, pick, weighted_spearman
+from ._learn import (
+    SEP,
+    cross_fit,
+    cross_predict,
+    designs,
+    families,
+    fit_all,
+    pick,
+    weighted_spearman,
+)
 
 #: fewest pairs of the rarer label for the AUROC to choose the trust model.
 MIN_MINORITY = 3
@@ -56,15 +65,11 @@ def _logit_score(model, fill, x):
 
 
 def _cross_logistic(d, y, w, fold):
-    out = np.zeros(y.size)
-    folds = np.unique(fold)
-    for f in folds:
-        test, train = fold == f, fold != f
-        if not train.any() or len(folds) == 1:
-            train = np.ones(y.size, dtype=bool)
-        m, fill = _fit_logistic(d[train], y[train], w[train])
-        out[test] = _logit_score(m, fill, d[test])
-    return out
+    def fit_predict(xtr, ytr, wtr, xte):
+        m, fill = _fit_logistic(xtr, ytr, wtr)
+        return _logit_score(m, fill, xte)
+
+    return cross_predict(fit_predict, d, y, w, fold)
 
 
 def weighted_auroc(score: np.ndarray, label: np.ndarray, w: np.ndarray) -> float:
