@@ -101,6 +101,8 @@ def _rows(data, fd, hidden, fixed, a, fold):
         "auto": r2(y, pred),
         "auto_source": np.asarray(a.result.source, dtype=str),
         "auto_rule": a.rule.kind,
+        "error_model": a.result.info["auto"]["error_model"],
+        "trust_model": a.result.info["auto"]["trust_model"],
         "coverage": ((y >= a.lower) & (y <= a.upper)).mean(axis=1),
         "width": (a.upper - a.lower).mean(axis=1),
         "predicted_error": a.result.per_target["error"],
@@ -216,7 +218,24 @@ def summary(df: pd.DataFrame) -> dict:
         "trust_auroc_worse": auroc,
         "frac_worse_than_baseline": float(worse.mean()),
         "own_share": {m: float(df[f"{m}_own"].mean()) for m in methods},
+        **{  # the error and trust models the inner validation chose, per outer fold
+            f"{c}s": df.groupby("fold")[c].first().value_counts().to_dict()
+            for c in ("error_model", "trust_model")
+            if c in df.columns
+        },
     }
+
+
+def _loo_time(rec: dict) -> str:
+    """Wall time of the leave-one-out stage as run (from its cached record)."""
+    if "wall_s" not in rec:
+        return "an interrupted run"
+    n = rec.get("n_loo") or 1
+    load = rec.get("load_avg", [float("nan")])[0]
+    return (
+        f"{rec['wall_s'] / 60:.0f} min in all, {rec['wall_s'] / n:.0f} s per pair, at load "
+        f"{load:.1f} on 2 shared cores"
+    )
 
 
 def report() -> None:
@@ -257,8 +276,8 @@ def report() -> None:
         f"- cmap_loo: exact nested leave-one-out on {n_loo} pairs, the first of a seeded "
         f"random permutation (numpy default_rng({SEED})) of the 302 measured pairs; auto "
         "refitted from scratch on the other 301 for each pair. Fewer pairs than the 302 for "
-        "time (1-3 min per pair, 41 min in all, at load 22-29 on 2 shared cores); coverage is over the "
-        "pairs' 978 features, the AUROC over few pairs is noisy.\n"
+        f"time ({_loo_time(loo)}); coverage is over the pairs' 978 features, the AUROC over "
+        "few pairs is noisy.\n"
         f"- One BLAS thread (OPENBLAS_NUM_THREADS=1); load average when this report was "
         f"written: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (per stage: Run)."
     )

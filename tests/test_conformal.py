@@ -145,3 +145,120 @@ def test_linear_models_match_scikit_learn():
     np.testing.assert_allclose(
         logistic(x, lab).predict_proba(x), ref.predict_proba(z)[:, 1], atol=1e-5
     )
+
+
+# --- the judgement layer's features and models (neighbours, disagreement, model choice) ---
+
+
+def test_candidate_disagreement_is_zero_when_candidates_agree():
+    from scimpute.tl._auto._features import pair_features
+
+    rng = np.random.default_rng(0)
+    p, base, var = rng.normal(size=(6, 5)), rng.normal(size=(6, 5)), np.ones(5)
+    sup = np.ones((6, 2))
+    x, names = pair_features(sup, {"a": p, "b": p.copy()}, base, {}, var)
+    np.testing.assert_allclose(x[:, names.index("candidate_spread")], 0.0)
+    x2, _ = pair_features(sup, {"a": p, "b": p + rng.normal(size=p.shape)}, base, {}, var)
+    assert np.all(x2[:, names.index("candidate_spread")] > 0)
+
+
+def _neighbours(n_ctx=4, n_pert=31, p=3, seed=0):
+    from scimpute.tl._auto._features import Neighbours
+
+    rng = np.random.default_rng(seed)
+    pairs = np.array([(c, a) for c in range(n_ctx) for a in range(n_pert)])
+    n = len(pairs)
+    return Neighbours(
+        pairs,
+        np.arange(n) % 5,
+        rng.normal(size=(n, p)),
+        rng.normal(size=n),
+        rng.normal(size=n),
+        np.zeros((n_pert, n_pert)),
+        (n_ctx, n_pert),
+    )
+
+
+def test_neighbour_errors_leave_the_pairs_own_fold_out():
+    nb = _neighbours()
+    f = nb.features(nb.pairs, nb.pred, nb.fold)
+    for i in (0, 17, 100):
+        c, a = nb.pairs[i]
+        row = (nb.pairs[:, 0] == c) & (nb.fold != nb.fold[i])
+        col = (nb.pairs[:, 1] == a) & (nb.fold != nb.fold[i])
+        np.testing.assert_allclose(f[i, 0], nb.log_err[row].mean())
+        np.testing.assert_allclose(f[i, 1], nb.log_err[col].mean())
+        d = np.mean((nb.pred - nb.pred[i]) ** 2, axis=1)
+        d[nb.fold == nb.fold[i]] = np.inf
+        nn = np.argsort(d)[:5]
+        np.testing.assert_allclose(f[i, 3], nb.log_err[nn].mean())
+        np.testing.assert_allclose(f[i, 4], nb.log_ratio[nn].mean())
+    assert np.all(np.isnan(f[:, 2]))  # no perturbation shares a component
+    # a target (not a hold-out pair) uses every hold-out pair of its row
+    t = nb.features(np.array([[1, 3]]), nb.pred[:1])
+    np.testing.assert_allclose(t[0, 0], nb.log_err[nb.pairs[:, 0] == 1].mean())
+
+
+def test_nearest_features_need_enough_holdout_pairs():
+    from scimpute.tl._auto._features import MIN_NEAREST
+
+    small = _neighbours(n_ctx=1, n_pert=MIN_NEAREST - 1)
+    f = small.features(small.pairs, small.pred, small.fold)
+    assert np.all(np.isnan(f[:, 3:]))
+    assert np.all(np.isnan(f[:, 0]))  # one row: a row mean would mirror the pair's own fold
+
+
+def test_model_choice_is_deterministic_and_follows_the_signal():
+    from scimpute.tl._auto._learn import select, weighted_spearman
+
+    rng = np.random.default_rng(1)
+    n = 120
+    x = rng.normal(size=(n, 12))
+    y = np.exp(x[:, 0]) + 0.1 * rng.normal(size=n)  # monotone, non-linear, one feature
+    fold = np.arange(n) % 10
+    w = np.ones(n)
+    crit = lambda p: weighted_spearman(p, y, w)  # noqa: E731
+    a, pa, sa = select(x, y, w, fold, crit)
+    b, pb, sb = select(x, y, w, fold, crit)
+    assert a == b and sa == sb
+    np.testing.assert_array_equal(pa, pb)
+    assert sa[a] == max(sa.values()) and sa[a] > 0.9
+    np.testing.assert_allclose(weighted_spearman(x[:, 0], y), spearmanr(x[:, 0], y)[0])
+
+
+def test_trust_learns_from_the_error_ratio_when_few_pairs_lose():
+    from scimpute.tl._auto._trust import fit_trust
+
+    rng = np.random.default_rng(2)
+    n = 80
+    x = rng.normal(size=(n, 3))
+    r = 0.8 * x[:, 0] + 0.2 * rng.normal(size=n)
+    ratio = r - (np.sort(r)[-3] + np.sort(r)[-2]) / 2  # exactly two pairs lose
+    beats = ratio <= 0
+    assert (~beats).sum() == 2  # too few losers for a classifier
+    t = fit_trust(x, np.zeros(n), beats, ratio, np.arange(n) % 10, np.ones(n))
+    assert t.kind.startswith("ratio:")
+    assert spearmanr(t.trust_cv, -ratio)[0] > 0.8
+    new = np.array([[-2.0, 0, 0], [0.0, 0, 0], [3.0, 0, 0]])
+    tr = t.predict(new, np.zeros(3))
+    assert tr[0] > tr[1] > tr[2] and np.all((tr >= 0) & (tr <= 1))
+
+
+def test_trust_calibration_keeps_the_ranking_of_its_scores():
+    from scimpute.tl._auto._trust import fit_trust
+
+    rng = np.random.default_rng(3)
+    n = 150
+    x = rng.normal(size=(n, 4))
+    ratio = x[:, 1] + 0.5 * rng.normal(size=n)
+    beats = ratio <= 0
+    t = fit_trust(x, np.zeros(n), beats, ratio, np.arange(n) % 10, np.ones(n))
+    assert roc_auc_score(beats, t.trust_cv) > 0.8
+    # Platt scaling is monotone: trust orders pairs as the model's score does
+    d = np.column_stack([x, np.zeros(n)])
+    s = t._score(d)
+    tr = t.predict(x, np.zeros(n))
+    o = np.argsort(s)
+    assert np.all(np.diff(tr[o]) >= -1e-12)
+    # calibrated: mean trust close to the share of pairs beating the baseline
+    assert abs(tr.mean() - beats.mean()) < 0.1

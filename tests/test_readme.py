@@ -552,8 +552,12 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
         [(js(TRUST, "meta", "summaries", "korkut", "error_spearman"), 3)],
     ),
     (
-        "target on CMap ({}) and LINCS ({})",
-        [(js(TRUST, "meta", "summaries", g, "trust_auroc_worse"), 3) for g in TRUST_GRIDS[::2]],
+        "trust score\nreaches AUROC {} on LINCS and misses the 0.75 AUROC target on CMap ({} 5-fold, {}\n"
+        "leave-one-out)",
+        [
+            (js(TRUST, "meta", "summaries", g, "trust_auroc_worse"), 3)
+            for g in ("lincs", "cmap_random5", "cmap_loo")
+        ],
     ),
 ]
 
@@ -690,6 +694,7 @@ NOT_RESULTS = {
     "(mean r2 0.97 / 0.975, at or above CellFlow": "the targets of issue 15 (not a measurement)",
     "predictions equal to 5e-8": "an agreement bound (an exponent, not a decimal)",
     "misses the 0.75 AUROC target": "the trust target of issue 10 (not a measurement)",
+    "below the 0.5 target": "the error-score target of issue 10 (not a measurement)",
     "(by less than 0.01)": "a tolerance of issue 10 (not a measurement)",
     "cross_validate(..., interval=0.9)": "a parameter value in a code example",
 }

@@ -13,12 +13,18 @@ from ...methods import GridData, Method, MethodResult, as_targets
 from ...methods._stats import fallback_chain, group_means, validated_order
 from .._run import run_method
 from ._conformal import Difficulty, fit_difficulty
-from ._features import component_support, context_difficulty, pair_features
+from ._features import (
+    Neighbours,
+    component_support,
+    context_difficulty,
+    pair_features,
+    share_matrix,
+)
 from ._holdout import support
 from ._oof import OOFRecord, candidate_specs, out_of_fold
 from ._params import AutoParams
 from ._select import Rule, score, select_rule
-from ._trust import Trust, beats_baseline, fit_trust
+from ._trust import Trust, beats_baseline, fit_trust, log_ratio
 
 #: nominal levels of ``uns[key]["calibration"]``.
 CALIBRATION_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -50,10 +56,20 @@ def _used(rule: Rule) -> list[str]:
     return list(rule.candidates)
 
 
-def _difficulty_features(sup, preds, rule_pred, base_pred, diags, var, names=None):
+def _difficulty_features(
+    sup, preds, rule_pred, base_pred, diags, var, nb, pairs, fold=None, names=None
+):
+    """Features of the difficulty and trust models.
+
+    :func:`~._features.pair_features` of every candidate, the rule's distance to the baseline
+    and to the candidates' mean, and the :class:`~._features.Neighbours` features.
+    """
     x, n = pair_features(sup, preds, base_pred, diags, var, names)
-    d = np.log1p(np.mean((rule_pred - base_pred) ** 2 / var, axis=1))
-    return np.column_stack([x, d]), n
+    mean = np.mean(np.stack(list(preds.values())), axis=0)
+    d_base = np.log1p(np.mean((rule_pred - base_pred) ** 2 / var, axis=1))
+    d_mean = np.log1p(np.mean((rule_pred - mean) ** 2 / var, axis=1))
+    xn = nb.features(pairs, rule_pred / np.sqrt(var), fold)
+    return np.column_stack([x, d_base, d_mean, xn]), n
 
 
 @dataclass
@@ -75,6 +91,7 @@ class Fitted:
     difficulty: Difficulty
     trust: Trust
     info: dict
+    neighbours: Neighbours | None = None
 
 
 def _diag_names(names) -> list[tuple[str, str]]:
@@ -114,23 +131,52 @@ def fit_assessment(
             progress=opts.progress,
         )
     oof.skipped.update(skipped)
+    return fit_from_oof(data, oof, candidates, opts)
+
+
+def fit_from_oof(
+    data: GridData,
+    oof: OOFRecord,
+    candidates: dict[str, tuple[Method, Params]],
+    params: AutoParams | None = None,
+) -> Fitted:
+    """The rule, difficulty and trust models of :func:`fit_assessment` from its OOF record.
+
+    Everything after the candidates' out-of-fold runs (cheap: no candidate is run).
+    """
+    opts = AutoParams() if params is None else params
     x_sel, sel_names = pair_features(
         oof.support, oof.preds, oof.baseline_pred, oof.diagnostics, oof.feature_var
     )
     rule, rule_scores, cv_pred, _ = select_rule(oof, x_sel, opts.rules, opts.tolerance)
     used = _used(rule)
     # difficulty and trust: on the cross-fitted predictions of the chosen rule
+    ratio = log_ratio(oof.truth, cv_pred, oof.baseline_pred)
+    nb = Neighbours(
+        oof.pairs,
+        oof.fold,
+        cv_pred / np.sqrt(oof.feature_var),
+        np.log(np.maximum(oof.nmse(cv_pred), 1e-12)),
+        ratio,
+        share_matrix(data),
+        (data.n_contexts, data.n_perturbations),
+    )
     x_d, d_names = _difficulty_features(
         oof.support,
-        {c: oof.preds[c] for c in used},
+        oof.preds,
         cv_pred,
         oof.baseline_pred,
-        {c: oof.diagnostics[c] for c in used},
+        oof.diagnostics,
         oof.feature_var,
+        nb,
+        oof.pairs,
+        oof.fold,
     )
-    diff = fit_difficulty(oof.truth - cv_pred, x_d, oof.fold, oof.weight, oof.feature_var)
+    nearest = np.zeros(x_d.shape[1], dtype=bool)  # the nearest-neighbour columns (last 3)
+    nearest[-3:] = True
+    diff = fit_difficulty(oof.truth - cv_pred, x_d, oof.fold, oof.weight, oof.feature_var, nearest)
     beats = beats_baseline(oof.truth, cv_pred, oof.baseline_pred)
-    trust = fit_trust(x_d, np.log(diff.error_cv), beats, oof.fold, oof.weight)
+    trust = fit_trust(x_d, np.log(diff.error_cv), beats, ratio, oof.fold, oof.weight, nearest)
     info = {
         keys.AUTO_RECORD: {
             "candidates": oof.candidates,
@@ -144,6 +190,10 @@ def fit_assessment(
             "baseline": oof.baseline,
             "n_folds": oof.n_folds,
             "n_heldout": int(oof.truth.shape[0]),
+            "error_model": diff.model.kind,
+            "error_model_scores": dict(diff.family_scores),
+            "trust_model": trust.kind,
+            "trust_model_scores": dict(trust.kind_scores),
         },
         keys.CALIBRATION: {
             "nominal": list(CALIBRATION_LEVELS),
@@ -159,7 +209,9 @@ def fit_assessment(
             "beats_baseline": beats,
         },
     }
-    return Fitted(oof, rule, used, candidates, sel_names, _diag_names(d_names), diff, trust, info)
+    return Fitted(
+        oof, rule, used, candidates, sel_names, _diag_names(d_names), diff, trust, info, nb
+    )
 
 
 def apply_assessment(
@@ -179,19 +231,20 @@ def apply_assessment(
     t = as_targets(targets)
     oof, rule, used = fitted.oof, fitted.rule, fitted.used
     final = dict(final or {})
+    ran = list(oof.preds)  # every candidate: their disagreement is a feature of the error
     with blas_threads(data):
-        for name in used:
+        for name in ran:
             if name not in final:
                 m, typed = fitted.candidates[name]
                 final[name] = run_method(m, data, t, random_state=random_state, params=typed)
-    preds_t = {c: np.asarray(final[c].prediction, dtype=np.float64) for c in used}
+    preds_t = {c: np.asarray(final[c].prediction, dtype=np.float64) for c in ran}
     diags_t = {
         c: {
             k: np.asarray(final[c].per_target[k], float)
             for k in oof.diagnostics[c]
             if k in final[c].per_target
         }
-        for c in used
+        for c in ran
     }
     sup_t = np.column_stack(
         [
@@ -212,7 +265,16 @@ def apply_assessment(
         here = picked == c
         source[here] = np.asarray(final[c].source, dtype=object)[here]
     x_dt, _ = _difficulty_features(
-        sup_t, preds_t, pred_t, base_t, diags_t, oof.feature_var, fitted.d_names
+        sup_t,
+        preds_t,
+        pred_t,
+        base_t,
+        diags_t,
+        oof.feature_var,
+        fitted.neighbours,
+        t,
+        None,
+        fitted.d_names,
     )
     diff = fitted.difficulty
     err_t = diff.error(x_dt)

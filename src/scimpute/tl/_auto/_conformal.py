@@ -4,11 +4,13 @@ Procedure (CV+ / jackknife+ style, on out-of-fold residuals, normalised):
 
 1. Residuals ``r_ij = y_ij - yhat_ij`` of the (cross-fitted) out-of-fold predictions of every
    held-out pair ``i`` and feature ``j`` of the inner hold-out.
-2. A *difficulty model*: ridge regression of the pair's log normalised error
+2. A *difficulty model*: a regression of the pair's log normalised error
    ``e_i = mean_j r_ij^2 / v_j`` (``v_j``: the feature's variance over the measured profiles)
    on the pre-measurement features, fitted fold by fold (the model that scores fold ``f`` never
-   saw fold ``f``) and once on every pair for the targets. ``exp`` of its prediction is the
-   pair's predicted error (``obs[f"{key}_error"]``).
+   saw fold ``f``) and once on every pair for the targets. The family (ridge, ridge on
+   rank-transformed features, shallow boosted trees; :mod:`._learn`) is the one whose
+   cross-fitted predictions have the highest weighted Spearman correlation with ``e_i``.
+   ``exp`` of its prediction is the pair's predicted error (``obs[f"{key}_error"]``).
 3. Per-feature scales ``tau_j``: the RMS over pairs of ``r_ij / sqrt(ehat_i)``.
 4. Non-conformity scores ``s_ij = |r_ij| / (sqrt(ehat_i) * tau_j)``; ``q`` is their weighted
    ``(1 - alpha)(1 + 1/n)`` quantile (the finite-sample correction of split conformal
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._features import fill_missing, ridge
+from ._learn import fit_all, select, weighted_spearman
 
 
 def weighted_quantile(x: np.ndarray, w: np.ndarray, level: float) -> float:
@@ -55,17 +57,16 @@ def weighted_quantile(x: np.ndarray, w: np.ndarray, level: float) -> float:
 class Difficulty:
     """The fitted difficulty model, feature scales and the score sample of the hold-out."""
 
-    model: object
-    fill: np.ndarray
+    model: object  # a :class:`~._learn.Fitted` (its family in ``model.kind``)
     tau: np.ndarray
     scores: np.ndarray  # (n, p) non-conformity scores of the hold-out
     weights: np.ndarray  # (n,) importance weights
     error_cv: np.ndarray  # (n,) cross-fitted predicted errors of the hold-out pairs
+    family_scores: dict  # cross-fitted weighted Spearman of every family compared
 
     def error(self, x: np.ndarray) -> np.ndarray:
         """Predicted normalised error of pairs with features ``x``."""
-        xf, _ = fill_missing(x, self.fill)
-        return np.exp(self.model.predict(xf))
+        return np.exp(self.model.predict(x))
 
     def quantile(self, level: float) -> float:
         w = np.broadcast_to(self.weights[:, None], self.scores.shape)
@@ -105,24 +106,20 @@ def fit_difficulty(
     fold: np.ndarray,
     weight: np.ndarray,
     feature_var: np.ndarray,
+    optional: np.ndarray | None = None,
 ) -> Difficulty:
-    """Fit the difficulty model on out-of-fold residuals (module docstring, steps 2-4)."""
+    """Fit the difficulty model on out-of-fold residuals (module docstring, steps 2-4).
+
+    ``optional``: a boolean mask of the columns of ``x`` that a second design leaves out
+    (:func:`~._learn.designs`; the nearest-neighbour features).
+    """
     y = np.log(np.maximum(np.mean(residual**2 / feature_var, axis=1), 1e-12))
-    n = y.size
-    cv = np.zeros(n)
-    folds = np.unique(fold)
-    for f in folds:
-        test, train = fold == f, fold != f
-        if not train.any() or len(folds) == 1:
-            train = np.ones(n, dtype=bool)
-        xf, fill = fill_missing(x[train])
-        m = ridge(xf, y[train], weight[train])
-        cv[test] = m.predict(fill_missing(x[test], fill)[0])
-    xf, fill = fill_missing(x)
-    model = ridge(xf, y, weight)
+    w = np.asarray(weight, float)
+    kind, cv, fam = select(x, y, w, fold, lambda p: weighted_spearman(p, y, w), optional)
+    model = fit_all(kind, x, y, w, optional)
     err_cv = np.exp(cv)
     unit = residual / np.sqrt(err_cv)[:, None]
-    tau = np.sqrt(np.average(unit**2, axis=0, weights=weight))
+    tau = np.sqrt(np.average(unit**2, axis=0, weights=w))
     tau = np.maximum(tau, max(float(np.median(tau)) * 1e-3, 1e-12))
     scores = np.abs(unit) / tau[None, :]
-    return Difficulty(model, fill, tau, scores, np.asarray(weight, float), err_cv)
+    return Difficulty(model, tau, scores, w, err_cv, fam)

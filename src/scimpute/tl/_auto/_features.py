@@ -50,6 +50,13 @@ def component_support(data, pairs: np.ndarray) -> np.ndarray:
     pairs unmeasured there), the pair's own perturbation excluded; 0 for every pair of a grid
     whose labels share no component (a constant feature, ignored by the models).
     """
+    counts = data.treated_mask().astype(float) @ share_matrix(data)  # (C, A)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    return np.log1p(counts[pairs[:, 0], pairs[:, 1]])
+
+
+def share_matrix(data) -> np.ndarray:
+    """``(A, A)`` 1.0 where two perturbations share a component (not itself, not the control)."""
     from ..._labels import parse_perturbation
 
     sep = getattr(data, "combination_sep", "+")
@@ -62,9 +69,118 @@ def component_support(data, pairs: np.ndarray) -> np.ndarray:
     np.fill_diagonal(share, 0.0)
     if data.control is not None:
         share[:, data.control] = 0.0
-    counts = data.treated_mask().astype(float) @ share  # (C, A): sharing measured pairs
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    return np.log1p(counts[pairs[:, 0], pairs[:, 1]])
+        share[data.control, :] = 0.0
+    return share
+
+
+#: nearest out-of-fold pairs (in prediction space) averaged by :class:`Neighbours`.
+N_NEIGHBOURS = 5
+#: fewest hold-out pairs for the nearest-neighbour features: with fewer, the
+#: :data:`N_NEIGHBOURS` nearest pairs are a large share of the grid rather than its neighbourhood.
+MIN_NEAREST = 100
+#: a row (column) neighbour error is used only with at least this many rows (columns) that
+#: hold two or more out-of-fold pairs: with fewer, a leave-fold-out group mean mostly mirrors
+#: the pair's own fold instead of a difference between groups.
+MIN_GROUPS = 3
+
+
+@dataclass
+class Neighbours:
+    """The chosen rule's cross-fitted errors on the inner hold-out, as features of other pairs.
+
+    A pair's neighbours are the hold-out pairs of *other* inner folds (for a target: every
+    hold-out pair): those in its row, its column, those whose perturbation shares a component
+    with its own (:func:`share_matrix`), and the :data:`N_NEIGHBOURS` whose cross-fitted
+    predictions are nearest to the pair's prediction (mean squared distance in units of the
+    feature variances). Features (:meth:`features`): the mean log error of the rule on the row,
+    column and component neighbours, and on the nearest ones, their mean log error ratio to
+    the baseline, and the log mean distance to them. Each is known before the pair is measured:
+    it uses measured pairs only, predicted without their own values.
+    """
+
+    pairs: np.ndarray  # (n, 2)
+    fold: np.ndarray  # (n,)
+    pred: np.ndarray  # (n, p) cross-fitted predictions / sqrt(feature_var)
+    log_err: np.ndarray  # (n,)
+    log_ratio: np.ndarray  # (n,)
+    share: np.ndarray  # (A, A)
+    shape: tuple[int, int]  # (contexts, perturbations)
+
+    NAMES = (
+        "neighbour_row_error",
+        "neighbour_col_error",
+        "neighbour_component_error",
+        "nearest_error",
+        "nearest_error_ratio",
+        "nearest_log_distance",
+    )
+
+    def _group(self, axis: int, pairs: np.ndarray, fold: np.ndarray | None) -> np.ndarray:
+        n = self.shape[axis]
+        g = self.pairs[:, axis]
+        if np.sum(np.bincount(g, minlength=n) >= 2) < MIN_GROUPS:
+            return np.full(pairs.shape[0], np.nan)
+        s, k = np.bincount(g, self.log_err, n), np.bincount(g, minlength=n).astype(float)
+        s, k = s[pairs[:, axis]], k[pairs[:, axis]]
+        if fold is not None:  # leave the pair's own fold out
+            idx = g * (self.fold.max() + 1) + self.fold
+            m = n * (self.fold.max() + 1)
+            sf, kf = np.bincount(idx, self.log_err, m), np.bincount(idx, minlength=m)
+            own = pairs[:, axis] * (self.fold.max() + 1) + fold
+            s, k = s - sf[own], k - kf[own]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(k > 0, s / np.maximum(k, 1), np.nan)
+
+    def _component(self, pairs: np.ndarray, fold: np.ndarray | None) -> np.ndarray:
+        if not self.share.any():
+            return np.full(pairs.shape[0], np.nan)
+        per = self.pairs[:, 1]
+        share = self.share[pairs[:, 1]][:, per]  # (m, n)
+        if fold is not None:
+            share = share * (fold[:, None] != self.fold[None, :])
+        k = share.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(k > 0, share @ self.log_err / np.maximum(k, 1), np.nan)
+
+    def _nearest(self, pred: np.ndarray, fold: np.ndarray | None) -> np.ndarray:
+        out = np.full((pred.shape[0], 3), np.nan)
+        if self.pred.shape[0] < MIN_NEAREST:
+            return out
+        p = self.pred.shape[1]
+        sq = np.sum(self.pred**2, axis=1)
+        for lo in range(0, pred.shape[0], 1024):
+            b = pred[lo : lo + 1024]
+            d = (np.sum(b**2, axis=1)[:, None] + sq[None, :] - 2.0 * b @ self.pred.T) / p
+            d = np.maximum(d, 0.0)
+            if fold is not None:
+                d[fold[lo : lo + 1024, None] == self.fold[None, :]] = np.inf
+            k = min(N_NEIGHBOURS, int(np.isfinite(d).sum(axis=1).min()))
+            if k < 1:
+                continue
+            nn = np.argpartition(d, k - 1, axis=1)[:, :k]
+            dn = np.take_along_axis(d, nn, axis=1)
+            out[lo : lo + len(b), 0] = self.log_err[nn].mean(axis=1)
+            out[lo : lo + len(b), 1] = self.log_ratio[nn].mean(axis=1)
+            out[lo : lo + len(b), 2] = np.log(np.maximum(dn.mean(axis=1), 1e-12))
+        return out
+
+    def features(
+        self, pairs: np.ndarray, pred: np.ndarray, fold: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(m, 6)`` features (:attr:`NAMES`) of ``pairs`` with normalised predictions ``pred``.
+
+        ``fold``: the pairs' own inner folds when they are hold-out pairs themselves (their
+        fold is left out); ``None`` for targets.
+        """
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        return np.column_stack(
+            [
+                self._group(0, pairs, fold),
+                self._group(1, pairs, fold),
+                self._component(pairs, fold),
+                self._nearest(pred, fold),
+            ]
+        )
 
 
 def pair_features(
