@@ -120,6 +120,7 @@ def fit_direction(
     pred, source = _predict(data, t, view, paths, sel, use_si, progress)
     info = _records(data, t, donors, view, paths, sel, params)
     info[keys.SI_FALLBACK_REASONS] = _fallback_reasons(paths, sel.has, had_level, use_si)
+    info[keys.SI_SOLVERS] = fits.solvers(paths.cand_key)
     diag = _diagnostics(paths, fits, scores, sel, params, n_t)
     return MethodResult(prediction=pred, source=source, per_target=diag, info=info)
 

@@ -91,14 +91,26 @@ def _solve_sets(Kc, bc, n_d, nr, cfg):
     """Weights (S, D, R * N) of every regularisation on each of S training sets."""
     S, D, _ = Kc.shape
     fast = _ridge_only(cfg)
-    ridge = np.asarray(cfg.ridge, dtype=np.float64)
-    out = np.empty((S, D, ridge.size * bc.shape[1]))
+    out = np.empty((S, D, np.asarray(cfg.ridge).size * bc.shape[1]))
     n_fast = 0
     for r in range(S):
-        W = _ridge_solve(Kc[r], bc[r], ridge, n_d, cfg.sum_to_one) if fast else None
-        n_fast += W is not None
-        out[r] = W if W is not None else _spectral_solve(Kc[r], bc[r], n_d, nr[r], cfg)
+        out[r], used_chol = solve_set(Kc[r], bc[r], n_d, nr[r], cfg, cfg.sum_to_one, fast)
+        n_fast += used_chol
     return out, n_fast
+
+
+def solve_set(Kc, B, n_d, n_rows, cfg, null_one: bool, fast: bool):
+    """``(Kc + mu I)^+``-type solves of one training set for every regularisation.
+
+    By Cholesky when ``fast`` (ridge-only filters) and certified, else by ``eigh``.
+    ``null_one``: ``Kc`` has the null vector ``1`` (affine weights in the primal; always
+    in the dual, whose kernel is double-centred). Returns ((D, R * N), used Cholesky).
+    """
+    ridge = np.asarray(cfg.ridge, dtype=np.float64)
+    W = _ridge_solve(Kc, B, ridge, n_d, null_one) if fast else None
+    if W is not None:
+        return W, True
+    return _spectral_solve(Kc, B, n_d, n_rows, cfg), False
 
 
 def _prepare(b: K.Blocks, cfg: K.FitSettings):
