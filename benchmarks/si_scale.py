@@ -250,6 +250,28 @@ def lean_grid(n_c, n_a, p, fraction, seed, rank=10, noise=0.5):
     return data, truth_fn
 
 
+def _notes(args) -> list[str]:
+    """What ``--reference-config`` and ``--subset`` change in the table (markdown lines)."""
+    out = []
+    if args.reference_config:
+        out += [
+            f"Reference: every config is timed against the per-pair implementation of "
+            f"`{args.reference_config}` (`reference_preset`); for the other configs the "
+            "speed-up is against that estimator and predictions are not compared.",
+            "",
+        ]
+    if args.subset:
+        out += [
+            f"Subset: {', '.join(f'`{c}`' for c in args.subset)} imputed only the targets of "
+            f"contexts {args.subset_contexts} (`n_targets`, `n_groups` are the subset's). "
+            "`extrapolated_full_wall_s` = `wall_s` x `n_groups_full` / `n_groups` (the cost "
+            "is per group; `n_groups_full` counted from the mask): an extrapolation, not a "
+            "measurement.",
+            "",
+        ]
+    return out
+
+
 def main() -> None:
     ap = grid_arguments(
         __doc__, "si_scale", contexts=70, perturbations=5000, features=978, fraction=0.1,
@@ -391,6 +413,7 @@ def main() -> None:
         "minimum-norm least squares, free weights, no fallback); `two_units` is the default "
         "restricted to levels with at least two training contexts.",
         "",
+        *_notes(args),
         "```",
         json.dumps(meta, indent=2, default=str),
         "```",
