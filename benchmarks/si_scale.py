@@ -119,13 +119,15 @@ def run_config(
     warm=False,
     ref_params=None,
     subset_contexts=None,
+    primal=False,
 ):
     """One configuration, timed, with the per-pair reference on ``n_ref`` sampled targets.
 
     ``ref_params``: the reference's parameters when they differ from ``params`` (then the
     speed-up is against that estimator and no prediction difference is reported).
     ``subset_contexts``: impute only the targets in these contexts (a documented subset;
-    the full call's time is extrapolated by groups, reported separately).
+    the full call's time is extrapolated by groups, reported separately). ``primal``: also
+    time the call with every host group solved in the primal (``_engine.DUAL = False``).
     """
     spec = SIParams.from_kwargs("synthetic_interventions", params)
     full_targets, extra = targets, {}
@@ -160,6 +162,21 @@ def run_config(
         warm_wall = time.perf_counter() - t0
         assert np.array_equal(pred, res.prediction)
         del pred
+    if primal:  # the same call with every host group in the primal (the Gram)
+        from scimpute.methods.synthetic_interventions import _engine as E
+
+        old, E.DUAL = E.DUAL, False
+        try:
+            t0 = time.perf_counter()
+            res_p = synthetic_interventions(data, targets, spec, random_state=seed)
+            extra["primal_wall_s"] = time.perf_counter() - t0
+        finally:
+            E.DUAL = old
+        extra["dual_speedup_vs_primal"] = extra["primal_wall_s"] / wall
+        extra["relative_diff_vs_primal"] = float(
+            np.abs(res_p.prediction - res.prediction).max() / np.abs(res_p.prediction).max()
+        )
+        del res_p
     if subset_contexts is None:
         ref_t = targets[sample[:n_ref]]
     else:  # the full configs' reference targets (timed once), predictions not compared
@@ -291,6 +308,11 @@ def main() -> None:
         help="configs run on the targets of --subset-contexts only (time extrapolated)",
     )
     ap.add_argument("--subset-contexts", nargs="+", type=int, default=[0])
+    ap.add_argument(
+        "--compare-primal",
+        action="store_true",
+        help="also time each config with every group in the primal (no dual form)",
+    )
     ap.add_argument("--warm", action="store_true", help="also time a second (compiled) call")
     ap.add_argument(
         "--lean", action="store_true", help="memory-lean generator (lean_grid) for full sizes"
@@ -334,6 +356,7 @@ def main() -> None:
         rows[name] = run_config(
             data, targets, truth_sample, sample, CONFIGS[name], args.reference_pairs, args.seed,
             args.warm, ref_params, args.subset_contexts if name in args.subset else None,
+            args.compare_primal,
         )  # fmt: skip
         print(name, json.dumps(rows[name], default=float), flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -388,6 +411,7 @@ def main() -> None:
     ]
     optional = ["reference_preset", "n_groups", "groups_dual", "groups_primal_host"]
     optional += ["n_groups_full", "extrapolated_full_wall_s"]
+    optional += ["primal_wall_s", "dual_speedup_vs_primal", "relative_diff_vs_primal"]
     cols += [c for c in optional if c in table.columns]
     md = [
         f"# Synthetic interventions at scale ({args.contexts} x {args.perturbations} x "

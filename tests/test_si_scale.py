@@ -230,3 +230,36 @@ def test_dual_single_training_unit_needs_no_gram_store(monkeypatch):
     res = synthetic_interventions(data, t, SIParams(preset="published"))
     assert res.info["solvers"]["dual"] == res.info["n_groups"]
     assert seen["fold_units"].size == 0 and np.asarray(seen["need"]).size == 0
+
+
+def test_dual_deferred_single_unit_validation_matches_eager(monkeypatch):
+    """In the dual too, single-unit groups the selection ignores (donors < 1.5 x rank90)
+    are validated only if selected; the result equals eager validation and the primal."""
+    from scimpute.methods.synthetic_interventions import _dual
+
+    rng = np.random.default_rng(0)
+    M = np.ones((3, 20), dtype=bool)
+    M[0, 5:8] = M[2, 5:8] = M[1, 10:12] = False  # (0, 5..7): one training context only
+    data = grid_data(rng.normal(size=(3, 20, 40)), M)
+    t = default_targets(data)
+    spec = SIParams(preset="published", ridge=(0.0, 1.0))
+    monkeypatch.setattr(E, "HOST_MIN_DONORS", 1)
+    monkeypatch.setattr(E, "DUAL", True)
+    calls = []
+    validate = _dual.validate_dual
+
+    def spy(pb, cfg, ratio):
+        out = validate(pb, cfg, ratio)
+        calls.append(out["deferred"])
+        return out
+
+    monkeypatch.setattr(_dual, "validate_dual", spy)
+    lazy = synthetic_interventions(data, t, spec, random_state=1)
+    assert any(calls) and lazy.info["solvers"]["dual"] == lazy.info["n_groups"]
+    monkeypatch.setattr(
+        _dual, "validate_dual", lambda pb, cfg, r: validate(pb, cfg, None if r is None else 0.0)
+    )
+    eager = synthetic_interventions(data, t, spec, random_state=1)
+    np.testing.assert_allclose(lazy.prediction, eager.prediction, rtol=1e-12)
+    monkeypatch.setattr(E, "DUAL", False)
+    _assert_same(synthetic_interventions(data, t, spec, random_state=1), lazy)

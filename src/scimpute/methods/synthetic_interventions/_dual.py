@@ -123,18 +123,10 @@ def validate_dual(pb: Problem, cfg: K.FitSettings, min_rank90_ratio: float | Non
     totals = {"sst_in": pb.sst_in, "sst_ho": pb.sst_ho}
     rank90 = 0
     if min_rank90_ratio is not None:
-        lam = np.linalg.eigvalsh(_centred(K0)[0])[::-1]
-        rank90 = int(np.sum(K._energy_keep(lam, 0.9, np)))
-        if D < min_rank90_ratio * rank90:
-            out = {
-                "val_sse": np.full((N, R), np.nan),
-                "val_blocks": np.full((N, J), np.nan),
-                "best": np.zeros(N, dtype=np.int64),
-                "val_n": float(n),
-                "rank90": rank90,
-                **totals,
-            }
-            return _out(out, n_cholesky=0, deferred=True)
+        Kfull = _centred(K0)[0]
+        rank90, skip = H.rank90_or_defer(Kfull, D, (J, R, N), float(n), min_rank90_ratio, **totals)
+        if skip is not None:
+            return skip
     fast = H._ridge_only(cfg)
     sse = np.zeros((J, R, N))
     n_chol = 0
@@ -149,17 +141,7 @@ def validate_dual(pb: Problem, cfg: K.FitSettings, min_rank90_ratio: float | Non
         pred = ((K0[np.ix_(te, tr)] - kbar[None, :]) @ A).reshape(te.size, R, N)
         res = pb.Y[:, te].T[:, None, :] - ym[None, None, :] - pred
         sse[j] = np.einsum("trn,trn->rn", res, res)
-    val_sse = sse.sum(axis=0)
-    best = np.argmin(np.where(np.isfinite(val_sse), val_sse, np.inf), axis=0)
-    out = {
-        "val_sse": val_sse.T,
-        "val_blocks": np.take_along_axis(sse, best[None, None, :], axis=1)[:, 0].T,
-        "best": best,
-        "val_n": float(n),
-        "rank90": rank90,
-        **totals,
-    }
-    return _out(out, n_cholesky=n_chol, deferred=False)
+    return H.validation_output(sse, float(n), rank90, n_chol, **totals)
 
 
 def finish_dual(pb: Problem, cfg: K.FitSettings, best: np.ndarray) -> dict:
