@@ -184,10 +184,11 @@ def _wide(seed=0):
 
 
 @pytest.mark.parametrize("params", [{"preset": "published"}, {}], ids=["published", "validated"])
-def test_dual_is_chosen_by_shape_and_equals_the_reference(params):
-    """Default rule: groups with fewer training rows than donors (>= HOST_MIN_DONORS) are
-    solved in the dual, recorded in ``info["solvers"]``; the result is the per-pair
-    numpy reference's."""
+def test_dual_is_chosen_by_shape_and_equals_the_reference(params, monkeypatch):
+    """Default rule: host groups (>= HOST_MIN_DONORS donors; every group here, so that no
+    kernel compiles) with fewer training rows than donors are solved in the dual, recorded
+    in ``info["solvers"]``; the result is the per-pair numpy reference's."""
+    monkeypatch.setattr(E, "HOST_MIN_DONORS", 1)
     data = _wide()
     t = default_targets(data)
     spec = SIParams.from_kwargs("synthetic_interventions", params)
@@ -198,7 +199,7 @@ def test_dual_is_chosen_by_shape_and_equals_the_reference(params):
         rule, (paths.n_D >= E.HOST_MIN_DONORS) & (paths.n_T * data.n_features < paths.n_D)
     )
     solvers = res.info["solvers"]
-    assert solvers["dual"] > 0 and solvers["primal_host"] == 0
+    assert solvers["dual"] > 0
     assert (
         sum(solvers[k] for k in ("dual", "primal_host", "primal_batched")) == res.info["n_groups"]
     )
