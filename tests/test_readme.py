@@ -128,6 +128,7 @@ SI10K = "si_scale_70x10000_r3.json"  # issue 12
 SI10K4 = "si_scale_70x10000_r4.json"  # issue 12, round 4 (leaner records)
 SI2K = "si_scale_70x2000_warm.json"  # issue 12
 SI4 = "si_dense_4x10000.json"  # issue 12: 4 x 10,000 x 1,000
+SI4P = "si_dense_4x2000_primal.json"  # dual vs primal in the same run
 SI4D = "si_dense_4x10000_default.json"  # the same shape, default preset, every pair
 
 #: README phrase -> (source, decimals) per ``{}``; decimals is an int or a format spec.
@@ -481,6 +482,15 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
             (js(SI4, "results", "published", "relative_diff_vs_reference"), ".0e"),
             (js(SI4, "results", "published", "peak_rss_during_call_gb"), 1),
             (js(SI4D, "results", "default", "peak_rss_during_call_gb"), 1),
+        ],
+    ),
+    (
+        "per group, the dual takes {} s against {} s for the primal in the same run, "
+        "predictions equal to {});",
+        [
+            (js(SI4P, "results", "published", "wall_s"), 0),
+            (js(SI4P, "results", "published", "primal_wall_s"), 0),
+            (js(SI4P, "results", "published", "relative_diff_vs_primal"), ".0e"),
         ],
     ),
     # issue 12: SI published preset at 70 x 10,000 (before / after) and first vs warm call
