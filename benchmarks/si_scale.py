@@ -79,8 +79,71 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def run_config(data, targets, truth_sample, sample, params, n_ref, seed, warm=False):
+_REFERENCE_CACHE: dict = {}
+_REFERENCE_TARGETS: dict = {}  # the first full config's reference targets
+
+
+def _reference_run(data, targets, spec, seed):
+    """The per-pair reference on ``targets`` (cached per spec: configs may share it)."""
+    key = (repr(spec), targets.tobytes())
+    if key not in _REFERENCE_CACHE:
+        folds = np.random.default_rng(seed).permutation(np.arange(data.n_features) % 5)
+        t1 = time.perf_counter()
+        ref = reference_si(
+            data.Y, data.measured, targets, spec, control=data.control, feature_folds=folds
+        )
+        _REFERENCE_CACHE[key] = (ref, time.perf_counter() - t1)
+    return _REFERENCE_CACHE[key]
+
+
+def _n_groups(data, targets, spec) -> int:
+    """Groups (shared factorisations) of ``targets`` under ``spec``, from the mask alone."""
+    from scimpute.methods.synthetic_interventions import _engine as E
+    from scimpute.methods.synthetic_interventions._direction import _usable_levels
+
+    prm = spec.resolved()
+    last = prm.min_train_units if prm.select == "max_donors" else None
+    M = np.ascontiguousarray(data.measured)
+    paths = _usable_levels(E.greedy_paths(M, targets, prm.max_donors, last), len(targets), prm)
+    return int(np.unique(paths.cand_key).size)
+
+
+def run_config(
+    data,
+    targets,
+    truth_sample,
+    sample,
+    params,
+    n_ref,
+    seed,
+    warm=False,
+    ref_params=None,
+    subset_contexts=None,
+    primal=False,
+):
+    """One configuration, timed, with the per-pair reference on ``n_ref`` sampled targets.
+
+    ``ref_params``: the reference's parameters when they differ from ``params`` (then the
+    speed-up is against that estimator and no prediction difference is reported).
+    ``subset_contexts``: impute only the targets in these contexts (a documented subset;
+    the full call's time is extrapolated by groups, reported separately). ``primal``: also
+    time the call with every host group solved in the primal (``_engine.DUAL = False``).
+    """
     spec = SIParams.from_kwargs("synthetic_interventions", params)
+    full_targets, extra = targets, {}
+    if subset_contexts is not None:
+        keep = np.isin(targets[:, 0], subset_contexts)
+        targets = targets[keep]
+        pos = np.cumsum(keep) - 1
+        in_sub = keep[sample]
+        truth_sample, sample = truth_sample[in_sub], pos[sample[in_sub]]
+        extra = {
+            "subset_contexts": list(map(int, subset_contexts)),
+            "n_targets_full": len(full_targets),
+            "n_groups_full": _n_groups(data, full_targets, spec),
+        }
+    same = ref_params is None or ref_params == params
+    ref_spec = spec if same else SIParams.from_kwargs("synthetic_interventions", ref_params)
     gc.collect()
     tracemalloc.start()
     with RSSSampler() as rss:
@@ -99,17 +162,38 @@ def run_config(data, targets, truth_sample, sample, params, n_ref, seed, warm=Fa
         warm_wall = time.perf_counter() - t0
         assert np.array_equal(pred, res.prediction)
         del pred
-    folds = np.random.default_rng(seed).permutation(np.arange(data.n_features) % 5)
-    ref_t = targets[sample[:n_ref]]
-    t1 = time.perf_counter()
-    ref = reference_si(
-        data.Y, data.measured, ref_t, spec, control=data.control, feature_folds=folds
-    )
-    ref_wall = time.perf_counter() - t1
-    diff = np.abs(res.prediction[sample[:n_ref]] - ref["prediction"])
+    if primal:  # the same call with every host group in the primal (the Gram)
+        from scimpute.methods.synthetic_interventions import _engine as E
+
+        old, E.DUAL = E.DUAL, False
+        try:
+            t0 = time.perf_counter()
+            res_p = synthetic_interventions(data, targets, spec, random_state=seed)
+            extra["primal_wall_s"] = time.perf_counter() - t0
+        finally:
+            E.DUAL = old
+        extra["dual_speedup_vs_primal"] = extra["primal_wall_s"] / wall
+        extra["relative_diff_vs_primal"] = float(
+            np.abs(res_p.prediction - res.prediction).max() / np.abs(res_p.prediction).max()
+        )
+        del res_p
+    if subset_contexts is None:
+        ref_t = targets[sample[:n_ref]]
+    else:  # the full configs' reference targets (timed once), predictions not compared
+        ref_t = _REFERENCE_TARGETS.get("t", targets[sample[:n_ref]])
+        same = False
+    ref, ref_wall = _reference_run(data, ref_t, ref_spec, seed)
+    diff = np.abs(res.prediction[sample[:n_ref]] - ref["prediction"]) if same else np.zeros(1)
+    if not same:
+        diff = np.full_like(diff, np.nan)
     scale = np.abs(ref["prediction"]).max()
     per_pair = wall / len(targets)
-    ref_per_pair = ref_wall / n_ref
+    ref_per_pair = ref_wall / len(ref_t)
+    if subset_contexts is None:
+        _REFERENCE_TARGETS.setdefault("t", ref_t)
+    else:
+        extra["n_groups_subset"] = int(res.info["n_groups"])
+        extra["extrapolated_full_wall_s"] = wall * extra["n_groups_full"] / res.info["n_groups"]
     r2 = si.metrics.r2(truth_sample, res.prediction[sample])
     src = pd.Series(res.source.astype(str)).value_counts()
     return {
@@ -118,6 +202,7 @@ def run_config(data, targets, truth_sample, sample, params, n_ref, seed, warm=Fa
         "warm_wall_s": warm_wall,
         "per_pair_ms": 1e3 * per_pair,
         "reference_pairs": n_ref,
+        "reference_preset": ref_spec.preset if ref_params is not None else spec.preset,
         "reference_wall_s": ref_wall,
         "reference_per_pair_ms": 1e3 * ref_per_pair,
         "speedup_per_pair": ref_per_pair / per_pair,
@@ -127,11 +212,15 @@ def run_config(data, targets, truth_sample, sample, params, n_ref, seed, warm=Fa
         "rss_increase_gb": (rss.peak - rss.start) / 1024**3,
         "max_abs_diff_vs_reference": float(diff.max()),
         "relative_diff_vs_reference": float(diff.max() / scale),
-        "sources_agree": bool(np.array_equal(res.source[sample[:n_ref]], ref["source"])),
+        "sources_agree": bool(np.array_equal(res.source[sample[:n_ref]], ref["source"]))
+        if same
+        else None,
         "median_r2_vs_truth": float(np.median(r2)),
         "fraction_synthetic_interventions": float(src.get("synthetic_interventions", 0))
         / len(targets),
         "n_groups": res.info["n_groups"],
+        **{f"groups_{k}": v for k, v in res.info.get("solvers", {}).items()},
+        **extra,
     }
 
 
@@ -178,12 +267,52 @@ def lean_grid(n_c, n_a, p, fraction, seed, rank=10, noise=0.5):
     return data, truth_fn
 
 
+def _notes(args) -> list[str]:
+    """What ``--reference-config`` and ``--subset`` change in the table (markdown lines)."""
+    out = []
+    if args.reference_config:
+        out += [
+            f"Reference: every config is timed against the per-pair implementation of "
+            f"`{args.reference_config}` (`reference_preset`); for the other configs the "
+            "speed-up is against that estimator and predictions are not compared.",
+            "",
+        ]
+    if args.subset:
+        out += [
+            f"Subset: {', '.join(f'`{c}`' for c in args.subset)} imputed only the targets of "
+            f"contexts {args.subset_contexts} (`n_targets`, `n_groups` are the subset's). "
+            "`extrapolated_full_wall_s` = `wall_s` x `n_groups_full` / `n_groups` (the cost "
+            "is per group; `n_groups_full` counted from the mask): an extrapolation, not a "
+            "measurement.",
+            "",
+        ]
+    return out
+
+
 def main() -> None:
     ap = grid_arguments(
         __doc__, "si_scale", contexts=70, perturbations=5000, features=978, fraction=0.1,
         reference_pairs=200,
     )  # fmt: skip
     ap.add_argument("--configs", nargs="+", default=["default", "published"])
+    ap.add_argument(
+        "--reference-config",
+        default=None,
+        help="time this config's reference for every config (default: each its own)",
+    )
+    ap.add_argument("--context-strength", type=float, default=1.0)
+    ap.add_argument(
+        "--subset",
+        nargs="*",
+        default=[],
+        help="configs run on the targets of --subset-contexts only (time extrapolated)",
+    )
+    ap.add_argument("--subset-contexts", nargs="+", type=int, default=[0])
+    ap.add_argument(
+        "--compare-primal",
+        action="store_true",
+        help="also time each config with every group in the primal (no dual form)",
+    )
     ap.add_argument("--warm", action="store_true", help="also time a second (compiled) call")
     ap.add_argument(
         "--lean", action="store_true", help="memory-lean generator (lean_grid) for full sizes"
@@ -203,7 +332,12 @@ def main() -> None:
         truth_sample = truth_fn(targets[sample, 0], targets[sample, 1]).astype(np.float64)
     else:
         data, targets, truth_of = simulated_si_grid(
-            args.contexts, args.perturbations, args.features, args.fraction, args.seed
+            args.contexts,
+            args.perturbations,
+            args.features,
+            args.fraction,
+            args.seed,
+            context_strength=args.context_strength,
         )
         sim_s = time.perf_counter() - t0
         rss_sim = peak_rss_gb()
@@ -218,9 +352,11 @@ def main() -> None:
 
     rows = {}
     for name in args.configs:
+        ref_params = None if args.reference_config is None else CONFIGS[args.reference_config]
         rows[name] = run_config(
             data, targets, truth_sample, sample, CONFIGS[name], args.reference_pairs, args.seed,
-            args.warm,
+            args.warm, ref_params, args.subset_contexts if name in args.subset else None,
+            args.compare_primal,
         )  # fmt: skip
         print(name, json.dumps(rows[name], default=float), flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -236,6 +372,7 @@ def main() -> None:
             "features": args.features,
             "fraction_measured": args.fraction,
             "rank": 10,
+            "context_strength": args.context_strength,
             "noise": 0.5,
             "seed": args.seed,
             "generator": "lean_grid (float32, context by context)"
@@ -272,6 +409,10 @@ def main() -> None:
         "median_r2_vs_truth",
         "fraction_synthetic_interventions",
     ]
+    optional = ["reference_preset", "n_groups", "groups_dual", "groups_primal_host"]
+    optional += ["n_groups_full", "extrapolated_full_wall_s"]
+    optional += ["primal_wall_s", "dual_speedup_vs_primal", "relative_diff_vs_primal"]
+    cols += [c for c in optional if c in table.columns]
     md = [
         f"# Synthetic interventions at scale ({args.contexts} x {args.perturbations} x "
         f"{args.features}, {args.fraction:.0%} measured)",
@@ -296,6 +437,7 @@ def main() -> None:
         "minimum-norm least squares, free weights, no fallback); `two_units` is the default "
         "restricted to levels with at least two training contexts.",
         "",
+        *_notes(args),
         "```",
         json.dumps(meta, indent=2, default=str),
         "```",

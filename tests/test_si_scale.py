@@ -5,18 +5,23 @@
 - single-training-unit groups take their statistics from their own rows of the grid
   (``_direct_chunk``), the same numbers as the per-unit fold-Gram store;
 - groups with many selected pairs are predicted by one numpy product each, the same
-  predictions as the padded JAX batches.
+  predictions as the padded JAX batches;
+- groups solved in the dual (the rows x rows kernel, chosen when the training rows are
+  fewer than the donors) equal the primal and the per-pair reference.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scimpute.methods import grid_data
 from scimpute.methods.synthetic_interventions import SIParams, synthetic_interventions
 from scimpute.methods.synthetic_interventions import _direction as Dn
 from scimpute.methods.synthetic_interventions import _engine as E
+from scimpute.methods.synthetic_interventions._reference import reference_si
 from scimpute.tl._data import default_targets
 
 
@@ -116,3 +121,146 @@ def test_direct_and_host_prediction_equal_store_and_padded_batches(monkeypatch, 
     np.testing.assert_allclose(
         lean.info["donor_weights"].toarray(), old.info["donor_weights"].toarray(), atol=1e-9
     )
+
+
+# --------------------------------------------------------------------------------------
+# the dual form (rows x rows kernel) equals the primal (donors x donors Gram)
+# --------------------------------------------------------------------------------------
+
+_DUAL_PARAMS = [
+    {"preset": "published"},
+    {},
+    {"rank": [2, "gavish_donoho"], "ridge": [0.0, 0.5]},
+    {"energy": 0.9, "ridge": 0.1},
+    {"donors": "contexts"},
+]
+
+
+def _both_forms(monkeypatch, data, params, seed=0):
+    """SI with every group on the host, solved in the primal and in the dual."""
+    t = default_targets(data)
+    spec = SIParams.from_kwargs("synthetic_interventions", params)
+    monkeypatch.setattr(E, "HOST_MIN_DONORS", 1)
+    out = []
+    for dual in (False, True):
+        monkeypatch.setattr(E, "DUAL", dual)
+        out.append(synthetic_interventions(data, t, spec, random_state=seed))
+    return out
+
+
+def _assert_same(a, b, rtol=1e-6):
+    scale = np.abs(a.prediction).max()
+    np.testing.assert_allclose(b.prediction, a.prediction, rtol=rtol, atol=rtol * scale)
+    assert list(a.source) == list(b.source)
+    for k, v in a.per_target.items():
+        np.testing.assert_allclose(b.per_target[k], v, rtol=rtol, atol=1e-9, err_msg=k)
+    np.testing.assert_allclose(
+        b.info["donor_weights"].toarray(), a.info["donor_weights"].toarray(), atol=1e-7
+    )
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**16),
+    n_c=st.integers(3, 7),
+    n_a=st.integers(12, 50),
+    p=st.integers(6, 30),
+    fraction=st.floats(0.3, 0.8),
+    which=st.integers(0, len(_DUAL_PARAMS) - 1),
+)
+def test_dual_equals_primal_on_random_grids(seed, n_c, n_a, p, fraction, which):
+    """Property: on any grid, every preset and regularisation, the dual == the primal."""
+    with pytest.MonkeyPatch.context() as mp:
+        data = _sparse(seed, n_c=n_c, n_a=n_a, p=p, fraction=fraction)
+        a, b = _both_forms(mp, data, _DUAL_PARAMS[which], seed)
+    assert b.info["solvers"]["dual"] == b.info["n_groups"] or b.info["n_groups"] == 0
+    assert a.info["solvers"]["dual"] == 0
+    _assert_same(a, b)
+
+
+def _wide(seed=0):
+    """A dense grid with more donors than training rows: 4 contexts x 100 x 12 features."""
+    return _sparse(seed, n_c=4, n_a=100, p=12, fraction=0.85)
+
+
+@pytest.mark.parametrize("params", [{"preset": "published"}, {}], ids=["published", "validated"])
+def test_dual_is_chosen_by_shape_and_equals_the_reference(params, monkeypatch):
+    """Default rule: host groups (>= HOST_MIN_DONORS donors; every group here, so that no
+    kernel compiles) with fewer training rows than donors are solved in the dual, recorded
+    in ``info["solvers"]``; the result is the per-pair numpy reference's."""
+    monkeypatch.setattr(E, "HOST_MIN_DONORS", 1)
+    data = _wide()
+    t = default_targets(data)
+    spec = SIParams.from_kwargs("synthetic_interventions", params)
+    res = synthetic_interventions(data, t, spec, random_state=3)
+    paths = E.greedy_paths(np.ascontiguousarray(data.measured), t, None)
+    rule = E.dual_groups(paths, data.n_features)
+    np.testing.assert_array_equal(
+        rule, (paths.n_D >= E.HOST_MIN_DONORS) & (paths.n_T * data.n_features < paths.n_D)
+    )
+    solvers = res.info["solvers"]
+    assert solvers["dual"] > 0
+    assert (
+        sum(solvers[k] for k in ("dual", "primal_host", "primal_batched")) == res.info["n_groups"]
+    )
+    folds = np.random.default_rng(3).permutation(np.arange(data.n_features) % 5)
+    rows = np.arange(0, len(t), 3)
+    ref = reference_si(
+        data.Y, data.measured, t[rows], spec, control=data.control, feature_folds=folds
+    )
+    np.testing.assert_allclose(res.prediction[rows], ref["prediction"], rtol=1e-6, atol=1e-6)
+    assert list(res.source[rows]) == list(ref["source"])
+    for k in ("n_donors", "n_train", "r2_train", "validation_mse", "subspace_stat"):
+        np.testing.assert_allclose(res.per_target[k][rows], ref[k], rtol=1e-6, atol=1e-8, err_msg=k)
+
+
+def test_dual_single_training_unit_needs_no_gram_store(monkeypatch):
+    """Dual groups read their own rows: the per-unit Gram store holds none of their units."""
+    data = _wide(1)
+    t = default_targets(data)
+    seen = {}
+    build = E.build_store
+
+    def spy(Yd, Md, folds, fold_units, need_units=None):
+        seen["fold_units"], seen["need"] = np.asarray(fold_units), need_units
+        return build(Yd, Md, folds, fold_units, need_units)
+
+    monkeypatch.setattr(E, "build_store", spy)
+    monkeypatch.setattr(E, "HOST_MIN_DONORS", 1)
+    monkeypatch.setattr(E, "DUAL", True)
+    res = synthetic_interventions(data, t, SIParams(preset="published"))
+    assert res.info["solvers"]["dual"] == res.info["n_groups"]
+    assert seen["fold_units"].size == 0 and np.asarray(seen["need"]).size == 0
+
+
+def test_dual_deferred_single_unit_validation_matches_eager(monkeypatch):
+    """In the dual too, single-unit groups the selection ignores (donors < 1.5 x rank90)
+    are validated only if selected; the result equals eager validation and the primal."""
+    from scimpute.methods.synthetic_interventions import _dual
+
+    rng = np.random.default_rng(0)
+    M = np.ones((3, 20), dtype=bool)
+    M[0, 5:8] = M[2, 5:8] = M[1, 10:12] = False  # (0, 5..7): one training context only
+    data = grid_data(rng.normal(size=(3, 20, 40)), M)
+    t = default_targets(data)
+    spec = SIParams(preset="published", ridge=(0.0, 1.0))
+    monkeypatch.setattr(E, "HOST_MIN_DONORS", 1)
+    monkeypatch.setattr(E, "DUAL", True)
+    calls = []
+    validate = _dual.validate_dual
+
+    def spy(pb, cfg, ratio):
+        out = validate(pb, cfg, ratio)
+        calls.append(out["deferred"])
+        return out
+
+    monkeypatch.setattr(_dual, "validate_dual", spy)
+    lazy = synthetic_interventions(data, t, spec, random_state=1)
+    assert any(calls) and lazy.info["solvers"]["dual"] == lazy.info["n_groups"]
+    monkeypatch.setattr(
+        _dual, "validate_dual", lambda pb, cfg, r: validate(pb, cfg, None if r is None else 0.0)
+    )
+    eager = synthetic_interventions(data, t, spec, random_state=1)
+    np.testing.assert_allclose(lazy.prediction, eager.prediction, rtol=1e-12)
+    monkeypatch.setattr(E, "DUAL", False)
+    _assert_same(synthetic_interventions(data, t, spec, random_state=1), lazy)

@@ -177,6 +177,8 @@ SI_FALLBACK_REASONS: Final = "fallback_reasons"
 SI_REGULARISATIONS: Final = "regularisations"
 SI_SUBSPACE_THRESHOLD: Final = "subspace_threshold"
 SI_N_GROUPS: Final = "n_groups"
+#: ``.uns[key]`` entry of synthetic interventions: groups solved in the dual / primal.
+SI_SOLVERS: Final = "solvers"
 SI_SETTINGS: Final = "settings"
 SI_CONTEXT_DONOR_WEIGHTS: Final = "context_donor_weights"
 SI_CONTEXT_DONOR_INTERCEPTS: Final = "context_donor_intercepts"

@@ -649,9 +649,14 @@ def test_records_use_the_key_constants(imputed_grid):
         _keys.SI_REGULARISATIONS,
         _keys.SI_SUBSPACE_THRESHOLD,
         _keys.SI_N_GROUPS,
+        _keys.SI_SOLVERS,
         _keys.SI_SETTINGS,
     ):
         assert name in rec, name
+    solvers = rec[_keys.SI_SOLVERS]  # every group is solved one way
+    assert sum(int(solvers[k]) for k in ("dual", "primal_host", "primal_batched")) == int(
+        rec[_keys.SI_N_GROUPS]
+    )
     for name in _keys.SI_DIAGNOSTICS:
         assert _keys.Key.obs.diagnostic("imputed_synthetic_interventions", name) in (
             imputed_grid.obs

@@ -15,8 +15,8 @@ The methods' ``info`` (written to ``.uns[key]``) is merged by these rules:
 - entries with one row per target (arrays or sparse matrices whose first axis is the
   group's size; group sizes are made unequal so that this is unambiguous) are concatenated
   in target order;
-- counts (:data:`SUMMED`: fallback reasons, SI's number of groups, NTK's targets per
-  pattern) are added;
+- counts (:data:`SUMMED`: fallback reasons, SI's number of groups and of groups per
+  solver, NTK's targets per pattern) are added;
 - entries equal in every group are kept; others (e.g. timings) become one value per group;
 - ``info["distributed"]`` records the groups: ``by``, ``n_groups``, ``group_sizes``.
 """
@@ -35,6 +35,7 @@ from .._keys import (
     SI_CONTEXT_FALLBACK_REASONS,
     SI_FALLBACK_REASONS,
     SI_N_GROUPS,
+    SI_SOLVERS,
 )
 from .._sharding import use_devices
 from ..methods import GridData, Method, MethodResult
@@ -48,6 +49,7 @@ SUMMED = (
     (SI_ACTION_FALLBACK_REASONS,),
     (SI_CONTEXT_FALLBACK_REASONS,),
     (SI_N_GROUPS,),
+    (SI_SOLVERS,),
     ("patterns", "n_targets"),
 )
 #: one method call at a time per worker process: JAX and LAPACK already use every core of

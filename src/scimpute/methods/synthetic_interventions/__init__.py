@@ -117,15 +117,28 @@ greedy path keys only each target's last usable level, and a single regularisati
 not padded. Groups with at least 8 selected pairs are predicted by one numpy product
 each, unpadded. Where a per-group factorisation cannot be shared: the held-out sets of
 different groups differ (their donor sets differ), and rank-deficient sets (more donors than
-training rows) need ``eigh`` for the minimum-norm solution. No donor set is capped unless
-``max_donors`` is given (the cost per group grows as donors^3: 4 x 10,000 x 1,000 is out of
-reach without a cap or a dual form, neither implemented). A plain per-pair numpy version of
-the same estimator is :func:`._reference.reference_si`.
+training rows) need ``eigh`` for the minimum-norm solution in the primal.
+
+Primal or dual (rule, :data:`._engine.DUAL`): a host group whose training rows (its training
+units' stacked features: ``|T| x n_features``) are fewer than its donors is solved in the
+dual (:mod:`._dual`): one ``rows x rows`` kernel ``X X^T`` per group instead of the
+``donors x donors`` Gram; every held-out set's kernel is a double-centred block of it,
+solved (for all ridges and all targets of the group) by certified Cholesky factorisations or
+``eigh``, and the full fit, the principal-component filters (the kernel's non-zero
+eigenpairs give the design's SVD) and the subspace statistic by one ``eigh`` of the kernel
+and one of the target unit's. The two forms give the same numbers to rounding; the cost
+per group falls from ``donors^3`` to ``rows^2 donors``, which puts the genome-wide
+Perturb-seq shape (4 x 10,000 x 1,000: ~8,000 donors, 1,000-3,000 rows) in reach. How many
+groups went each way is recorded in ``.uns[key]["solvers"]`` (``dual``, ``primal_host``,
+``primal_batched``, ``cholesky_sets``). No donor set is capped unless ``max_donors`` is
+given. A plain per-pair numpy version of the same estimator is
+:func:`._reference.reference_si`.
 
 The package: :mod:`._params` (:class:`SIParams`, every parameter declared once, and the
 presets), :mod:`._direction` (one donor direction as named stages), :mod:`._engine`
 (greedy paths, unit statistics, bucketed kernel calls), :mod:`._kernels` (the JAX kernels),
-:mod:`._host` (large groups in LAPACK) and :mod:`._reference` (the per-pair numpy
+:mod:`._host` (large groups in LAPACK), :mod:`._dual` (large groups with more donors than
+training rows, in the dual) and :mod:`._reference` (the per-pair numpy
 specification).
 """
 
@@ -261,7 +274,8 @@ def synthetic_interventions(
     ``donor_intercepts``, ``train_units`` (``csr_matrix`` of 0/1, targets x units),
     ``donor_axis``, ``donor_labels``, ``unit_labels``, ``target_contexts``,
     ``target_perturbations``, ``fallback_reasons`` (counts), ``regularisations`` (the
-    (rank, ridge) grid) and ``settings`` (the preset and the resolved ``select``,
+    (rank, ridge) grid), ``solvers`` (groups solved in the dual, in the primal on the host,
+    in padded JAX batches; see the package docstring) and ``settings`` (the preset and the resolved ``select``,
     ``ridge``, ``fallback``, ``min_train_units`` and ``sum_to_one``).
 
     """

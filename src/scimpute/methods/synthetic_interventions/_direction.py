@@ -120,6 +120,7 @@ def fit_direction(
     pred, source = _predict(data, t, view, paths, sel, use_si, progress)
     info = _records(data, t, donors, view, paths, sel, params)
     info[keys.SI_FALLBACK_REASONS] = _fallback_reasons(paths, sel.has, had_level, use_si)
+    info[keys.SI_SOLVERS] = fits.solvers(paths.cand_key)
     diag = _diagnostics(paths, fits, scores, sel, params, n_t)
     return MethodResult(prediction=pred, source=source, per_target=diag, info=info)
 
@@ -209,13 +210,15 @@ def _select_levels(paths, fits, scores, n_t) -> Selection:
     keys_sel = paths.cand_key[cs]
     fits.complete(keys_sel)  # full fits of the selected host keys only
     nD_sel = paths.n_D[keys_sel]
+    w_sel = fits.w_flat[_ranges(fits.w_off[cs], nD_sel)]
+    fits.w_flat = w_sel[:0]  # every candidate's weights: not read after the selection
     return Selection(
         has=has,
         cs=cs,
         rs=fits.best[cs],
         keys_sel=keys_sel,
         nD_sel=nD_sel,
-        w_sel=fits.w_flat[_ranges(fits.w_off[cs], nD_sel)],
+        w_sel=w_sel,
         b_sel=fits.b[cs],
     )
 
@@ -260,13 +263,14 @@ def _predict(data, t, view, paths, sel, use_si, progress):
     if si_rows.size:
         w_off_sel = _offsets(sel.nD_sel)
         nD = sel.nD_sel[si_rows]
+        every = si_rows.size == sel.cs.size  # no copy of the weights when all are used
         with jax.enable_x64(True):
             E.predict_selected(
                 view.Yd,
                 paths,
                 sel.cs[si_rows],
-                sel.w_sel[_ranges(w_off_sel[si_rows], nD)],
-                _offsets(nD),
+                sel.w_sel if every else sel.w_sel[_ranges(w_off_sel[si_rows], nD)],
+                w_off_sel if every else _offsets(nD),
                 sel.b_sel[si_rows],
                 pred,
                 np.flatnonzero(sel.has)[si_rows],
@@ -305,20 +309,35 @@ def _diagnostics(paths, fits, scores, sel, params, n_t) -> dict[str, np.ndarray]
     return diag
 
 
+def _csr_rows(values, cols, counts, rows, shape) -> sp.csr_matrix:
+    """CSR matrix whose row ``rows[i]`` holds ``counts[i]`` consecutive (col, value) entries.
+
+    ``rows`` ascending; built from its index arrays directly (no COO triplets, no sort of
+    the whole matrix), then each row's columns sorted in place.
+    """
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    indptr[np.asarray(rows) + 1] = counts
+    np.cumsum(indptr, out=indptr)
+    idx_type = np.int32 if shape[1] < 2**31 and indptr[-1] < 2**31 else np.int64
+    m = sp.csr_matrix(
+        (values, cols.astype(idx_type, copy=False), indptr.astype(idx_type, copy=False)),
+        shape=shape,
+    )
+    m.sort_indices()
+    return m
+
+
 def _records(data, t, donors, view, paths, sel, params) -> dict:
     """Donor weights (targets x donor axis), training units (targets x units) and labels."""
     n_t = t.shape[0]
     rows_has = np.flatnonzero(sel.has)
     nD_sel, nT_sel = sel.nD_sel, paths.n_T[sel.keys_sel]
     d_cols = paths.D_flat[_ranges(paths.D_off[sel.keys_sel], nD_sel)]
-    weights = sp.csr_matrix(
-        (sel.w_sel, (np.repeat(rows_has, nD_sel), d_cols)), shape=(n_t, view.Md.shape[1])
-    )
+    weights = _csr_rows(sel.w_sel, d_cols, nD_sel, rows_has, (n_t, view.Md.shape[1]))
+    del d_cols
     t_cols = paths.T_flat[_ranges(paths.T_off[sel.keys_sel], nT_sel)]
-    train_units = sp.csr_matrix(
-        (np.ones(t_cols.size, dtype=np.float32), (np.repeat(rows_has, nT_sel), t_cols)),
-        shape=(n_t, view.Md.shape[0]),
-    )
+    ones = np.ones(t_cols.size, dtype=np.float32)
+    train_units = _csr_rows(ones, t_cols, nT_sel, rows_has, (n_t, view.Md.shape[0]))
     intercepts = np.full(n_t, np.nan)
     intercepts[sel.has] = sel.b_sel
     ctx_labels = np.asarray(data.contexts).astype(str)

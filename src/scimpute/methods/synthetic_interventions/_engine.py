@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..._sharding import batched_call
+from . import _dual as Dual
 from . import _host as H
 from . import _kernels as K
 from ._params import SIParams
@@ -54,6 +55,24 @@ FOLD_STORE_BUDGET = 2**27
 HOST_PREDICT_MIN_PAIRS = 8
 #: with at most this many groups every group is predicted so (no kernel to compile)
 HOST_PREDICT_MAX_GROUPS = 20000
+#: which host groups are solved in the dual (:mod:`._dual`: eigen/Cholesky factorisations
+#: of the (training rows x training rows) kernel instead of the (donors x donors) Gram):
+#: ``None`` (the rule) when the group's training rows (its training units' stacked
+#: features) are fewer than its donors, where the Gram is rank-deficient and costs
+#: ``donors^3``; ``True`` / ``False`` force either for every host group (tests).
+DUAL: bool | None = None
+
+
+def dual_groups(paths: Paths, n_features: int) -> np.ndarray:
+    """(nK,) groups solved in the dual: host groups whose training rows < donors.
+
+    The rule of :data:`DUAL` (``None``); a single training unit has ``n_features`` rows,
+    ``|T|`` training units ``|T| n_features``.
+    """
+    host = paths.n_D >= HOST_MIN_DONORS
+    if DUAL is not None:
+        return host & bool(DUAL)
+    return host & (paths.n_T * n_features < paths.n_D)
 
 
 def ranges(starts, counts) -> np.ndarray:
@@ -392,6 +411,21 @@ class Fits:
     pending: np.ndarray  # (nK,) keys whose full fits are computed on demand (host keys)
     finish: Callable[[np.ndarray], None] | None = None  # full fits of pending keys
     n_cholesky: int = 0  # host training sets solved by Cholesky (the rest by eigh)
+    dual: np.ndarray | None = None  # (nK,) groups solved in the dual (:mod:`._dual`)
+    host: np.ndarray | None = None  # (nK,) groups solved one by one in numpy/LAPACK
+
+    def solvers(self, keys: np.ndarray) -> dict[str, int]:
+        """How many of the groups ``keys`` were solved each way (``.uns[key]["solvers"]``)."""
+        keys = np.unique(keys)
+        nK = self.subspace.size
+        dual = np.zeros(nK, bool) if self.dual is None else self.dual
+        host = np.zeros(nK, bool) if self.host is None else self.host
+        return {
+            "dual": int(dual[keys].sum()),
+            "primal_host": int((host & ~dual)[keys].sum()),
+            "primal_batched": int((~host)[keys].sum()),
+            "cholesky_sets": int(self.n_cholesky),
+        }
 
     def complete(self, keys: np.ndarray) -> None:
         """Compute the full fits of the pending ``keys`` (a no-op for the others).
@@ -577,7 +611,10 @@ def fit_all(
     direct = (kind == 1) & use_direct
     via = (Yd, layout) if use_direct else None
     host = paths.n_D[used] >= HOST_MIN_DONORS
-    from_store = used[~direct[used]]
+    dual = dual_groups(paths, n_features)
+    fits.dual = dual
+    fits.host = paths.n_D >= HOST_MIN_DONORS
+    from_store = used[~direct[used] & ~dual[used]]
     fold_units = paths.T_flat[paths.T_off[from_store[kind[from_store] == 1]]]
     store = build_store(Yd, Md, folds, fold_units, _store_units(paths, from_store))
 
@@ -594,26 +631,49 @@ def fit_all(
 
     deferred = np.zeros(nK, dtype=bool)
 
+    def dual_problem(k):
+        cand = order[cstart[k] : cstart[k] + counts[k]][None, :]
+        D = paths.D_flat[paths.D_off[k] : paths.D_off[k + 1]]
+        T = paths.T_flat[paths.T_off[k] : paths.T_off[k + 1]]
+        v = targets[paths.cand_target[cand[0]], 1]
+        pb = Dual.problem(
+            Yd, layout, D, T, paths.key_unit[k], v, kind[k] == 1, bool(params.sum_to_one)
+        )
+        return np.array([k]), cand, None, pb
+
     def validate(k, ratio):
-        ks, cand, blocks, one = host_blocks(k)
-        out = H.validate_key(one, cfg, ratio)
+        ks, cand, blocks, one = dual_problem(k) if dual[k] else host_blocks(k)
+        out = (Dual.validate_dual if dual[k] else H.validate_key)(one, cfg, ratio)
         fits.n_cholesky += out.pop("n_cholesky")
         deferred[k] = out.pop("deferred")
         _store_chunk(fits, paths, ks, cand, J[k], R, blocks, out, params.sum_to_one)
         return ks, cand, blocks, one
 
+    def complete(k, ks, cand, blocks, one):
+        out = (Dual.finish_dual if dual[k] else H.finish_key)(one, cfg, fits.best[cand[0]])
+        _store_chunk(fits, paths, ks, cand, J[k], R, blocks, out, params.sum_to_one)
+
+    # with select="max_donors" each target has one candidate, so every group is selected:
+    # a dual group's full fit is computed with its validation (one kernel, not two)
+    eager = params.select == "max_donors"
     for k in used[host]:  # large groups: unpadded LAPACK validation, no compilation
-        validate(k, params.single_unit_redundancy if kind[k] == 1 else None)
+        state = validate(k, params.single_unit_redundancy if kind[k] == 1 else None)
+        if eager and dual[k] and not deferred[k]:
+            complete(k, *state)
+            fits.pending[k] = False
+        else:
+            fits.pending[k] = True
         bar.update(int(counts[k]))
 
     def finish(keys):  # the full fits of the host keys some target selected
         for k in keys:
             # a deferred key's validation is needed now for its best regularisation
-            ks, cand, blocks, one = validate(k, 0.0) if deferred[k] else host_blocks(k)
-            out = H.finish_key(one, cfg, fits.best[cand[0]])
-            _store_chunk(fits, paths, ks, cand, J[k], R, blocks, out, params.sum_to_one)
+            if deferred[k]:
+                state = validate(k, 0.0)
+            else:
+                state = dual_problem(k) if dual[k] else host_blocks(k)
+            complete(k, *state)
 
-    fits.pending[used[host]] = True
     fits.finish = finish
     used = used[~host]
     exact_J = kind[used] == 1
@@ -755,7 +815,8 @@ def _store_chunk(fits, paths, ks, cand, Jp, R, blocks, out, sum_to_one) -> None:
 
 
 def _store_validation(fits, paths, ks, kk, nn, ci, Jp, R, blocks, out) -> None:
-    sst_in, sst_ho = _totals(blocks)
+    # the dual (blocks None) returns the targets' sums of squares itself
+    sst_in, sst_ho = (out["sst_in"], out["sst_ho"]) if blocks is None else _totals(blocks)
     fits.rank90[ks] = out["rank90"][np.arange(ks.size)]
     fits.val_sse[ci] = out["val_sse"][kk, nn, :R]
     fits.best[ci] = out["best"][kk, nn]

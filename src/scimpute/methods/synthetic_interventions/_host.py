@@ -91,14 +91,26 @@ def _solve_sets(Kc, bc, n_d, nr, cfg):
     """Weights (S, D, R * N) of every regularisation on each of S training sets."""
     S, D, _ = Kc.shape
     fast = _ridge_only(cfg)
-    ridge = np.asarray(cfg.ridge, dtype=np.float64)
-    out = np.empty((S, D, ridge.size * bc.shape[1]))
+    out = np.empty((S, D, np.asarray(cfg.ridge).size * bc.shape[1]))
     n_fast = 0
     for r in range(S):
-        W = _ridge_solve(Kc[r], bc[r], ridge, n_d, cfg.sum_to_one) if fast else None
-        n_fast += W is not None
-        out[r] = W if W is not None else _spectral_solve(Kc[r], bc[r], n_d, nr[r], cfg)
+        out[r], used_chol = solve_set(Kc[r], bc[r], n_d, nr[r], cfg, cfg.sum_to_one, fast)
+        n_fast += used_chol
     return out, n_fast
+
+
+def solve_set(Kc, B, n_d, n_rows, cfg, null_one: bool, fast: bool):
+    """``(Kc + mu I)^+``-type solves of one training set for every regularisation.
+
+    By Cholesky when ``fast`` (ridge-only filters) and certified, else by ``eigh``.
+    ``null_one``: ``Kc`` has the null vector ``1`` (affine weights in the primal; always
+    in the dual, whose kernel is double-centred). Returns ((D, R * N), used Cholesky).
+    """
+    ridge = np.asarray(cfg.ridge, dtype=np.float64)
+    W = _ridge_solve(Kc, B, ridge, n_d, null_one) if fast else None
+    if W is not None:
+        return W, True
+    return _spectral_solve(Kc, B, n_d, n_rows, cfg), False
 
 
 def _prepare(b: K.Blocks, cfg: K.FitSettings):
@@ -133,25 +145,22 @@ def validate_key(b: K.Blocks, cfg: K.FitSettings, min_rank90_ratio: float | None
     rank90 = 0
     val_n = np.sum(b.nb * bm)
     if need_rank90:
-        lam = np.linalg.eigvalsh(Kc[J])[::-1]
-        rank90 = int(np.sum(K._energy_keep(lam, 0.9, np)))
-        if D < min_rank90_ratio * rank90:
-            out = {
-                "val_sse": np.full((N, R), np.nan),
-                "val_blocks": np.full((N, J), np.nan),
-                "best": np.zeros(N, dtype=np.int64),
-                "val_n": val_n,
-                "rank90": rank90,
-            }
-            return {
-                **{k: np.asarray(v)[None] for k, v in out.items()},
-                "n_cholesky": 0,
-                "deferred": True,
-            }
+        rank90, skip = rank90_or_defer(Kc[J], D, (J, R, N), val_n, min_rank90_ratio)
+        if skip is not None:
+            return skip
     ybar, bc = K._target_moments(b, Wm[:J], nr_safe[:J], wd[:J], dm, np)
     Wt, n_chol = _solve_sets(Kc[:J], bc, n_d, nr[:J], cfg)
     b0 = ybar.T[:, None, :] - np.matmul(xbar[:J, None, :], Wt).reshape(J, R, N)
     sse_val = K._block_sse(b, Wt, b0, np) * bm[:, None, None]  # (J, R, N)
+    return validation_output(sse_val, val_n, rank90, n_chol)
+
+
+def validation_output(sse_val: np.ndarray, val_n, rank90: int, n_chol: int, **extra) -> dict:
+    """The validation outputs of one key from its held-out errors ``sse_val`` (J, R, N).
+
+    The best regularisation of each candidate (first minimum), its per-block errors, and
+    ``extra`` (each given a leading key axis of 1 like the rest).
+    """
     val_sse = np.sum(sse_val, axis=0)
     best = np.argmin(np.where(np.isfinite(val_sse), val_sse, np.inf), axis=0)
     val_blocks = np.take_along_axis(sse_val, best[None, None, :], axis=1)[:, 0]
@@ -161,12 +170,29 @@ def validate_key(b: K.Blocks, cfg: K.FitSettings, min_rank90_ratio: float | None
         "best": best,
         "val_n": val_n,
         "rank90": rank90,
+        **extra,
     }
     return {
         **{k: np.asarray(v)[None] for k, v in out.items()},
         "n_cholesky": n_chol,
         "deferred": False,
     }
+
+
+def rank90_or_defer(Kc_full, n_donors: int, shape, val_n, ratio: float, **extra):
+    """``rank90`` of the full design, and the deferred outputs when it is ignored.
+
+    ``Kc_full`` is the full design's centred Gram or kernel; the outputs are deferred (else
+    ``None``) when the donors number fewer than ``ratio`` x ``rank90``. ``shape`` is ``(J, R, N)``; deferred outputs hold NaN errors and regularisation 0.
+    """
+    lam = np.linalg.eigvalsh(Kc_full)[::-1]
+    rank90 = int(np.sum(K._energy_keep(lam, 0.9, np)))
+    if n_donors >= ratio * rank90:
+        return rank90, None
+    out = validation_output(np.full(shape, np.nan), val_n, rank90, 0, **extra)
+    out["best"][:] = 0
+    out["deferred"] = True
+    return rank90, out
 
 
 def finish_key(b: K.Blocks, cfg: K.FitSettings, best: np.ndarray) -> dict:
