@@ -648,7 +648,11 @@ def integrate(
       and ``scale`` (standardisation), ``private_mean``, ``projection``, ``layer``. This
       survives :meth:`~mudata.MuData.write` / :func:`mudata.read_h5mu`, so
       :func:`scimpute.mm.translate` and :func:`scimpute.mm.invariant_features` work on a
-      re-read file.
+      re-read file. Also ``backbone`` (the one kept), ``candidates`` (every candidate's
+      validation FOSCTTM, see :class:`~scimpute.mm._record.IntegrationRecord`) and, for
+      ``backbone="auto"`` with anchors, ``network_screen``: whether the networks were
+      trained in full and why (``rule`` ``"floor"``, ``"screen"`` or ``"full"``, and
+      ``reason``; :mod:`scimpute.mm._screen`).
 
     Raises
     ------

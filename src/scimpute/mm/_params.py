@@ -65,7 +65,8 @@ class NetworkParams(Params):
         "its shared latent pulled towards the linear solution (guide_weight); 'auto': all "
         "three are fitted on the anchors and scored by FOSCTTM on the validation pairs, and "
         "the simplest one not shown worse than the best (paired one-standard-error rule) is "
-        "kept. Without anchors only the autoencoder applies.",
+        "kept; a network is only trained in full when network_floor and the screen "
+        "(screen_cells) leave it a chance. Without anchors only the autoencoder applies.",
     )
     n_folds: int = param(
         5, ge=2, doc="Folds of the cross-validation of the linear backbone's capacity."
