@@ -4,7 +4,10 @@ Seeded truths: with a linear link between the modalities and few anchors the lin
 is kept; with a strongly nonlinear link and many anchors a network is kept. The record of the
 candidates survives an h5mu round trip, the linear backbone supports translate and
 invariant_features, the default call is never worse than the validated linear fit, and the
-same seed gives the same numbers.
+same seed gives the same numbers. Which networks ``auto`` trains in full (section 5): a linear
+link the linear backbone already solves skips them by the floor, and (floor off, more training
+cells than ``screen_cells``) by the screen, with the reason and the screen scores recorded;
+the screen's draws do not change the full fits it lets through.
 """
 
 import warnings
@@ -17,11 +20,17 @@ from anndata import AnnData
 
 import scimpute as si
 from scimpute.mm._linear import fit_cca
+from scimpute.mm._screen import floor_reason, screen_set, screen_verdict
 from scimpute.mm._select import Candidate, choose, pair_score
+from scimpute.mm._train import TrainingSet
 
 KEY = "X_scimpute"
 NET = {"max_epochs": 60, "learning_rate": 2e-3, "patience": 10, "progress": False}
 DEEP = {**NET, "max_epochs": 150, "patience": 15}
+#: the screen fits are short: a few epochs are enough to tell the rules apart
+SHORT = {**NET, "max_epochs": 8}
+#: the floor off: every candidate is trained in full, validation alone decides
+ALL_FITTED = {**NET, "network_floor": 0.0}
 
 
 def _mudata(n: int, nonlinear: bool, seed: int) -> md.MuData:
@@ -62,7 +71,7 @@ def _candidates(m) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def linear_truth():
     m = _mudata(300, nonlinear=False, seed=0)
-    si.mm.integrate(m, pairing=0.2, **NET)
+    si.mm.integrate(m, pairing=0.2, **ALL_FITTED)
     return m
 
 
@@ -122,7 +131,7 @@ def test_default_never_worse_than_the_validated_linear_fit():
 
 def test_same_seed_same_numbers(linear_truth):
     m = _mudata(300, nonlinear=False, seed=0)
-    si.mm.integrate(m, pairing=0.2, **NET)
+    si.mm.integrate(m, pairing=0.2, **ALL_FITTED)
     np.testing.assert_array_equal(m.obsm[KEY], linear_truth.obsm[KEY])
     a = m.uns[KEY]["candidates"][["name", "settings", "score"]]
     b = linear_truth.uns[KEY]["candidates"][["name", "settings", "score"]]
@@ -225,3 +234,123 @@ def test_validation_loss_reads_a_bounded_subset(monkeypatch):
     assert idx["a"].shape == (50,) and set(np.asarray(idx["a"])) <= set(range(200, 400))
     np.testing.assert_array_equal(idx["b"], rows[200:230])  # under the cap: all, in order
     assert aidx["a"].shape == (50,)
+
+
+# ------------------------------------------- which networks are trained in full (section 5)
+
+
+def _cand(score: float, name: str = "x") -> Candidate:
+    return Candidate(name, name, "", score, 0.0, 0.0)
+
+
+def test_floor_skips_the_networks_and_records_why(tmp_path):
+    m = _mudata(400, nonlinear=False, seed=0)
+    si.mm.integrate(m, pairing=0.5, **NET)
+    rec = m.uns[KEY]
+    cand = _candidates(m)
+    lin = cand.loc["linear", "score"]
+    assert lin <= 0.005 and rec["backbone"] == "linear"
+    assert np.isnan(cand.loc[["guided", "autoencoder"], "score"]).all()
+    assert cand.loc["guided", "settings"].startswith("not trained: linear validation FOSCTTM")
+    assert rec["network_screen"]["rule"] == "floor"
+    assert "network_floor 0.005" in rec["network_screen"]["reason"]
+    assert rec["params"]["network_floor"] == 0.005
+    # the record survives the file (its read-back model is the linear one)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.write(tmp_path / "m.h5mu")
+        back = md.read_h5mu(tmp_path / "m.h5mu")
+    assert back.uns[KEY]["network_screen"]["rule"] == "floor"
+    np.testing.assert_array_equal(si.mm.translate(back, "a", "b").X, si.mm.translate(m, "a", "b").X)
+
+
+@pytest.mark.slow
+def test_screen_skips_networks_worse_than_linear_on_the_same_cells():
+    m = _mudata(400, nonlinear=False, seed=0)
+    si.mm.integrate(m, pairing=0.5, network_floor=0.0, screen_cells=100, **SHORT)
+    rec = m.uns[KEY]
+    c = m.uns[KEY]["candidates"].set_index("name")
+    screen = rec["network_screen"]
+    assert screen["rule"] == "screen" and screen["screen_cells"] == 100
+    lin = c.loc["linear-screen", "score"]
+    assert "100 cells" in c.loc["linear-screen", "settings"]
+    for b in ("guided", "autoencoder"):
+        net = c.loc[f"{b}-screen", "score"]
+        assert np.isfinite(net) and not c.loc[f"{b}-screen", "chosen"]
+        assert (net > 1.25 * lin) == np.isnan(c.loc[b, "score"])  # the documented rule
+        assert f"{b}: screen FOSCTTM" in screen["reason"]
+    assert np.isnan(c.loc["autoencoder", "score"])  # 8 epochs on 100 cells do not come close
+    assert rec["backbone"] == "linear"
+
+
+@pytest.mark.slow
+def test_networks_let_through_the_screen_are_the_full_fits():
+    # screen_margin so large that every network passes: the full fits (and the choice)
+    # are those of a call without a screen, the screen's own fits are extra rows
+    kw = {"pairing": 0.5, "network_floor": 0.0, **SHORT}
+    m = _mudata(240, nonlinear=True, seed=3)
+    plain = m.copy()
+    si.mm.integrate(m, screen_cells=60, screen_margin=1e6, **kw)
+    si.mm.integrate(plain, **kw)  # 240 cells <= screen_cells (2000): no screen
+    assert plain.uns[KEY]["network_screen"]["rule"] == "full"
+    assert m.uns[KEY]["network_screen"]["rule"] == "screen"
+    a, b = _candidates(m), _candidates(plain)
+    for name in ("linear", "guided", "autoencoder"):
+        assert a.loc[name, "score"] == b.loc[name, "score"]
+    assert {"linear-screen", "guided-screen", "autoencoder-screen"} <= set(a.index)
+    np.testing.assert_array_equal(m.obsm[KEY], plain.obsm[KEY])
+
+
+def test_screen_set_keeps_whole_cells_and_their_anchors():
+    n = 50
+    rows_b = np.full(n, -1)
+    rows_b[:40] = np.arange(40)  # cells 40.. are measured in a only
+    cell_rows = np.stack([np.arange(n), rows_b], 1)
+    ts = TrainingSet(
+        inputs={"a": (np.zeros((n, 2)),), "b": (np.zeros((40, 2)),)},
+        train_rows={"a": np.arange(10, n), "b": np.arange(10, 40)},
+        val_rows={"a": np.arange(10), "b": np.arange(10)},
+        anchors=np.arange(10, 30),
+        cell_rows=cell_rows,
+        val_pairs=np.arange(10),
+    )
+    sub = screen_set(ts, 15, np.random.default_rng(0))
+    kept = set(sub.train_rows["a"])
+    assert len(kept) == 15 and kept <= set(range(10, n))
+    # a paired cell keeps both of its rows; the anchors are the drawn anchors
+    assert set(sub.train_rows["b"]) == kept & set(range(40))
+    assert set(sub.anchors) == kept & set(range(10, 30))
+    np.testing.assert_array_equal(sub.val_pairs, ts.val_pairs)
+    np.testing.assert_array_equal(sub.val_rows["a"], ts.val_rows["a"])
+    again = screen_set(ts, 15, np.random.default_rng(0))
+    np.testing.assert_array_equal(again.train_rows["a"], sub.train_rows["a"])
+
+
+def test_verdict_and_floor_rules():
+    lin = _cand(0.10, "linear")
+    assert screen_verdict(lin, _cand(0.124), 0.25)[0]  # within 25% of linear: train it
+    assert screen_verdict(lin, _cand(0.08), 0.25)[0]
+    full, why = screen_verdict(lin, _cand(0.126), 0.25)
+    assert not full and "0.126 > (1 + screen_margin)" in why
+    assert screen_verdict(lin, _cand(float("nan")), 0.25)[0]  # unscored: never skipped
+    assert floor_reason(_cand(0.004), 0.005) is not None
+    assert floor_reason(_cand(0.006), 0.005) is None
+    assert floor_reason(_cand(0.0), 0.0) is None  # 0 disables the floor
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"network_floor": -0.1}, "network_floor"),
+        ({"network_floor": 0.6}, "network_floor"),
+        ({"screen_cells": 5}, "screen_cells"),
+        ({"screen_margin": -1.0}, "screen_margin"),
+    ],
+)
+def test_screen_options_are_checked(kwargs, name):
+    m = _mudata(30, nonlinear=False, seed=0)
+    before = m.copy()
+    with pytest.raises(ValueError, match=rf"^mm\.integrate: {name} must"):
+        si.mm.integrate(m, **kwargs)
+    assert KEY not in m.uns
+    pd.testing.assert_index_equal(m.obs_names, before.obs_names)

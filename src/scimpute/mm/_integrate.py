@@ -13,8 +13,8 @@ the anchors (:func:`_select`, :mod:`scimpute.mm._select`) and write the results
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,6 +57,14 @@ from ._params import (
     document_params,
 )
 from ._record import FitSummary, IntegrationRecord, architecture, linear_name
+from ._screen import (
+    SCREEN_EPOCHS,
+    SCREEN_PATIENCE,
+    floor_reason,
+    needs_screen,
+    screen_set,
+    screen_verdict,
+)
 from ._select import Candidate, choose, cv_linear, pair_score
 from ._train import TrainingSet, train
 
@@ -205,6 +213,9 @@ class Backbone:
     n_steps: int = 0
     n_epochs: int = 0
     best_epoch: int = 0  # 1-based
+    #: linear only: ``refit(ts)`` -> shared latent of every row of every modality, the
+    #: same capacity fitted on the complete anchors of ``ts`` (the network screen's linear)
+    refit: Callable[[TrainingSet], dict[str, np.ndarray]] | None = field(default=None, repr=False)
 
 
 #: relative ridge of the linear backbone's read-outs (translation).
@@ -299,6 +310,12 @@ def _fit_linear(
         {m: np.zeros((v.shape[0], 0), np.float32) for m, v in shared.items()},
         {m: np.zeros(0, np.float32) for m in mods},
     )
+
+    def refit(sub: TrainingSet) -> dict[str, np.ndarray]:
+        ar = _complete_anchors(sub)
+        fit = fit_cca({m: scores[m][ar[:, j], :p] for j, m in enumerate(mods)}, k, r)
+        return {m: fit.embed(m, scores[m][:, :p]) for m in mods}
+
     table = pd.DataFrame(
         {
             "name": "linear-cv",
@@ -310,7 +327,7 @@ def _fit_linear(
             "chosen": [(a, b, c) == (p, k, r) for (a, b, c), _ in cv],
         }
     )
-    return Backbone(cand, lin_spec, emb, projection, weights, {}), table
+    return Backbone(cand, lin_spec, emb, projection, weights, {}, refit=refit), table
 
 
 def _fit_autoencoder(
@@ -378,12 +395,15 @@ def _select(
     rng,
     progress: bool,
     ranks: Sequence[int] = LINEAR_RANKS,
-) -> tuple[Backbone, pd.DataFrame]:
+) -> tuple[Backbone, pd.DataFrame, dict | None]:
     """Fit the candidate backbones that ``spec.backbone`` asks for and keep one.
 
     ``"auto"``: linear, guided and autoencoder (the first two need anchors), scored on the
-    validation pairs; :func:`scimpute.mm._select.choose` picks. The table lists every
-    candidate (and the linear cross-validation).
+    validation pairs; :func:`scimpute.mm._select.choose` picks. Which networks are trained
+    in full is decided first (the floor and the screen, :mod:`scimpute.mm._screen`). The
+    table lists every candidate (a network not trained in full with score NaN and the
+    reason, the screen fits as ``*-screen`` rows, and the linear cross-validation); the
+    dict is the screen's decision (``None`` unless ``"auto"`` with a linear candidate).
     """
     want = spec.backbone
     # one generator per candidate, drawn whatever is fitted: a rerun with the backbone that
@@ -404,21 +424,92 @@ def _select(
         )
     if want in ("auto", "linear") and linear is not None:
         fits.append(linear)
-    if want in ("auto", "guided") and linear is not None:
-        fits.append(
-            _fit_autoencoder(
-                ts, std, inputs, cells, spec, n_anchors, rngs["guided"], progress, linear
-            )
+    nets = [b for b in ("guided", "autoencoder") if want in ("auto", b)]
+    nets = [b for b in nets if b == "autoencoder" or linear is not None]
+    screen_rows: list[Candidate] = []
+    skipped: dict[str, str] = {}
+    decision = None
+    if want == "auto" and linear is not None:
+        decision, skipped, screen_rows = _screen_networks(
+            nets, linear, ts, std, inputs, cells, spec, n_anchors, seeds, progress
         )
-    if want in ("auto", "autoencoder"):
+    skipped_rows = []
+    for b in nets:
+        if b in skipped:
+            skipped_rows.append(_not_trained(b, skipped[b]))
+            continue
+        guide = linear if b == "guided" else None
         fits.append(
-            _fit_autoencoder(ts, std, inputs, cells, spec, n_anchors, rngs["autoencoder"], progress)
+            _fit_autoencoder(ts, std, inputs, cells, spec, n_anchors, rngs[b], progress, guide)
         )
     chosen = choose([f.candidate for f in fits]) if want == "auto" else 0
-    rows = pd.DataFrame([f.candidate.to_uns(i == chosen) for i, f in enumerate(fits)])
+    rows = pd.DataFrame(
+        [f.candidate.to_uns(i == chosen) for i, f in enumerate(fits)]
+        + [c.to_uns(False) for c in skipped_rows + screen_rows]
+    )
     table = rows if cv is None else pd.concat([rows, cv], ignore_index=True)
     table.index = table.index.astype(str)
-    return fits[chosen], table
+    return fits[chosen], table, decision
+
+
+def _not_trained(backbone: str, why: str) -> Candidate:
+    """The candidate row of a network that was not trained in full (score NaN)."""
+    return Candidate(backbone, backbone, f"not trained: {why}", np.nan, np.nan, 0.0)
+
+
+def _screen_networks(
+    nets, linear, ts, std, inputs, cells, spec, n_anchors, seeds, progress
+) -> tuple[dict, dict[str, str], list[Candidate]]:
+    """Which networks ``backbone="auto"`` trains in full (:mod:`scimpute.mm._screen`).
+
+    Returns the record of the decision (``uns[key]["network_screen"]``), the reason of every
+    network not trained in full, and the candidate rows of the screen fits. The screen draws
+    from its own generators (seeded from ``seeds``, drawing nothing from the others), so the
+    full fits are the ones a call with that backbone makes.
+    """
+    record = {
+        "network_floor": float(spec.network_floor),
+        "screen_cells": int(spec.screen_cells),
+        "screen_margin": float(spec.screen_margin),
+    }
+    if not nets:
+        return {**record, "rule": "none", "reason": "no network candidate"}, {}, []
+    why = floor_reason(linear.candidate, spec.network_floor)
+    if why is not None:
+        return {**record, "rule": "floor", "reason": why}, dict.fromkeys(nets, why), []
+    if not needs_screen(ts, spec.screen_cells) or linear.refit is None:
+        why = f"at most screen_cells={spec.screen_cells} training cells: networks trained in full"
+        return {**record, "rule": "full", "reason": why}, {}, []
+    t0 = time.perf_counter()
+    srng = np.random.default_rng((int(seeds[0]), 1))
+    sub = screen_set(ts, spec.screen_cells, srng)
+    shared = linear.refit(sub)
+    info = f"screen: {sub.anchors.size} anchors, {max(r.size for r in sub.train_rows.values())}"
+    lin = _score("linear-screen", "linear", f"{linear.candidate.settings}; {info} cells",
+                 shared, sub, cells, t0)  # fmt: skip
+    guide = replace(linear, emb=replace(linear.emb, shared=shared))
+    short = spec.replace(
+        max_epochs=min(spec.max_epochs, SCREEN_EPOCHS), patience=min(spec.patience, SCREEN_PATIENCE)
+    )
+    rows, skipped, verdicts = [lin], {}, []
+    for i, b in enumerate(nets, start=1):
+        rng_b = np.random.default_rng((int(seeds[BACKBONES.index(b)]), 1 + i))
+        fit = _fit_autoencoder(
+            sub, std, inputs, cells, short, n_anchors, rng_b, progress,
+            guide if b == "guided" else None,
+        )  # fmt: skip
+        c = replace(
+            fit.candidate,
+            name=f"{b}-screen",
+            settings=f"{fit.candidate.settings}; {info} cells, {fit.n_epochs} epochs",
+        )
+        rows.append(c)
+        full, why = screen_verdict(lin, c, spec.screen_margin)
+        verdicts.append(f"{b}: {why}")
+        if not full:
+            skipped[b] = why
+    reason = "; ".join(verdicts)
+    return {**record, "rule": "screen", "reason": reason}, skipped, rows
 
 
 def _check_finite(weights: Mapping[str, np.ndarray]) -> None:
@@ -557,7 +648,11 @@ def integrate(
       and ``scale`` (standardisation), ``private_mean``, ``projection``, ``layer``. This
       survives :meth:`~mudata.MuData.write` / :func:`mudata.read_h5mu`, so
       :func:`scimpute.mm.translate` and :func:`scimpute.mm.invariant_features` work on a
-      re-read file.
+      re-read file. Also ``backbone`` (the one kept), ``candidates`` (every candidate's
+      validation FOSCTTM, see :class:`~scimpute.mm._record.IntegrationRecord`) and, for
+      ``backbone="auto"`` with anchors, ``network_screen``: whether the networks were
+      trained in full and why (``rule`` ``"floor"``, ``"screen"`` or ``"full"``, and
+      ``reason``; :mod:`scimpute.mm._screen`).
 
     Raises
     ------
@@ -612,7 +707,7 @@ def integrate(
         )
     # -- end of feature links
     ranks = (spec.n_latent,) if "n_latent" in params else LINEAR_RANKS  # the user's rank wins
-    best, table = _select(ts, std, inputs, cells, spec, n_anchors, rng, progress, ranks)
+    best, table, screen = _select(ts, std, inputs, cells, spec, n_anchors, rng, progress, ranks)
 
     mods = inputs.modalities
     record = IntegrationRecord(
@@ -638,6 +733,7 @@ def integrate(
         ),
         backbone=best.spec.backbone,
         candidates=table,
+        screen=screen,
     )
     emb = best.emb
     target = mdata.copy() if copy else mdata

@@ -65,10 +65,34 @@ class NetworkParams(Params):
         "its shared latent pulled towards the linear solution (guide_weight); 'auto': all "
         "three are fitted on the anchors and scored by FOSCTTM on the validation pairs, and "
         "the simplest one not shown worse than the best (paired one-standard-error rule) is "
-        "kept. Without anchors only the autoencoder applies.",
+        "kept; a network is only trained in full when network_floor and the screen "
+        "(screen_cells) leave it a chance. Without anchors only the autoencoder applies.",
     )
     n_folds: int = param(
         5, ge=2, doc="Folds of the cross-validation of the linear backbone's capacity."
+    )
+    network_floor: float = param(
+        0.005,
+        ge=0.0,
+        le=0.5,
+        doc="backbone 'auto': when the linear candidate's validation FOSCTTM is at most this, "
+        "the networks are not trained (the most they could gain is that score); the reason "
+        "is recorded under uns[key_added]['network_screen']. 0: never skip.",
+    )
+    screen_cells: int = param(
+        2000,
+        ge=10,
+        doc="backbone 'auto' with more training cells than this in some modality: each "
+        "network is first trained briefly on a random screen_cells of them and scored "
+        "against the linear backbone refitted on the same anchors; it is trained in full "
+        "only when its screen FOSCTTM is at most (1 + screen_margin) times linear's.",
+    )
+    screen_margin: float = param(
+        0.25,
+        ge=0.0,
+        doc="Allowance of the screen (screen_cells): a network is trained in full when its "
+        "screen FOSCTTM is at most (1 + screen_margin) x the linear backbone's on the same "
+        "cells (the short screen understates a network).",
     )
     n_latent: int = param(8, ge=1, doc="Dimension of the shared latent space.")
     n_private: int | None = param(

@@ -170,7 +170,14 @@ class IntegrationRecord:
         One row per backbone tried: ``name``, ``backbone``, ``settings``, ``score``
         (FOSCTTM on the validation pairs), ``se``, ``fit_seconds``, ``chosen``; and for the
         linear backbone one row per capacity tried in the cross-validation within the
-        anchors (``name`` ``"linear-cv"``).
+        anchors (``name`` ``"linear-cv"``). A network not trained in full has score NaN and
+        the reason in ``settings``; the screen fits are rows ``"<backbone>-screen"``
+        (:mod:`scimpute.mm._screen`).
+    screen
+        ``backbone="auto"``: which rule decided whether the networks were trained in full
+        (``rule``: ``"floor"``, ``"screen"``, ``"full"`` or ``"none"``), why (``reason``),
+        and the thresholds (``network_floor``, ``screen_cells``, ``screen_margin``); stored
+        as ``uns[key]["network_screen"]``.
 
     """
 
@@ -189,6 +196,7 @@ class IntegrationRecord:
     fit: FitSummary
     backbone: str = "autoencoder"
     candidates: pd.DataFrame | None = field(default=None, repr=False)
+    screen: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def arch(self) -> Architecture:
@@ -219,6 +227,7 @@ class IntegrationRecord:
             },
             "backbone": self.backbone,
             **({} if self.candidates is None else {"candidates": self.candidates}),
+            **({} if self.screen is None else {"network_screen": dict(self.screen)}),
         }
 
     @classmethod
@@ -290,6 +299,9 @@ class IntegrationRecord:
             fit=FitSummary.from_uns(fit_rec),
             backbone=backbone,
             candidates=cand if isinstance(cand, pd.DataFrame) else None,
+            screen=rec.get("network_screen")
+            if isinstance(rec.get("network_screen"), Mapping)
+            else None,
         )
 
 
