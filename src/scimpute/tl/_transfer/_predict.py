@@ -98,8 +98,9 @@ def transfer(
     above; the kernel rule averages the displacements ``D_j`` of the other contexts' control
     cells at ``p_j`` with Gaussian weights (bandwidth ``h``, the recorded strength, relative to
     the median squared distance ``m``), so that a context whose controls lie near the
-    target's weighs most. All rules use every other context c' where both the perturbation and the control
-    were measured, each context weighing the same; the target context itself is never used.
+    target's weighs most. All rules use every other context c' where both the perturbation
+    and the control were measured, each context weighing the same; the target context itself
+    is never used.
     A combination ``"A+B"`` measured nowhere is predicted by adding the moves of its
     components (latent additivity) when each component is measured somewhere.
 

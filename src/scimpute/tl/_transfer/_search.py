@@ -1,7 +1,8 @@
 """The inner leave-one-context-out of :func:`fit_transfer`: candidates, folds and scores.
 
 Every choice of :func:`fit_transfer` (architecture, epochs by early stopping, transfer rule
-and its ridge strength, decoded or residual output) is made here on the cells of the call:
+and its strength (ridge penalty or kernel bandwidth), decoded or residual output) is made
+here on the cells of the call:
 each fold hides the perturbed cells of one (context, perturbation) pair of the training
 cells, a network trained without them encodes everything, each rule predicts the hidden
 cells from the context's controls and is scored against them.
