@@ -121,14 +121,16 @@ def _save_partial(rows: list[dict], name: str) -> None:
 
 
 def run_round2(
-    adata, types, seeds, cellflow_dir, pred_dir=None, cached_only=False, extra_cellflow=()
-):
+    adata, types, seeds, cellflow_dir, pred_dir=None, cached_only=False, extra_cellflow=(),
+    extra_scimpute=(),
+):  # fmt: skip
     """scimpute (defaults), CellFlow (cached or run) and the baselines, scored alike.
 
     With ``pred_dir``, scimpute's predicted cells are cached there per (type, seed): a rerun
     rescores them without refitting (``cached_only``: only the (type, seed) pairs cached for
     every method asked for, nothing fitted; the assembly of runs made in several processes).
-    ``extra_cellflow``: ``(method name, directory)`` of other CellFlow runs, scored if cached."""
+    ``extra_cellflow``: ``(method name, directory)`` of other CellFlow runs, scored if cached;
+    ``extra_scimpute``: the same for earlier scimpute runs (their ``--pred-dir``)."""
     import scimpute as si
     from scimpute.tl._cross_validate_transfer import held_out_truth, score_held_out
 
@@ -155,6 +157,12 @@ def run_round2(
                 if cached is not None:
                     cached.parent.mkdir(parents=True, exist_ok=True)
                     np.savez(cached, pred=preds["scimpute"], cost=json.dumps(cost["scimpute"]))
+            for name, d in extra_scimpute:
+                f = Path(d) / f"scimpute_{t}_seed{seed}.npz"
+                if f.exists():
+                    z = np.load(f, allow_pickle=False)
+                    preds[name] = z["pred"]
+                    cost[name] = json.loads(str(z["cost"]))
             for name, d in [("CellFlow", cellflow_dir), *extra_cellflow]:
                 cf = cellflow_prediction(t, seed, d, run=not cached_only and name == "CellFlow")
                 if cf is None:
@@ -391,6 +399,9 @@ ISSUE_CELLFLOW = {
     "CD8T": (0.959, 0.983),
 }
 
+#: the CellFlow run with an Adam update every iteration (the stronger peer)
+ADAM = "CellFlow, 3,000 Adam updates"
+
 #: metrics of the tables (higher is better, except the distances)
 SHOWN = ("r2_all", "r2_top100", "pearson_change_top100", "pearson_change_vs_perturbed_top100",
          "wr2_change", "edistance", "mmd")  # fmt: skip
@@ -444,6 +455,16 @@ def summarize(rows: list[dict]) -> dict:
     if pairs:
         cm = type_means(common).groupby("method", sort=False)[list(SHOWN)].mean()
         out["mean_common"] = cm.loc[[m for m in order if m in cm.index]].to_dict("index")
+    both = df.groupby("cell_type")["method"].apply(set)
+    adam_types = sorted(t for t, m in both.items() if {"scimpute", ADAM} <= m)
+    if adam_types:
+        sub = tm[tm["cell_type"].isin(adam_types)]
+        am = sub.groupby("method", sort=False)[list(SHOWN)].mean()
+        out["adam"] = {
+            "types": adam_types,
+            "mean": am.loc[[m for m in order if m in am.index]].to_dict("index"),
+            "head_to_head": head_to_head(sub, b=ADAM),
+        }
     return out
 
 
@@ -493,6 +514,22 @@ def report() -> str:
             "```",
             "",
         ]  # fmt: skip
+    if "adam" in summ:
+        a = summ["adam"]
+        lines += [
+            f"## Against {ADAM} (the stronger CellFlow), on the types where it ran",
+            "",
+            ", ".join(a["types"]),
+            "",
+            pd.DataFrame(a["mean"]).T.round(3).to_markdown(),
+            "",
+            f"Types where scimpute is at or above {ADAM} (E-distance: at or below):",
+            "",
+            "```",
+            json.dumps(a["head_to_head"], indent=1),
+            "```",
+            "",
+        ]
     for m in ("r2_all", "r2_top100", "pearson_change_top100", "edistance"):
         tab = tm.pivot_table(index="cell_type", columns="method", values=m).reindex(columns=order)
         lines += [f"## {m}, per held-out type (mean over seeds)", "", tab.round(3).to_markdown(),
@@ -584,6 +621,13 @@ def main():
     )
     ap.add_argument("--pred-dir", default=None, help="where scimpute's predictions are cached")
     ap.add_argument(
+        "--extra-scimpute",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="an earlier scimpute run's --pred-dir, scored as method NAME (repeatable)",
+    )
+    ap.add_argument(
         "--cellflow-worker",
         nargs=4,
         metavar=("TYPES", "OUT_DIR", "ITERATIONS", "BATCH"),
@@ -615,7 +659,9 @@ def main():
             cf = Path(args.cellflow_dir) if args.cellflow_dir else None
             seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
             extra = [tuple(x.split("=", 1)) for x in args.extra_cellflow]
-            rows = run_round2(adata, types, seeds, cf, args.pred_dir, args.cached_only, extra)
+            extra_si = [tuple(x.split("=", 1)) for x in args.extra_scimpute]
+            rows = run_round2(adata, types, seeds, cf, args.pred_dir, args.cached_only, extra,
+                              extra_si)  # fmt: skip
             out = "transfer_kang.json"
             if args.merge and (RESULTS / out).exists():
                 old = json.loads((RESULTS / out).read_text())
