@@ -402,6 +402,9 @@ ISSUE_CELLFLOW = {
 #: the CellFlow run with an Adam update every iteration (the stronger peer)
 ADAM = "CellFlow, 3,000 Adam updates"
 
+#: scimpute's third-round predictions (constant shift / linear transport only), rescored
+ROUND3 = "scimpute, round 3 (shift or linear transport)"
+
 #: metrics of the tables (higher is better, except the distances)
 SHOWN = ("r2_all", "r2_top100", "pearson_change_top100", "pearson_change_vs_perturbed_top100",
          "wr2_change", "edistance", "mmd")  # fmt: skip
@@ -434,6 +437,21 @@ def head_to_head(df, a: str = "scimpute", b: str = "CellFlow") -> dict:
     return out
 
 
+def versus(df, tm, order: list[str], peer: str) -> dict:
+    """scimpute against ``peer`` on the types where both ran: the means and the counts."""
+    both = df.groupby("cell_type")["method"].apply(set)
+    types = sorted(t for t, m in both.items() if {"scimpute", peer} <= m)
+    if not types:
+        return {}
+    sub = tm[tm["cell_type"].isin(types)]
+    means = sub.groupby("method", sort=False)[list(SHOWN)].mean()
+    return {
+        "types": types,
+        "mean": means.loc[[m for m in order if m in means.index]].to_dict("index"),
+        "head_to_head": head_to_head(sub, b=peer),
+    }
+
+
 def summarize(rows: list[dict]) -> dict:
     """The numbers the markdown (and the README) quote: means, head-to-head, per type."""
     import pandas as pd
@@ -455,16 +473,10 @@ def summarize(rows: list[dict]) -> dict:
     if pairs:
         cm = type_means(common).groupby("method", sort=False)[list(SHOWN)].mean()
         out["mean_common"] = cm.loc[[m for m in order if m in cm.index]].to_dict("index")
-    both = df.groupby("cell_type")["method"].apply(set)
-    adam_types = sorted(t for t, m in both.items() if {"scimpute", ADAM} <= m)
-    if adam_types:
-        sub = tm[tm["cell_type"].isin(adam_types)]
-        am = sub.groupby("method", sort=False)[list(SHOWN)].mean()
-        out["adam"] = {
-            "types": adam_types,
-            "mean": am.loc[[m for m in order if m in am.index]].to_dict("index"),
-            "head_to_head": head_to_head(sub, b=ADAM),
-        }
+    for peer, name in ((ADAM, "adam"), (ROUND3, "round3")):
+        got = versus(df, tm, order, peer)
+        if got:
+            out[name] = got
     return out
 
 
@@ -514,16 +526,19 @@ def report() -> str:
             "```",
             "",
         ]  # fmt: skip
-    if "adam" in summ:
-        a = summ["adam"]
+    for name, peer, what in (("adam", ADAM, "the stronger CellFlow"),
+                             ("round3", ROUND3, "before the kernel rule")):  # fmt: skip
+        if name not in summ:
+            continue
+        a = summ[name]
         lines += [
-            f"## Against {ADAM} (the stronger CellFlow), on the types where it ran",
+            f"## Against {peer} ({what}), on the types where it ran",
             "",
             ", ".join(a["types"]),
             "",
             pd.DataFrame(a["mean"]).T.round(3).to_markdown(),
             "",
-            f"Types where scimpute is at or above {ADAM} (E-distance: at or below):",
+            f"Types where scimpute is at or above {peer} (E-distance: at or below):",
             "",
             "```",
             json.dumps(a["head_to_head"], indent=1),
