@@ -473,6 +473,9 @@ def summarize(rows: list[dict]) -> dict:
     if pairs:
         cm = type_means(common).groupby("method", sort=False)[list(SHOWN)].mean()
         out["mean_common"] = cm.loc[[m for m in order if m in cm.index]].to_dict("index")
+    ours = df[df["method"] == "scimpute"]
+    if "rule" in ours:
+        out["chosen_rules"] = {str(k): int(v) for k, v in ours["rule"].value_counts().items()}
     for peer, name in ((ADAM, "adam"), (ROUND3, "round3")):
         got = versus(df, tm, order, peer)
         if got:
