@@ -639,6 +639,18 @@ def main():
     )
     ap.add_argument("--pred-dir", default=None, help="where scimpute's predictions are cached")
     ap.add_argument(
+        "--merge-partial",
+        action="store_true",
+        help="with --report: the partial json's rows replace the stored rows of their types",
+    )
+    ap.add_argument(
+        "--import-rows",
+        action="append",
+        default=[],
+        metavar="FILE=METHOD=NAME",
+        help="with --report: add METHOD's rows of another results json as method NAME",
+    )
+    ap.add_argument(
         "--extra-scimpute",
         action="append",
         default=[],
@@ -712,7 +724,37 @@ def main():
         (RESULTS / out).write_text(json.dumps(result, indent=1, default=str))
         if args.scgen:
             return
+    elif args.merge_partial or args.import_rows:
+        assemble(args.merge_partial, args.import_rows, args.note)
     print(report())
+
+
+def assemble(merge_partial: bool, imports: list[str], note: str) -> None:
+    """Rebuild ``transfer_kang.json`` from finished runs, nothing refitted or rescored.
+
+    ``merge_partial``: the rows of ``transfer_kang.partial.json`` (a run stopped after some
+    types) replace the stored rows of their types. ``imports``: ``FILE=METHOD=NAME``, the
+    rows of METHOD in another results json (for example the committed one of an earlier
+    round, same truth and seeds) added as method NAME.
+    """
+    path = RESULTS / "transfer_kang.json"
+    d = json.loads(path.read_text())
+    rows = d["rows"]
+    if merge_partial:
+        part = json.loads((RESULTS / "transfer_kang.partial.json").read_text())
+        done = {r["cell_type"] for r in part}
+        rows = [r for r in rows if r["cell_type"] not in done] + part
+    for spec in imports:
+        f, method, name = spec.split("=", 2)
+        rows = [r for r in rows if r["method"] != name]
+        rows += [{**r, "method": name} for r in json.loads(Path(f).read_text())["rows"]
+                 if r["method"] == method]  # fmt: skip
+    d["rows"] = rows
+    d["meta"]["types"] = list(dict.fromkeys(r["cell_type"] for r in rows))
+    if note:
+        d["meta"]["note"] = note
+    d["summary"] = summarize(rows)
+    path.write_text(json.dumps(d, indent=1, default=str))
 
 
 if __name__ == "__main__":
