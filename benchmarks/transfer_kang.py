@@ -24,6 +24,8 @@ Usage::
     CELLFLOW_PYTHON=/work/peers/cellflow/bin/python PYTHONPATH=src \
         python benchmarks/transfer_kang.py --cellflow-dir DIR      # + CellFlow (cached in DIR)
     PYTHONPATH=src python benchmarks/transfer_kang.py --report     # tables from the json
+    PYTHONPATH=src python benchmarks/transfer_kang.py --report \
+        --import-rows "OLD.json=scimpute=NAME"                     # + an earlier round's rows
 
 Writes ``benchmarks/results/transfer_kang.json`` and ``benchmarks/results/transfer_kang.md``.
 """
