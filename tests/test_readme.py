@@ -108,7 +108,7 @@ def scaled(source: Source, factor: float) -> Source:
 KANG = "transfer_kang.md"
 KANG1 = "transfer_kang_round1.md"  # the first round (r2 only)
 #: held-out types where CellFlow with 3,000 Adam updates ran (issue 15, round 4)
-KANG_ADAM_TYPES = ("CD4T", "B", "CD8T", "Dendritic")
+KANG_ADAM_TYPES = ("CD4T", "B", "CD8T", "Dendritic", "FCGR3A+Mono", "NK", "CD14+Mono")
 KANG_ROUND3 = "scimpute, round 3 (shift or linear transport)"
 MM = "mm_integration.md"
 SI = "si_cmap.json"
