@@ -24,6 +24,8 @@ Usage::
     CELLFLOW_PYTHON=/work/peers/cellflow/bin/python PYTHONPATH=src \
         python benchmarks/transfer_kang.py --cellflow-dir DIR      # + CellFlow (cached in DIR)
     PYTHONPATH=src python benchmarks/transfer_kang.py --report     # tables from the json
+    PYTHONPATH=src python benchmarks/transfer_kang.py --report \
+        --import-rows "OLD.json=scimpute=NAME"                     # + an earlier round's rows
 
 Writes ``benchmarks/results/transfer_kang.json`` and ``benchmarks/results/transfer_kang.md``.
 """
@@ -121,14 +123,16 @@ def _save_partial(rows: list[dict], name: str) -> None:
 
 
 def run_round2(
-    adata, types, seeds, cellflow_dir, pred_dir=None, cached_only=False, extra_cellflow=()
-):
+    adata, types, seeds, cellflow_dir, pred_dir=None, cached_only=False, extra_cellflow=(),
+    extra_scimpute=(),
+):  # fmt: skip
     """scimpute (defaults), CellFlow (cached or run) and the baselines, scored alike.
 
     With ``pred_dir``, scimpute's predicted cells are cached there per (type, seed): a rerun
     rescores them without refitting (``cached_only``: only the (type, seed) pairs cached for
     every method asked for, nothing fitted; the assembly of runs made in several processes).
-    ``extra_cellflow``: ``(method name, directory)`` of other CellFlow runs, scored if cached."""
+    ``extra_cellflow``: ``(method name, directory)`` of other CellFlow runs, scored if cached;
+    ``extra_scimpute``: the same for earlier scimpute runs (their ``--pred-dir``)."""
     import scimpute as si
     from scimpute.tl._cross_validate_transfer import held_out_truth, score_held_out
 
@@ -155,6 +159,12 @@ def run_round2(
                 if cached is not None:
                     cached.parent.mkdir(parents=True, exist_ok=True)
                     np.savez(cached, pred=preds["scimpute"], cost=json.dumps(cost["scimpute"]))
+            for name, d in extra_scimpute:
+                f = Path(d) / f"scimpute_{t}_seed{seed}.npz"
+                if f.exists():
+                    z = np.load(f, allow_pickle=False)
+                    preds[name] = z["pred"]
+                    cost[name] = json.loads(str(z["cost"]))
             for name, d in [("CellFlow", cellflow_dir), *extra_cellflow]:
                 cf = cellflow_prediction(t, seed, d, run=not cached_only and name == "CellFlow")
                 if cf is None:
@@ -391,6 +401,12 @@ ISSUE_CELLFLOW = {
     "CD8T": (0.959, 0.983),
 }
 
+#: the CellFlow run with an Adam update every iteration (the stronger peer)
+ADAM = "CellFlow, 3,000 Adam updates"
+
+#: scimpute's third-round predictions (constant shift / linear transport only), rescored
+ROUND3 = "scimpute, round 3 (shift or linear transport)"
+
 #: metrics of the tables (higher is better, except the distances)
 SHOWN = ("r2_all", "r2_top100", "pearson_change_top100", "pearson_change_vs_perturbed_top100",
          "wr2_change", "edistance", "mmd")  # fmt: skip
@@ -423,6 +439,21 @@ def head_to_head(df, a: str = "scimpute", b: str = "CellFlow") -> dict:
     return out
 
 
+def versus(df, tm, order: list[str], peer: str) -> dict:
+    """scimpute against ``peer`` on the types where both ran: the means and the counts."""
+    both = df.groupby("cell_type")["method"].apply(set)
+    types = sorted(t for t, m in both.items() if {"scimpute", peer} <= m)
+    if not types:
+        return {}
+    sub = tm[tm["cell_type"].isin(types)]
+    means = sub.groupby("method", sort=False)[list(SHOWN)].mean()
+    return {
+        "types": types,
+        "mean": means.loc[[m for m in order if m in means.index]].to_dict("index"),
+        "head_to_head": head_to_head(sub, b=peer),
+    }
+
+
 def summarize(rows: list[dict]) -> dict:
     """The numbers the markdown (and the README) quote: means, head-to-head, per type."""
     import pandas as pd
@@ -444,6 +475,13 @@ def summarize(rows: list[dict]) -> dict:
     if pairs:
         cm = type_means(common).groupby("method", sort=False)[list(SHOWN)].mean()
         out["mean_common"] = cm.loc[[m for m in order if m in cm.index]].to_dict("index")
+    ours = df[df["method"] == "scimpute"]
+    if "rule" in ours:
+        out["chosen_rules"] = {str(k): int(v) for k, v in ours["rule"].value_counts().items()}
+    for peer, name in ((ADAM, "adam"), (ROUND3, "round3")):
+        got = versus(df, tm, order, peer)
+        if got:
+            out[name] = got
     return out
 
 
@@ -467,7 +505,9 @@ def report() -> str:
         "cells (systematic-variation check), weighted R^2 of the change (weights |true change|),",
         "E-distance and RBF MMD (median heuristic) between predicted and real cells on 50 PCs",
         "fitted without the held-out cells (lower is better). scimpute: `fit_transfer` defaults,",
-        "every choice by its inner leave-one-context-out (see the chosen table). Per type: the",
+        "every choice by its inner leave-one-context-out (see the chosen table; rules: the",
+        "constant shift, the linear transport, the kernel transport; transport_alpha: the",
+        "chosen rule's strength, the ridge penalty or the kernel bandwidth). Per type: the",
         f"mean over the seeds run (seeds {', '.join(map(str, seeds))}; n_seeds column).",
         "",
         "## Mean over held-out types",
@@ -493,6 +533,25 @@ def report() -> str:
             "```",
             "",
         ]  # fmt: skip
+    for name, peer, what in (("adam", ADAM, "the stronger CellFlow"),
+                             ("round3", ROUND3, "before the kernel rule")):  # fmt: skip
+        if name not in summ:
+            continue
+        a = summ[name]
+        lines += [
+            f"## Against {peer} ({what}), on the types where it ran",
+            "",
+            ", ".join(a["types"]),
+            "",
+            pd.DataFrame(a["mean"]).T.round(3).to_markdown(),
+            "",
+            f"Types where scimpute is at or above {peer} (E-distance: at or below):",
+            "",
+            "```",
+            json.dumps(a["head_to_head"], indent=1),
+            "```",
+            "",
+        ]
     for m in ("r2_all", "r2_top100", "pearson_change_top100", "edistance"):
         tab = tm.pivot_table(index="cell_type", columns="method", values=m).reindex(columns=order)
         lines += [f"## {m}, per held-out type (mean over seeds)", "", tab.round(3).to_markdown(),
@@ -584,6 +643,25 @@ def main():
     )
     ap.add_argument("--pred-dir", default=None, help="where scimpute's predictions are cached")
     ap.add_argument(
+        "--merge-partial",
+        action="store_true",
+        help="with --report: the partial json's rows replace the stored rows of their types",
+    )
+    ap.add_argument(
+        "--import-rows",
+        action="append",
+        default=[],
+        metavar="FILE=METHOD=NAME",
+        help="with --report: add METHOD's rows of another results json as method NAME",
+    )
+    ap.add_argument(
+        "--extra-scimpute",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="an earlier scimpute run's --pred-dir, scored as method NAME (repeatable)",
+    )
+    ap.add_argument(
         "--cellflow-worker",
         nargs=4,
         metavar=("TYPES", "OUT_DIR", "ITERATIONS", "BATCH"),
@@ -615,7 +693,9 @@ def main():
             cf = Path(args.cellflow_dir) if args.cellflow_dir else None
             seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
             extra = [tuple(x.split("=", 1)) for x in args.extra_cellflow]
-            rows = run_round2(adata, types, seeds, cf, args.pred_dir, args.cached_only, extra)
+            extra_si = [tuple(x.split("=", 1)) for x in args.extra_scimpute]
+            rows = run_round2(adata, types, seeds, cf, args.pred_dir, args.cached_only, extra,
+                              extra_si)  # fmt: skip
             out = "transfer_kang.json"
             if args.merge and (RESULTS / out).exists():
                 old = json.loads((RESULTS / out).read_text())
@@ -648,7 +728,37 @@ def main():
         (RESULTS / out).write_text(json.dumps(result, indent=1, default=str))
         if args.scgen:
             return
+    elif args.merge_partial or args.import_rows:
+        assemble(args.merge_partial, args.import_rows, args.note)
     print(report())
+
+
+def assemble(merge_partial: bool, imports: list[str], note: str) -> None:
+    """Rebuild ``transfer_kang.json`` from finished runs, nothing refitted or rescored.
+
+    ``merge_partial``: the rows of ``transfer_kang.partial.json`` (a run stopped after some
+    types) replace the stored rows of their types. ``imports``: ``FILE=METHOD=NAME``, the
+    rows of METHOD in another results json (for example the committed one of an earlier
+    round, same truth and seeds) added as method NAME.
+    """
+    path = RESULTS / "transfer_kang.json"
+    d = json.loads(path.read_text())
+    rows = d["rows"]
+    if merge_partial:
+        part = json.loads((RESULTS / "transfer_kang.partial.json").read_text())
+        done = {r["cell_type"] for r in part}
+        rows = [r for r in rows if r["cell_type"] not in done] + part
+    for spec in imports:
+        f, method, name = spec.split("=", 2)
+        rows = [r for r in rows if r["method"] != name]
+        rows += [{**r, "method": name} for r in json.loads(Path(f).read_text())["rows"]
+                 if r["method"] == method]  # fmt: skip
+    d["rows"] = rows
+    d["meta"]["types"] = list(dict.fromkeys(r["cell_type"] for r in rows))
+    if note:
+        d["meta"]["note"] = note
+    d["summary"] = summarize(rows)
+    path.write_text(json.dumps(d, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -463,22 +463,23 @@ def context_dependent():
 def test_transport_recovers_a_context_dependent_effect_chosen_by_validation(context_dependent):
     cells, hide, tr = context_dependent
     rec = tr.uns["transfer"]
-    assert rec["params"]["rule"] == "transport"
+    chosen = rec["params"]["rule"]
+    assert chosen in ("transport", "kernel")  # a rule that depends on the cell's position
     assert rec["validation"]["chosen"]["validated"]
     table = rec["validation"]["candidates"]
-    assert {"shift", "transport"} <= set(table["rule"])
+    assert {"shift", "transport", "kernel"} <= set(table["rule"])
     assert len(rec["validation"]["folds"]) == 3
     assert not any(f.startswith("ct0|") for f in rec["validation"]["folds"])  # the held-out one
     truth = cells[hide].layers["mean"].mean(0)
     r2 = {}
-    for rule in ("shift", "transport"):
+    for rule in ("shift", "transport", "kernel"):
         pred = si.tl.transfer(tr, target_context="ct0", target_perturbation="p0", rule=rule)
         assert pred.uns["transfer"]["rule"] == rule
         r2[rule] = _r2(pred.X.mean(0), truth)
     auto = si.tl.transfer(tr, target_context="ct0", target_perturbation="p0")
-    assert auto.uns["transfer"]["rule"] == "transport"
-    assert r2["transport"] > 0.3
-    assert r2["transport"] > r2["shift"] + 0.2
+    assert auto.uns["transfer"]["rule"] == chosen
+    assert r2[chosen] > 0.3
+    assert r2[chosen] > r2["shift"] + 0.2
     # each predicted cell is moved from its own control cell: their spread is kept
     assert auto.X.std(0).mean() > 0.5 * cells[hide].X.std(0).mean()
 
@@ -520,6 +521,57 @@ def test_transport_equals_the_shift_without_position_dependence():
     rule, _ = transport_map(Z2, codes, treated, ~treated, 4, alpha=1e-3)
     np.testing.assert_allclose(rule["A"], M, atol=0.25)
     assert np.corrcoef(np.diag(rule["A"]), np.diag(M))[0, 1] > 0.95
+
+
+def test_kernel_rule_follows_the_nearest_contexts_where_shift_and_linear_map_cannot():
+    """Effect quadratic in the context's position: the middle context responds like its
+    neighbours, not like the average (the shift) nor a linear fit (flat by symmetry)."""
+    from scimpute.tl._transfer._rules import kernel_displacement, move
+
+    rng = np.random.default_rng(0)
+    n_ctx, n = 9, 40
+    codes = np.repeat(np.arange(n_ctx), 2 * n)
+    treated = np.tile(np.r_[np.zeros(n, bool), np.ones(n, bool)], n_ctx)
+    x = np.arange(n_ctx, dtype=float)[codes]
+    Z = np.c_[x + 0.1 * rng.normal(size=codes.size), 0.1 * rng.normal(size=codes.size)]
+    Z[treated, 1] += (x[treated] - 4.0) ** 2 / 5.0  # effect 0 at the middle context 4
+    got = {}
+    for rule, alpha in (("shift", np.inf), ("transport", 1e-3), ("kernel", 0.02)):
+        moved, info = move(Z, codes, n_ctx, 4, [treated], ~treated, rule=rule, alpha=alpha)
+        assert info["used"].sum() == n_ctx - 1 and not info["used"][4]
+        got[rule] = (moved - Z[~treated & (codes == 4)]).mean(0)[1]
+    assert got["shift"] == pytest.approx(60 / 8 / 5, abs=0.05)  # mean effect of the others
+    assert abs(got["transport"] - got["shift"]) < 0.1  # symmetric: no linear trend
+    assert abs(got["kernel"]) < 0.35  # the neighbours' effect, 0.2
+    # an infinite bandwidth is the balanced mean displacement
+    P, D, W = Z[:10], rng.normal(size=(10, 2)), np.full(10, 0.1)
+    np.testing.assert_allclose(
+        kernel_displacement(P, D, W, Z[:3], np.inf), np.tile(D.mean(0), (3, 1))
+    )
+    # chunked rows give the same answer as one block
+    from scimpute.tl._transfer import _rules
+
+    whole = kernel_displacement(P, D, W, Z[:50], 0.1)
+    old, _rules.KERNEL_CHUNK = _rules.KERNEL_CHUNK, 7
+    try:
+        np.testing.assert_allclose(kernel_displacement(P, D, W, Z[:50], 0.1), whole)
+    finally:
+        _rules.KERNEL_CHUNK = old
+
+
+def test_rule_strength_reads_the_chosen_then_the_validated_then_the_default():
+    from scimpute.tl._transfer._predict import DEFAULT_STRENGTH, rule_strength
+
+    params = {"rule": "kernel", "transport_alpha": 0.05, "width": 8, "depth": 1, "latent_dim": "4"}
+    table = {"rule": np.array(["transport", "transport", "kernel"], dtype=object),
+             "alpha": np.array([0.1, 10.0, 0.05]), "score": np.array([0.2, 0.9, 0.5]),
+             "width": np.array([8, 8, 8]), "depth": np.array([1, 1, 1]),
+             "latent_dim": np.array(["4", "4", "4"], dtype=object)}  # fmt: skip
+    rec = {"validation": {"candidates": table}}
+    assert rule_strength(rec, params, "kernel") == 0.05
+    assert rule_strength(rec, params, "transport") == 10.0
+    assert rule_strength(rec, params, "shift") == np.inf
+    assert rule_strength({}, {"rule": "shift"}, "kernel") == DEFAULT_STRENGTH["kernel"]
 
 
 def test_architecture_search_records_candidates_and_keeps_the_winner(cells):

@@ -33,12 +33,13 @@ def fit_transfer(
     (``width``, ``depth``, ``latent_dim`` not passed explicitly: a seeded random search of
     ``n_candidates`` points of :data:`~scimpute.tl._transfer._params.SEARCH_GRID`), the
     epochs (early stopping on a seeded ``validation_fraction`` of the cells), the transfer
-    rule (``rule="auto"``: the constant latent shift or the latent transport with its ridge
-    strength) and the output (decoded or residual): each of ``inner_folds`` seeded
-    (context, perturbation) pairs in turn has its perturbed cells hidden from a network of
-    each candidate architecture (the fold networks and the final one, trained on every cell,
-    share one vmapped, compiled loop per architecture), and every rule predicts them from the
-    context's controls. Training is float32, mini-batched and jit-compiled
+    rule (``rule="auto"``: the constant latent shift, the linear latent transport with its
+    ridge strength, or the kernel transport with its bandwidth, see
+    :func:`~scimpute.tl.transfer`) and the output (decoded or residual): each of
+    ``inner_folds`` seeded (context, perturbation) pairs in turn has its perturbed cells
+    hidden from a network of each candidate architecture (the fold networks and the final
+    one, trained on every cell, share one vmapped, compiled loop per architecture), and every
+    rule predicts them from the context's controls. Training is float32, mini-batched and jit-compiled
     (:func:`scimpute.nn.train_networks`), the same on CPU and GPU; equal ``random_state``
     gives equal weights and equal choices.
 
@@ -88,7 +89,9 @@ def fit_transfer(
       ``.h5ad`` can still :func:`transfer`; ``pca`` (``center``, ``loadings``) when trained on
       principal components; ``validation``: ``{"candidates": table of every (architecture,
       rule, alpha, output) with its mean fold scores, "folds", "chosen", "criterion"}``, and
-      the chosen ``rule``, ``transport_alpha`` and ``output`` in ``params``.
+      the chosen ``rule``, ``transport_alpha`` (the rule's strength: the ridge penalty of
+      ``"transport"``, the kernel bandwidth of ``"kernel"``, ``inf`` for ``"shift"``) and
+      ``output`` in ``params``.
 
     Nothing is written if an error is raised (a training that diverges raises
     :class:`~scimpute.nn.TrainingDivergedError`).

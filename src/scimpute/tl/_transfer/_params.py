@@ -34,11 +34,13 @@ class TransferParams(TrainConfig, NetBlock, KLBlock):
         False, doc="Scale every gene to unit variance (training cells) first."
     )
     progress: bool = param(True, doc="Progress bar over epochs.")
-    rule: Literal["auto", "shift", "transport"] = param(
+    rule: Literal["auto", "shift", "transport", "kernel"] = param(
         "auto",
         doc="Transfer rule in the latent space: 'shift' (one constant shift), 'transport' (a "
-        "shift that depends on the control cell's position, from OT couplings) or 'auto' "
-        "(chosen by the inner leave-one-context-out).",
+        "shift linear in the control cell's position, ridge regression of OT displacements), "
+        "'kernel' (each control cell moved like its nearest cells of the other contexts, "
+        "kernel regression of OT displacements) or 'auto' (chosen by the inner "
+        "leave-one-context-out).",
     )
     n_pcs: int | None = param(
         100,
@@ -75,6 +77,9 @@ SEARCH_GRID: dict[str, tuple[int, ...]] = {
 }
 #: ridge strengths of the transport rule tried by validation (inf: the constant shift)
 TRANSPORT_ALPHAS: tuple[float, ...] = (0.1, 1.0, 10.0)
+#: bandwidths of the kernel rule tried by validation (relative to the median squared distance
+#: between the target's control codes and the other contexts' control codes)
+KERNEL_BANDWIDTHS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.25, 1.0)
 
 #: per-model architecture defaults of fit_transfer (used when inner_folds=0)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -25,6 +25,33 @@ OUTPUTS = ("auto", "decoded", "residual")
 TRANSFER_RULES = ("auto", *RULES)
 
 
+#: strength of a rule the record holds no validated strength for
+DEFAULT_STRENGTH = {"shift": np.inf, "transport": 1.0, "kernel": 0.1}
+
+
+def rule_strength(record, params, rule: str) -> float:
+    """The strength of ``rule``: the chosen one, else the best validated, else the default.
+
+    The chosen rule's strength is ``params["transport_alpha"]``; for another rule, the
+    strength that scored best in the record's validation table under the chosen
+    architecture; for records without one, :data:`DEFAULT_STRENGTH`.
+    """
+    if rule == "shift":
+        return np.inf
+    if rule == str(params.get("rule", "shift")) and "transport_alpha" in params:
+        return float(params["transport_alpha"])
+    table = (record.get("validation") or {}).get("candidates") if hasattr(record, "get") else None
+    if table is not None and {"rule", "alpha", "score"} <= set(table):
+        df = pd.DataFrame({k: np.asarray(v) for k, v in table.items()})
+        for k in ("width", "depth", "latent_dim"):
+            if k in df and k in params:
+                df = df[df[k].astype(str) == str(params[k])]
+        df = df[df["rule"].astype(str) == rule]
+        if len(df):
+            return float(df.loc[df["score"].astype(float).idxmax(), "alpha"])
+    return DEFAULT_STRENGTH[rule]
+
+
 def _components(label: str, sep: str) -> list[str]:
     return [p.strip() for p in str(label).split(sep)] if sep in str(label) else [str(label)]
 
@@ -55,16 +82,25 @@ def transfer(
 
         z_pred = z + mean_{c'} [mean z(c', a) - mean z(c', control)]
 
-    ``"transport"`` (a shift that depends on where the control cell lies)::
+    ``"transport"`` (a shift that depends linearly on where the control cell lies)::
 
         z_pred = z + b + (z - center) @ A
+
+    ``"kernel"`` (each control cell moved like its nearest cells of the other contexts)::
+
+        z_pred = z + sum_j k(z, p_j) w_j D_j / sum_j k(z, p_j) w_j,
+        k(z, p) = exp(-|z - p|^2 / (h m))
 
     where, in every other context c', each control cell's optimal-transport displacement
     towards the perturbed cells of c' is computed (entropic OT, barycentric projection) and
     ``A`` is the ridge regression (strength ``uns[key]["params"]["transport_alpha"]``) of
     these displacements on the cells' positions; ``b`` is their balanced mean, the shift
-    above. Both rules use every other context c' where both the perturbation and the control
-    were measured, each context weighing the same; the target context itself is never used.
+    above; the kernel rule averages the displacements ``D_j`` of the other contexts' control
+    cells at ``p_j`` with Gaussian weights (bandwidth ``h``, the recorded strength, relative to
+    the median squared distance ``m``), so that a context whose controls lie near the
+    target's weighs most. All rules use every other context c' where both the perturbation
+    and the control were measured, each context weighing the same; the target context itself
+    is never used.
     A combination ``"A+B"`` measured nowhere is predicted by adding the moves of its
     components (latent additivity) when each component is measured somewhere.
 
@@ -95,8 +131,9 @@ def transfer(
         cell's own detail that the network does not reconstruct; ``"auto"``: the one chosen
         by validation (``uns[key]["params"]["output"]``; ``"decoded"`` for older records).
     rule
-        ``"auto"`` (the validated choice; ``"shift"`` for older records), ``"shift"`` or
-        ``"transport"``.
+        ``"auto"`` (the validated choice; ``"shift"`` for older records), ``"shift"``,
+        ``"transport"`` or ``"kernel"`` (strength: the chosen one, or the best validated one
+        of that rule, see :func:`rule_strength`).
     combination_sep
         Separator of combination labels.
     random_state
@@ -196,7 +233,7 @@ def transfer(
         rule = str(params.get("rule", "shift"))
     if output == "auto":
         output = str(params.get("output", "decoded"))
-    alpha = float(params.get("transport_alpha", 1.0)) if rule == "transport" else np.inf
+    alpha = rule_strength(adata.uns[key], params, rule)
     moved, info = move(
         Z,
         codes,
@@ -205,7 +242,7 @@ def transfer(
         [pert == part for part in parts],
         is_ctrl,
         rule=rule,
-        alpha=alpha if np.isfinite(alpha) else 1.0,
+        alpha=alpha,
         balance=balance,
         rng=rng,
     )

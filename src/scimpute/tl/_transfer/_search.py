@@ -1,7 +1,8 @@
 """The inner leave-one-context-out of :func:`fit_transfer`: candidates, folds and scores.
 
 Every choice of :func:`fit_transfer` (architecture, epochs by early stopping, transfer rule
-and its ridge strength, decoded or residual output) is made here on the cells of the call:
+and its strength (ridge penalty or kernel bandwidth), decoded or residual output) is made
+here on the cells of the call:
 each fold hides the perturbed cells of one (context, perturbation) pair of the training
 cells, a network trained without them encodes everything, each rule predicts the hidden
 cells from the context's controls and is scored against them.
@@ -18,7 +19,8 @@ from ..._utils import seed_from
 from ...metrics import edistance, pearson, r2_of_means, top_changed_genes
 from ...nn import decode, encode, select
 from ...nn._shift import apply_transport, fit_transport, latent_shift, ot_pairs
-from ._params import SEARCH_GRID, TRANSPORT_ALPHAS, TransferParams
+from ._params import KERNEL_BANDWIDTHS, SEARCH_GRID, TRANSPORT_ALPHAS, TransferParams
+from ._rules import kernel_displacement
 
 #: genes scored by the inner validation (the top of a Welch-t ranking in the hidden pair)
 N_TOP = 100
@@ -81,10 +83,15 @@ def candidates(spec: TransferParams, passed: set[str], rng, *, validated: bool) 
 
 
 def rule_settings(rule: str) -> list[tuple[str, float]]:
-    """(rule, ridge strength) pairs tried for ``rule`` (``"auto"``: all of them)."""
+    """(rule, strength) pairs tried for ``rule`` (``"auto"``: all of them).
+
+    The strength is the ridge penalty of ``"transport"`` and the bandwidth of ``"kernel"``.
+    """
     shift = [("shift", np.inf)]
     transport = [("transport", float(a)) for a in TRANSPORT_ALPHAS]
-    return {"shift": shift, "transport": transport, "auto": shift + transport}[rule]
+    kernel = [("kernel", float(b)) for b in KERNEL_BANDWIDTHS]
+    return {"shift": shift, "transport": transport, "kernel": kernel,
+            "auto": shift + transport + kernel}[rule]  # fmt: skip
 
 
 class Search:
@@ -141,7 +148,10 @@ class Search:
                             Z, self.codes, treated, self.is_ctrl, len(self.contexts),
                             exclude=exclude,
                         )  # fmt: skip
-                    moved = apply_transport(fit_transport(*pairs[:3], alpha), z0)
+                    if name == "kernel":
+                        moved = z0 + kernel_displacement(*pairs[:3], z0, alpha)
+                    else:
+                        moved = apply_transport(fit_transport(*pairs[:3], alpha), z0)
                 d1 = decode(net, moved.astype(np.float32)).astype(np.float64)
                 outs = {
                     "decoded": (self.center + self._genes(d1.mean(0)), d1),
