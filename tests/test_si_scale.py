@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from scimpute.methods import grid_data
@@ -148,12 +148,15 @@ def _both_forms(monkeypatch, data, params, seed=0):
     return out
 
 
-def _assert_same(a, b, rtol=1e-6):
+def _assert_same(a, b, rtol=1e-6, diag_rtol=1e-5):
+    """Predictions to ``rtol``; the diagnostics to ``diag_rtol``: a validation MSE of an
+    ill-conditioned held-out fit (values in the thousands) carries the rounding of the two
+    factorisations, measured up to 2e-6 relative (seed 3805 below)."""
     scale = np.abs(a.prediction).max()
     np.testing.assert_allclose(b.prediction, a.prediction, rtol=rtol, atol=rtol * scale)
     assert list(a.source) == list(b.source)
     for k, v in a.per_target.items():
-        np.testing.assert_allclose(b.per_target[k], v, rtol=rtol, atol=1e-9, err_msg=k)
+        np.testing.assert_allclose(b.per_target[k], v, rtol=diag_rtol, atol=1e-9, err_msg=k)
     np.testing.assert_allclose(
         b.info["donor_weights"].toarray(), a.info["donor_weights"].toarray(), atol=1e-7
     )
@@ -168,6 +171,7 @@ def _assert_same(a, b, rtol=1e-6):
     fraction=st.floats(0.3, 0.8),
     which=st.integers(0, len(_DUAL_PARAMS) - 1),
 )
+@example(seed=3805, n_c=7, n_a=39, p=29, fraction=0.75, which=0)
 def test_dual_equals_primal_on_random_grids(seed, n_c, n_a, p, fraction, which):
     """Property: on any grid, every preset and regularisation, the dual == the primal."""
     with pytest.MonkeyPatch.context() as mp:
