@@ -307,3 +307,29 @@ def test_trust_calibration_keeps_the_ranking_of_its_scores():
     assert np.all(np.diff(tr[o]) >= -1e-12)
     # calibrated: mean trust close to the share of pairs beating the baseline
     assert abs(tr.mean() - beats.mean()) < 0.1
+
+
+def test_column_spearman_and_fill_match_numpy_references():
+    from scipy.stats import rankdata
+
+    from scimpute.tl._auto._features import fill_missing
+    from scimpute.tl._auto._learn import column_spearman
+
+    rng = np.random.default_rng(4)
+    x, y, w = rng.normal(size=(50, 3)), rng.normal(size=50), rng.uniform(0.5, 2, 50)
+    for j in range(3):
+        a, b = rankdata(x[:, j]), rankdata(y)
+        c = np.cov(a, b, aweights=w)
+        np.testing.assert_allclose(
+            column_spearman(x, y, w)[j], c[0, 1] / np.sqrt(c[0, 0] * c[1, 1])
+        )
+    x[[3, 7], 1] = np.nan
+    x[5, 2] = np.inf
+    filled, fill = fill_missing(x)
+    np.testing.assert_allclose(
+        fill, [np.median(x[:, 0]), np.nanmedian(x[:, 1]), np.median(np.delete(x[:, 2], 5))]
+    )
+    assert np.isfinite(filled).all() and filled[3, 1] == fill[1]
+    # a later input missing where training was complete gets the training median
+    new, _ = fill_missing(np.array([[np.nan, 0.0, 0.0]]), fill)
+    assert new[0, 0] == np.median(x[:, 0])
