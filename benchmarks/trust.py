@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -50,7 +51,13 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 import scimpute as si  # noqa: E402
 from scimpute.methods._stats import fallback_chain, group_means, validated_order  # noqa: E402
 from scimpute.metrics import r2  # noqa: E402
-from scimpute.tl._auto import AutoParams, apply_assessment, candidate_specs, fit_assessment  # noqa: E402
+from scimpute.tl._auto import (  # noqa: E402
+    AutoParams,
+    apply_assessment,
+    candidate_specs,
+    fit_assessment,
+    fit_from_oof,
+)
 from scimpute.tl._auto._trust import beats_baseline  # noqa: E402
 from scimpute.tl._data import to_grid_data  # noqa: E402
 from scimpute.tl._run import run_method  # noqa: E402
@@ -63,6 +70,8 @@ SEED = 0
 N_LOO = int(os.environ.get("SCIMPUTE_TRUST_N_LOO", 30))
 #: grid shape (contexts, perturbations, features, measured non-control pairs) per stage run.
 SHAPES: dict[str, list[int]] = {}
+#: outer folds of the stage run whose candidates' runs came from the cache (:func:`_fit_fold`).
+CACHED: list[str] = []
 
 
 def _shape(name, data) -> None:
@@ -86,6 +95,37 @@ def _hide(data, pairs):
     m = data.measured.copy()
     m[pairs[:, 0], pairs[:, 1]] = False
     return data.with_measured(m)
+
+
+def _fit_fold(stage, tag, data, hidden, cands, seed):
+    """``(grid with hidden pairs, fixed results, auto's Fitted)`` for one outer fold.
+
+    The expensive part, every candidate run on the outer fold and ``auto``'s out-of-fold
+    record (:func:`~scimpute.tl._auto.fit_assessment`), is cached as a pickle under
+    ``<cache>/oof/`` (``SCIMPUTE_TRUST_FRESH=1`` recomputes it); what is learnt from that
+    record (rule, error and trust models: :func:`~scimpute.tl._auto.fit_from_oof`) is always
+    recomputed, so the judgement layer can be changed and re-measured without rerunning the
+    candidates. Neither the record nor the candidates' runs depend on the judgement layer.
+    """
+    fd = _hide(data, hidden)
+    path = CACHE / "oof" / f"{stage}_{tag}.pkl"
+    if path.exists() and not os.environ.get("SCIMPUTE_TRUST_FRESH"):
+        fixed, oof = pickle.loads(path.read_bytes())
+        CACHED.append(tag)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            fixed = {
+                c: run_method(m, fd, hidden, random_state=SEED, params=p)
+                for c, (m, p) in cands.items()
+            }
+            oof = fit_assessment(fd, hidden, cands, AutoParams(), random_state=seed).oof
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps((fixed, oof)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fit = fit_from_oof(fd, oof, cands, AutoParams())
+    return fd, fixed, fit
 
 
 def _rows(data, fd, hidden, fixed, a, fold):
@@ -127,15 +167,8 @@ def run_random5(name: str) -> pd.DataFrame:
     tables = []
     for f, idx in enumerate(folds):
         hidden = pairs[np.sort(idx)]
-        fd = _hide(data, hidden)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            fixed = {
-                c: run_method(m, fd, hidden, random_state=SEED, params=p)
-                for c, (m, p) in cands.items()
-            }
-            fit = fit_assessment(fd, hidden, cands, AutoParams(), random_state=SEED + f)
-            a = apply_assessment(fit, fd, hidden, level=LEVEL, final=fixed)
+        fd, fixed, fit = _fit_fold(name, f"random5_{f}", data, hidden, cands, SEED + f)
+        a = apply_assessment(fit, fd, hidden, level=LEVEL, final=fixed)
         tables.append(_rows(data, fd, hidden, fixed, a, f))
         print(f"{name} fold {f}: rule {a.rule.kind} {a.rule.describe()}", flush=True)
     return pd.concat(tables, ignore_index=True)
@@ -144,9 +177,10 @@ def run_random5(name: str) -> pd.DataFrame:
 def run_loo(name: str) -> pd.DataFrame:
     """Exact nested LOO over the first :data:`N_LOO` pairs of a seeded permutation.
 
-    Each finished pair is appended to ``<cache>/<name>_loo.partial.jsonl`` and skipped when
-    the stage is run again, so an interrupted run keeps a prefix of the same seeded order (a
-    seeded random subset itself); ``report`` reads the pairs done.
+    Each finished pair is appended to ``<cache>/<name>_loo.partial.jsonl`` (``report`` reads
+    the pairs done when the stage was interrupted) and its candidates' runs are cached
+    (:func:`_fit_fold`), so a rerun resumes where an interrupted one stopped: a prefix of the
+    same seeded order, itself a seeded random subset.
     """
     g = grid_of(name)
     data, _ = to_grid_data(g)
@@ -155,25 +189,12 @@ def run_loo(name: str) -> pd.DataFrame:
     pairs = np.argwhere(data.treated_mask())
     order = np.random.default_rng(SEED).permutation(len(pairs))[:N_LOO]
     part = CACHE / f"{name}_loo.partial.jsonl"
-    done = (
-        {json.loads(x)["fold"][0] for x in part.read_text().splitlines()}
-        if part.exists()
-        else set()
-    )
+    part.write_text("")  # rewritten: the expensive part of each pair is cached (_fit_fold)
     for i in order:
-        if int(i) in done:
-            continue
         hidden = pairs[i][None, :]
-        fd = _hide(data, hidden)
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            fixed = {
-                c: run_method(m, fd, hidden, random_state=SEED, params=p)
-                for c, (m, p) in cands.items()
-            }
-            fit = fit_assessment(fd, hidden, cands, AutoParams(), random_state=SEED + int(i))
-            a = apply_assessment(fit, fd, hidden, level=LEVEL, final=fixed)
+        fd, fixed, fit = _fit_fold(name, f"loo_{i}", data, hidden, cands, SEED + int(i))
+        a = apply_assessment(fit, fd, hidden, level=LEVEL, final=fixed)
         row = _rows(data, fd, hidden, fixed, a, int(i))
         with part.open("a") as fh:
             fh.write(json.dumps(row.to_dict(orient="list"), default=float) + "\n")
@@ -200,12 +221,36 @@ STAGES = {
 }
 
 
+#: bootstrap resamples of the pairs for the 95% intervals of the AUROC and the Spearman.
+N_BOOT = 2000
+
+
+def _bootstrap(df: pd.DataFrame, worse: np.ndarray):
+    """95% percentile bootstrap interval of the trust AUROC over the pairs (None if undefined)."""
+    rng = np.random.default_rng(SEED)
+    s, out = 1 - df["trust"].to_numpy(float), []
+    for _ in range(N_BOOT):
+        i = rng.integers(0, len(df), len(df))
+        if 0 < worse[i].sum() < len(i):
+            out.append(roc_auc_score(worse[i], s[i]))
+    return tuple(float(q) for q in np.quantile(out, [0.025, 0.975])) if out else (None, None)
+
+
+def _bootstrap_spearman(df: pd.DataFrame):
+    """95% percentile bootstrap interval of the error score's Spearman correlation."""
+    rng = np.random.default_rng(SEED)
+    a, b = df["predicted_error"].to_numpy(float), df["error"].to_numpy(float)
+    out = [spearmanr(a[i], b[i])[0] for i in rng.integers(0, len(a), (N_BOOT, len(a)))]
+    return tuple(float(q) for q in np.nanquantile(out, [0.025, 0.975]))
+
+
 def summary(df: pd.DataFrame) -> dict:
     methods = [c for c in df.columns if f"{c}_own" in df.columns]
     med = {m: float(df[m].median()) for m in methods}
     best = max(med, key=med.get)
     worse = ~df["beats_baseline"].to_numpy(bool)
     auroc = float(roc_auc_score(worse, 1 - df["trust"])) if 0 < worse.sum() < len(df) else None
+    lo, hi = _bootstrap(df, worse)
     return {
         "n_pairs": len(df),
         "median_r2": {"auto": float(df["auto"].median()), **med},
@@ -216,6 +261,9 @@ def summary(df: pd.DataFrame) -> dict:
         "mean_width": float(df["width"].mean()),
         "error_spearman": float(spearmanr(df["predicted_error"], df["error"])[0]),
         "trust_auroc_worse": auroc,
+        "trust_auroc_ci95": [lo, hi],
+        "error_spearman_ci95": list(_bootstrap_spearman(df)),
+        "n_worse_than_baseline": int(worse.sum()),
         "frac_worse_than_baseline": float(worse.mean()),
         "own_share": {m: float(df[f"{m}_own"].mean()) for m in methods},
         **{  # the error and trust models the inner validation chose, per outer fold
@@ -232,10 +280,20 @@ def _loo_time(rec: dict) -> str:
         return "an interrupted run"
     n = rec.get("n_loo") or 1
     load = rec.get("load_avg", [float("nan")])[0]
+    cached = (
+        f"; the candidates' runs and out-of-fold records of {rec['n_folds_cached']} pairs came "
+        "from the cache, so this is mostly the judgement layer's time"
+        if rec.get("n_folds_cached")
+        else ""
+    )
     return (
         f"{rec['wall_s'] / 60:.0f} min in all, {rec['wall_s'] / n:.0f} s per pair, at load "
-        f"{load:.1f} on 2 shared cores"
+        f"{load:.1f} on 2 shared cores{cached}"
     )
+
+
+def _ci(v) -> str:
+    return "n/a" if v[0] is None else f"{v[0]:.2f}-{v[1]:.2f}"
 
 
 def report() -> None:
@@ -261,7 +319,10 @@ def report() -> None:
                 "90% coverage": r["coverage_90"],
                 "mean width": r["mean_width"],
                 "error Spearman": r["error_spearman"],
+                "Spearman 95% CI": _ci(r["error_spearman_ci95"]),
+                "pairs worse than baseline": r["n_worse_than_baseline"],
                 "trust AUROC (worse than baseline)": r["trust_auroc_worse"],
+                "AUROC 95% CI": _ci(r["trust_auroc_ci95"]),
             }
             for s, r in rows.items()
         }
@@ -303,6 +364,7 @@ def main(argv: list[str]) -> None:
             continue
         t0 = time.perf_counter()
         SHAPES.clear()
+        CACHED.clear()
         df = STAGES[stage]()
         wall = time.perf_counter() - t0
         df.to_json(CACHE / f"{stage}.pairs.json")
@@ -313,6 +375,7 @@ def main(argv: list[str]) -> None:
                     "load_avg": os.getloadavg(),
                     "shape": next(iter(SHAPES.values()), None),
                     "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+                    "n_folds_cached": len(CACHED),
                     **({"n_loo": N_LOO} if stage.endswith("loo") else {}),
                 }
             )

@@ -190,22 +190,67 @@ def test_neighbour_errors_leave_the_pairs_own_fold_out():
         np.testing.assert_allclose(f[i, 1], nb.log_err[col].mean())
         d = np.mean((nb.pred - nb.pred[i]) ** 2, axis=1)
         d[nb.fold == nb.fold[i]] = np.inf
-        nn = np.argsort(d)[:5]
-        np.testing.assert_allclose(f[i, 3], nb.log_err[nn].mean())
-        np.testing.assert_allclose(f[i, 4], nb.log_ratio[nn].mean())
+        names = nb.names()
+        for k in nb.counts:
+            nn = np.argsort(d)[:k]
+            np.testing.assert_allclose(
+                f[i, names.index(f"nearest_error@{k}")], nb.log_err[nn].mean()
+            )
+            np.testing.assert_allclose(
+                f[i, names.index(f"nearest_error_ratio@{k}")], nb.log_ratio[nn].mean()
+            )
     assert np.all(np.isnan(f[:, 2]))  # no perturbation shares a component
     # a target (not a hold-out pair) uses every hold-out pair of its row
     t = nb.features(np.array([[1, 3]]), nb.pred[:1])
     np.testing.assert_allclose(t[0, 0], nb.log_err[nb.pairs[:, 0] == 1].mean())
 
 
-def test_nearest_features_need_enough_holdout_pairs():
-    from scimpute.tl._auto._features import MIN_NEAREST
-
-    small = _neighbours(n_ctx=1, n_pert=MIN_NEAREST - 1)
+def test_row_mean_needs_enough_groups_and_nearest_counts_above_the_holdout_are_missing():
+    small = _neighbours(n_ctx=1, n_pert=12)  # 12 pairs, 5 folds: 9 or 10 in the other folds
+    names = small.names()
     f = small.features(small.pairs, small.pred, small.fold)
-    assert np.all(np.isnan(f[:, 3:]))
     assert np.all(np.isnan(f[:, 0]))  # one row: a row mean would mirror the pair's own fold
+    k20 = [i for i, n in enumerate(names) if n.endswith("@20")]
+    k5 = [i for i, n in enumerate(names) if n.endswith("@5")]
+    assert np.all(np.isnan(f[:, k20])) and np.all(np.isfinite(f[:, k5]))
+
+
+def _nearest_case(kind, n=300, seed=0):
+    """Errors that are a sharp function of the prediction, or of a pair feature only."""
+    from scimpute.tl._auto._features import Neighbours
+
+    rng = np.random.default_rng(seed)
+    pairs = np.column_stack([np.zeros(n, int), np.arange(n)])
+    fold = np.arange(n) % 10
+    pred = rng.uniform(-1, 1, size=(n, 2))
+    feat = rng.normal(size=n)
+    if kind == "prediction":
+        y = np.sin(6 * pred[:, 0]) * np.cos(6 * pred[:, 1])
+    else:
+        y = feat + 0.3 * rng.normal(size=n)
+    nb = Neighbours(pairs, fold, pred, y, rng.normal(size=n), np.zeros((n, n)), (1, n))
+    x = np.column_stack([feat, nb.features(pairs, pred, fold)])
+    return x, y, fold, nb.groups(1, x.shape[1])
+
+
+def test_nearest_count_is_the_inner_cv_argmax_and_follows_the_data():
+    """The number of nearest pairs (or none) is chosen by the inner CV, not fixed."""
+    from scimpute.tl._auto._learn import SEP, WITHOUT, designs, select, weighted_spearman
+
+    chosen = {}
+    for kind in ("prediction", "feature"):
+        x, y, fold, groups = _nearest_case(kind)
+        w = np.ones(y.size)
+        best, cv, scores = select(
+            x, y, w, fold, lambda p, y=y, w=w: weighted_spearman(p, y, w), groups
+        )
+        assert len(scores) == 5 * len(designs(x.shape[1], groups))  # families x designs
+        assert scores[best] == max(scores.values())  # the argmax of the inner criterion
+        np.testing.assert_allclose(weighted_spearman(cv, y, w), scores[best])
+        chosen[kind] = best.partition(SEP)[2]
+    # errors that vary sharply with the prediction: a few nearest pairs; otherwise none
+    assert chosen["prediction"] in ("nearest_3", "nearest_5")
+    assert chosen["feature"] == WITHOUT
 
 
 def test_model_choice_is_deterministic_and_follows_the_signal():
@@ -262,3 +307,29 @@ def test_trust_calibration_keeps_the_ranking_of_its_scores():
     assert np.all(np.diff(tr[o]) >= -1e-12)
     # calibrated: mean trust close to the share of pairs beating the baseline
     assert abs(tr.mean() - beats.mean()) < 0.1
+
+
+def test_column_spearman_and_fill_match_numpy_references():
+    from scipy.stats import rankdata
+
+    from scimpute.tl._auto._features import fill_missing
+    from scimpute.tl._auto._learn import column_spearman
+
+    rng = np.random.default_rng(4)
+    x, y, w = rng.normal(size=(50, 3)), rng.normal(size=50), rng.uniform(0.5, 2, 50)
+    for j in range(3):
+        a, b = rankdata(x[:, j]), rankdata(y)
+        c = np.cov(a, b, aweights=w)
+        np.testing.assert_allclose(
+            column_spearman(x, y, w)[j], c[0, 1] / np.sqrt(c[0, 0] * c[1, 1])
+        )
+    x[[3, 7], 1] = np.nan
+    x[5, 2] = np.inf
+    filled, fill = fill_missing(x)
+    np.testing.assert_allclose(
+        fill, [np.median(x[:, 0]), np.nanmedian(x[:, 1]), np.median(np.delete(x[:, 2], 5))]
+    )
+    assert np.isfinite(filled).all() and filled[3, 1] == fill[1]
+    # a later input missing where training was complete gets the training median
+    new, _ = fill_missing(np.array([[np.nan, 0.0, 0.0]]), fill)
+    assert new[0, 0] == np.median(x[:, 0])

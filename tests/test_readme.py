@@ -629,15 +629,27 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
         [(js(TRUST, "meta", "summaries", g, "error_spearman"), 3) for g in TRUST_GRIDS[::2]],
     ),
     (
-        "and Korkut's less well ({}, 51 pairs;",
-        [(js(TRUST, "meta", "summaries", "korkut", "error_spearman"), 3)],
+        "and Korkut's less well ({}, 51 pairs; below the 0.5 target; bootstrap interval {}-{}:",
+        [
+            (js(TRUST, "meta", "summaries", "korkut", "error_spearman"), 3),
+            (js(TRUST, "meta", "summaries", "korkut", "error_spearman_ci95", 0), 2),
+            (js(TRUST, "meta", "summaries", "korkut", "error_spearman_ci95", 1), 2),
+        ],
     ),
     (
-        "trust score\nreaches AUROC {} on LINCS and misses the 0.75 AUROC target on CMap ({} 5-fold, {}\n"
-        "leave-one-out)",
+        "trust score reaches AUROC {} on LINCS and misses the 0.75\nAUROC target on CMap ({} "
+        "5-fold, with {} of {} pairs worse than the baseline, bootstrap\ninterval {}-{}; {} "
+        "leave-one-out, {} of {} pairs worse)",
         [
-            (js(TRUST, "meta", "summaries", g, "trust_auroc_worse"), 3)
-            for g in ("lincs", "cmap_random5", "cmap_loo")
+            (js(TRUST, "meta", "summaries", "lincs", "trust_auroc_worse"), 3),
+            (js(TRUST, "meta", "summaries", "cmap_random5", "trust_auroc_worse"), 3),
+            (js(TRUST, "meta", "summaries", "cmap_random5", "n_worse_than_baseline"), 0),
+            (js(TRUST, "meta", "summaries", "cmap_random5", "n_pairs"), 0),
+            (js(TRUST, "meta", "summaries", "cmap_random5", "trust_auroc_ci95", 0), 2),
+            (js(TRUST, "meta", "summaries", "cmap_random5", "trust_auroc_ci95", 1), 2),
+            (js(TRUST, "meta", "summaries", "cmap_loo", "trust_auroc_worse"), 3),
+            (js(TRUST, "meta", "summaries", "cmap_loo", "n_worse_than_baseline"), 0),
+            (js(TRUST, "meta", "summaries", "cmap_loo", "n_pairs"), 0),
         ],
     ),
 ]
@@ -776,6 +788,7 @@ NOT_RESULTS = {
     "predictions equal to 5e-8": "an agreement bound (an exponent, not a decimal)",
     "misses the 0.75 AUROC target": "the trust target of issue 10 (not a measurement)",
     "below the 0.5 target": "the error-score target of issue 10 (not a measurement)",
+    "3, 5, 10 or 20 nearest": "the candidate nearest-pair counts of auto (not a measurement)",
     "(by less than 0.01)": "a tolerance of issue 10 (not a measurement)",
     "cross_validate(..., interval=0.9)": "a parameter value in a code example",
     "`network_floor` (0.005)": "the default of a parameter of mm.integrate (issue 11)",

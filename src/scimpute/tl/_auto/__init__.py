@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 from ..._lazy import attach
 
 if TYPE_CHECKING:
-    from ._assess import Assessment, Fitted, apply_assessment, assess, auto_method, fit_assessment
+    from ._assess import (
+        Assessment,
+        Fitted,
+        apply_assessment,
+        assess,
+        auto_method,
+        fit_assessment,
+        fit_from_oof,
+    )
     from ._oof import OOFRecord, candidate_specs, out_of_fold
     from ._params import AutoParams
 
@@ -29,6 +37,7 @@ __all__ = [
     "auto_method",
     "candidate_specs",
     "fit_assessment",
+    "fit_from_oof",
     "out_of_fold",
 ]
 
@@ -41,6 +50,7 @@ __getattr__, __dir__ = attach(
         "Fitted": "_assess",
         "apply_assessment": "_assess",
         "fit_assessment": "_assess",
+        "fit_from_oof": "_assess",
         "assess": "_assess",
         "auto_method": "_assess",
         "OOFRecord": "_oof",

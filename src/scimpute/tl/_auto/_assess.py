@@ -172,8 +172,8 @@ def fit_from_oof(
         oof.pairs,
         oof.fold,
     )
-    nearest = np.zeros(x_d.shape[1], dtype=bool)  # the nearest-neighbour columns (last 3)
-    nearest[-3:] = True
+    n_nb = len(nb.names())  # the Neighbours columns come last
+    nearest = nb.groups(x_d.shape[1] - n_nb, x_d.shape[1])
     diff = fit_difficulty(oof.truth - cv_pred, x_d, oof.fold, oof.weight, oof.feature_var, nearest)
     beats = beats_baseline(oof.truth, cv_pred, oof.baseline_pred)
     trust = fit_trust(x_d, np.log(diff.error_cv), beats, ratio, oof.fold, oof.weight, nearest)

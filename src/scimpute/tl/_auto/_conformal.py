@@ -106,12 +106,13 @@ def fit_difficulty(
     fold: np.ndarray,
     weight: np.ndarray,
     feature_var: np.ndarray,
-    optional: np.ndarray | None = None,
+    optional: dict[str, np.ndarray] | None = None,
 ) -> Difficulty:
     """Fit the difficulty model on out-of-fold residuals (module docstring, steps 2-4).
 
-    ``optional``: a boolean mask of the columns of ``x`` that a second design leaves out
-    (:func:`~._learn.designs`; the nearest-neighbour features).
+    ``optional``: ``{group: boolean mask}`` of the optional column groups of ``x``, tried
+    one at a time and left out (:func:`~._learn.designs`; the nearest-pair features of each
+    number of nearest pairs).
     """
     y = np.log(np.maximum(np.mean(residual**2 / feature_var, axis=1), 1e-12))
     w = np.asarray(weight, float)

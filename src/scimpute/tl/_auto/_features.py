@@ -73,11 +73,10 @@ def share_matrix(data) -> np.ndarray:
     return share
 
 
-#: nearest out-of-fold pairs (in prediction space) averaged by :class:`Neighbours`.
-N_NEIGHBOURS = 5
-#: fewest hold-out pairs for the nearest-neighbour features: with fewer, the
-#: :data:`N_NEIGHBOURS` nearest pairs are a large share of the grid rather than its neighbourhood.
-MIN_NEAREST = 100
+#: candidate numbers of nearest out-of-fold pairs (in prediction space) averaged by
+#: :class:`Neighbours`; which one (or none) the error and trust models use is chosen by their
+#: inner cross-validation (:func:`~._learn.designs`), on the grid in the call.
+NEAREST_COUNTS = (3, 5, 10, 20)
 #: a row (column) neighbour error is used only with at least this many rows (columns) that
 #: hold two or more out-of-fold pairs: with fewer, a leave-fold-out group mean mostly mirrors
 #: the pair's own fold instead of a difference between groups.
@@ -90,12 +89,15 @@ class Neighbours:
 
     A pair's neighbours are the hold-out pairs of *other* inner folds (for a target: every
     hold-out pair): those in its row, its column, those whose perturbation shares a component
-    with its own (:func:`share_matrix`), and the :data:`N_NEIGHBOURS` whose cross-fitted
-    predictions are nearest to the pair's prediction (mean squared distance in units of the
-    feature variances). Features (:meth:`features`): the mean log error of the rule on the row,
-    column and component neighbours, and on the nearest ones, their mean log error ratio to
-    the baseline, and the log mean distance to them. Each is known before the pair is measured:
-    it uses measured pairs only, predicted without their own values.
+    with its own (:func:`share_matrix`), and the ``k`` whose cross-fitted predictions are
+    nearest to the pair's prediction (mean squared distance in units of the feature
+    variances), for each ``k`` of :data:`NEAREST_COUNTS`. Features (:meth:`features`,
+    :meth:`names`): the mean log error of the rule on the row, column and component
+    neighbours, and for each ``k`` the mean log error of the ``k`` nearest, their mean log
+    error ratio to the baseline and the log mean distance to them. Each is known before the
+    pair is measured: it uses measured pairs only, predicted without their own values. The
+    nearest-pair features come in one group per ``k`` (:meth:`groups`): the models try each
+    group and none, and keep what their inner cross-validation scores best.
     """
 
     pairs: np.ndarray  # (n, 2)
@@ -106,26 +108,41 @@ class Neighbours:
     share: np.ndarray  # (A, A)
     shape: tuple[int, int]  # (contexts, perturbations)
 
-    NAMES = (
-        "neighbour_row_error",
-        "neighbour_col_error",
-        "neighbour_component_error",
-        "nearest_error",
-        "nearest_error_ratio",
-        "nearest_log_distance",
-    )
+    counts: tuple[int, ...] = NEAREST_COUNTS
+
+    GROUP_NAMES = ("neighbour_row_error", "neighbour_col_error", "neighbour_component_error")
+    NEAREST_NAMES = ("nearest_error", "nearest_error_ratio", "nearest_log_distance")
+
+    def names(self) -> list[str]:
+        """Names of the :meth:`features` columns (``nearest_*@k`` for ``k`` nearest pairs)."""
+        return [*self.GROUP_NAMES] + [f"{n}@{k}" for k in self.counts for n in self.NEAREST_NAMES]
+
+    def groups(self, offset: int, total: int) -> dict[str, np.ndarray]:
+        """``{"nearest_<k>": mask}`` of the nearest-pair columns of each ``k``.
+
+        ``offset``: where the :meth:`features` columns start in a design of ``total``
+        columns (the masks are over that design).
+        """
+        out = {}
+        for j, k in enumerate(self.counts):
+            m = np.zeros(total, dtype=bool)
+            lo = offset + len(self.GROUP_NAMES) + 3 * j
+            m[lo : lo + 3] = True
+            out[f"nearest_{k}"] = m
+        return out
 
     def _group(self, axis: int, pairs: np.ndarray, fold: np.ndarray | None) -> np.ndarray:
         n = self.shape[axis]
         g = self.pairs[:, axis]
+        v = self.log_err
         if np.sum(np.bincount(g, minlength=n) >= 2) < MIN_GROUPS:
             return np.full(pairs.shape[0], np.nan)
-        s, k = np.bincount(g, self.log_err, n), np.bincount(g, minlength=n).astype(float)
+        s, k = np.bincount(g, v, n), np.bincount(g, minlength=n).astype(float)
         s, k = s[pairs[:, axis]], k[pairs[:, axis]]
         if fold is not None:  # leave the pair's own fold out
             idx = g * (self.fold.max() + 1) + self.fold
             m = n * (self.fold.max() + 1)
-            sf, kf = np.bincount(idx, self.log_err, m), np.bincount(idx, minlength=m)
+            sf, kf = np.bincount(idx, v, m), np.bincount(idx, minlength=m)
             own = pairs[:, axis] * (self.fold.max() + 1) + fold
             s, k = s - sf[own], k - kf[own]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -143,31 +160,41 @@ class Neighbours:
             return np.where(k > 0, share @ self.log_err / np.maximum(k, 1), np.nan)
 
     def _nearest(self, pred: np.ndarray, fold: np.ndarray | None) -> np.ndarray:
-        out = np.full((pred.shape[0], 3), np.nan)
-        if self.pred.shape[0] < MIN_NEAREST:
+        counts = self.counts
+        out = np.full((pred.shape[0], 3 * len(counts)), np.nan)
+        if not counts or self.pred.shape[0] == 0:
             return out
         p = self.pred.shape[1]
         sq = np.sum(self.pred**2, axis=1)
         for lo in range(0, pred.shape[0], 1024):
             b = pred[lo : lo + 1024]
+            rows = slice(lo, lo + len(b))
             d = (np.sum(b**2, axis=1)[:, None] + sq[None, :] - 2.0 * b @ self.pred.T) / p
             d = np.maximum(d, 0.0)
             if fold is not None:
-                d[fold[lo : lo + 1024, None] == self.fold[None, :]] = np.inf
-            k = min(N_NEIGHBOURS, int(np.isfinite(d).sum(axis=1).min()))
-            if k < 1:
+                d[fold[rows, None] == self.fold[None, :]] = np.inf
+            avail = int(np.isfinite(d).sum(axis=1).min())
+            kmax = min(max(counts), avail)
+            if kmax < 1:
                 continue
-            nn = np.argpartition(d, k - 1, axis=1)[:, :k]
+            nn = np.argpartition(d, kmax - 1, axis=1)[:, :kmax]
             dn = np.take_along_axis(d, nn, axis=1)
-            out[lo : lo + len(b), 0] = self.log_err[nn].mean(axis=1)
-            out[lo : lo + len(b), 1] = self.log_ratio[nn].mean(axis=1)
-            out[lo : lo + len(b), 2] = np.log(np.maximum(dn.mean(axis=1), 1e-12))
+            o = np.argsort(dn, axis=1, kind="stable")  # nearest first
+            nn, dn = np.take_along_axis(nn, o, axis=1), np.take_along_axis(dn, o, axis=1)
+            for j, k in enumerate(counts):
+                if k > avail:  # fewer pairs than k in the other folds: left missing
+                    continue
+                out[rows, 3 * j] = self.log_err[nn[:, :k]].mean(axis=1)
+                out[rows, 3 * j + 1] = self.log_ratio[nn[:, :k]].mean(axis=1)
+                out[rows, 3 * j + 2] = np.log(np.maximum(dn[:, :k].mean(axis=1), 1e-12))
         return out
 
     def features(
         self, pairs: np.ndarray, pred: np.ndarray, fold: np.ndarray | None = None
     ) -> np.ndarray:
-        """``(m, 6)`` features (:attr:`NAMES`) of ``pairs`` with normalised predictions ``pred``.
+        """``(m, 3 + 3 * len(counts))`` features (:meth:`names`) of ``pairs``, predictions ``pred``.
+
+        ``pred``: the pairs' predictions divided by the square root of the feature variances.
 
         ``fold``: the pairs' own inner folds when they are hold-out pairs themselves (their
         fold is left out); ``None`` for targets.
@@ -226,16 +253,13 @@ def pair_features(
 
 def fill_missing(x: np.ndarray, fill: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Non-finite entries replaced by ``fill`` (default: the column medians of ``x``, 0 if none)."""
-    x = np.where(np.isfinite(x), x, np.nan)
+    bad = ~np.isfinite(x)
     if fill is None:
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                fill = np.nanmedian(x, axis=0) if x.shape[0] else np.zeros(x.shape[1])
-        fill = np.where(np.isfinite(fill), fill, 0.0)
-    return np.where(np.isnan(x), fill, x), fill
+        fill = np.median(x, axis=0) if x.shape[0] else np.zeros(x.shape[1])
+        for j in np.flatnonzero(bad.any(axis=0)):  # (nanmedian is slow on small arrays)
+            v = x[~bad[:, j], j]
+            fill[j] = np.median(v) if v.size else 0.0
+    return (np.where(bad, fill, x) if bad.any() else x), fill
 
 
 @dataclass

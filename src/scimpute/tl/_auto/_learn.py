@@ -18,10 +18,12 @@ Families (:data:`REGRESSORS`):
     Ridge regression on the :data:`N_SCREENED` features most correlated (weighted Spearman)
     with the target on the training folds: for small hold-outs with many features.
 
-Each family is fitted on two column sets (:func:`designs`): every feature, and every feature
-but the optional ones (the nearest-neighbour features of
-:class:`~._features.Neighbours`), so that the inner validation also decides whether those
-help on the grid in the call.
+Each family is fitted on several column sets (:func:`designs`): the features without any
+nearest-pair features, and those plus the nearest-pair features of ``k`` nearest pairs for
+each ``k`` of :data:`~._features.NEAREST_COUNTS` (:class:`~._features.Neighbours`), so that
+the inner validation decides whether those help on the grid in the call and how many nearest
+pairs to average: the number of nearest pairs is a hyper-parameter of the error and trust
+models, chosen with the family as the argmax of the inner cross-validated criterion.
 """
 
 from __future__ import annotations
@@ -75,9 +77,7 @@ class Screened:
 def fit_regressor(kind: str, x: np.ndarray, y: np.ndarray, w: np.ndarray):
     """Fit family ``kind`` (:data:`REGRESSORS`) to ``(x, y)`` with sample weights ``w``."""
     if kind == "top5_ridge":
-        r = np.array(
-            [abs(np.nan_to_num(weighted_spearman(x[:, j], y, w))) for j in range(x.shape[1])]
-        )
+        r = np.abs(np.nan_to_num(column_spearman(x, y, w)))
         keep = np.sort(np.argsort(-r, kind="stable")[:N_SCREENED])
         return Screened(keep, ridge(x[:, keep], y, w))
     if kind.startswith("ridge_"):
@@ -135,45 +135,73 @@ class Fitted:
         return self.model.predict(fill_missing(x[:, self.cols], self.fill)[0])
 
 
-def designs(k: int, optional: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Column sets compared: every column, and (when ``optional`` marks some) all but those."""
-    out = {"": np.arange(k)}
-    if optional is not None and np.any(optional) and not np.all(optional):
-        out[SEP + "without_nearest"] = np.flatnonzero(~np.asarray(optional, bool))
+#: name of the design without any optional column group.
+WITHOUT = "without_nearest"
+
+
+def designs(k: int, optional: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Column sets compared, by name (the part of a model's name after :data:`SEP`).
+
+    ``optional``: ``{group name: boolean mask over the k columns}``, groups of columns that
+    are tried one at a time (the nearest-pair features for each candidate number of nearest
+    pairs, :meth:`~._features.Neighbours.groups`). Sets: the columns in no group alone
+    (:data:`WITHOUT`), and those plus each group's. Without groups, one set: every column
+    (named ``""``).
+    """
+    if not optional:
+        return {"": np.arange(k)}
+    masks = {g: np.asarray(m, dtype=bool) for g, m in optional.items()}
+    base = ~np.any(np.stack(list(masks.values())), axis=0)
+    out = {WITHOUT: np.flatnonzero(base)}
+    for g, m in masks.items():
+        out[g] = np.flatnonzero(base | m)
     return out
+
+
+def model_name(family: str, design: str) -> str:
+    """``family`` or ``family|design`` (the names :func:`select` gives its models)."""
+    return family + (SEP + design if design else "")
 
 
 def fit_all(kind: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, optional=None) -> Fitted:
     """Model ``kind`` (``family[|design]``, as :func:`select` names it) fitted on every pair."""
     fam, _, design = kind.partition(SEP)
-    cols = designs(x.shape[1], optional)[SEP + design if design else ""]
+    cols = designs(x.shape[1], optional)[design]
     xf, fill = fill_missing(x[:, cols])
     return Fitted(kind, fit_regressor(fam, xf, y, w), fill, cols)
 
 
-def weighted_spearman(a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None) -> float:
-    """Weighted Pearson correlation of the ranks of ``a`` and ``b`` (NaN when one is constant)."""
+def column_spearman(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """``(k,)`` weighted Spearman correlation of each column of ``x`` with ``y`` (NaN if constant)."""
     from scipy.stats import rankdata
 
-    ra, rb = rankdata(a), rankdata(b)
-    w = np.ones(ra.size) if w is None else np.asarray(w, float)
-    ra, rb = ra - np.average(ra, weights=w), rb - np.average(rb, weights=w)
-    den = np.sqrt(np.average(ra**2, weights=w) * np.average(rb**2, weights=w))
-    return float(np.average(ra * rb, weights=w) / den) if den > 0 else float("nan")
+    rx, ry = rankdata(np.asarray(x).reshape(len(y), -1), axis=0), rankdata(y)
+    w = np.ones(ry.size) if w is None else np.asarray(w, float)
+    w = w / w.sum()
+    rx, ry = rx - w @ rx, ry - w @ ry
+    den = np.sqrt((w @ rx**2) * (w @ ry**2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (w @ (rx * ry[:, None])) / den, np.nan)
+
+
+def weighted_spearman(a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None) -> float:
+    """Weighted Pearson correlation of the ranks of ``a`` and ``b`` (NaN when one is constant)."""
+    return float(column_spearman(np.asarray(a)[:, None], np.asarray(b), w)[0])
 
 
 def select(x, y, w, fold, criterion, optional=None) -> tuple[str, np.ndarray, dict[str, float]]:
     """The model whose cross-fitted predictions maximise ``criterion(pred)``.
 
     Models: every family of :func:`families` on every column set of :func:`designs`
-    (``optional``: columns the second set leaves out), named ``family`` or
-    ``family|without_nearest``. Returns ``(model name, its cross-fitted predictions, every
-    model's criterion)``; ties and NaN criteria go to the earlier model.
+    (``optional``: the groups of optional columns), named by :func:`model_name`. Returns
+    ``(model name, its cross-fitted predictions, every model's criterion)``; the chosen model
+    is the argmax of the criterion (:func:`pick`: ties and NaN criteria go to the earlier
+    model).
     """
     scores, preds = {}, {}
     for dname, cols in designs(x.shape[1], optional).items():
         for fam in families(y.size):
-            kind = fam + dname
+            kind = model_name(fam, dname)
             preds[kind] = cross_fit(fam, x[:, cols], y, w, fold)
             scores[kind] = float(criterion(preds[kind]))
     best = pick(scores)

@@ -39,6 +39,7 @@ from ._learn import (
     designs,
     families,
     fit_all,
+    model_name,
     pick,
     weighted_spearman,
 )
@@ -128,26 +129,30 @@ def log_ratio(truth, pred, base_pred) -> np.ndarray:
 def fit_trust(x, log_err_cv, beats, ratio, fold, weight, optional=None) -> Trust:
     """Fit the trust model (module docstring); cross-fitted trust for the hold-out.
 
-    ``optional``: mask of the columns of ``x`` a second design leaves out
-    (:func:`~._learn.designs`).
+    ``optional``: ``{group: mask}`` of the optional column groups of ``x`` (the nearest-pair
+    features per number of nearest pairs; :func:`~._learn.designs`).
     """
-    d = _design(x, log_err_cv)
-    opt = None if optional is None else np.r_[np.asarray(optional, bool), False]
-    y = beats.astype(float)
     w = np.asarray(weight, float)
+    d = _design(x, log_err_cv)
+    opt = (
+        None
+        if not optional
+        else {g: np.r_[np.asarray(m, bool), False] for g, m in optional.items()}
+    )
+    y = beats.astype(float)
     minority = min(int(y.sum()), int(y.size - y.sum()))
     by_auroc = minority >= MIN_MINORITY
     scores, crit = {}, {}
     for dname, cols in designs(d.shape[1], opt).items():
         if by_auroc:
-            scores["logistic" + dname] = _cross_logistic(d[:, cols], y, w, fold)
+            scores[model_name("logistic", dname)] = _cross_logistic(d[:, cols], y, w, fold)
         for fam in families(y.size):
-            scores[f"ratio:{fam}{dname}"] = -cross_fit(fam, d[:, cols], ratio, w, fold)
+            scores[model_name(f"ratio:{fam}", dname)] = -cross_fit(fam, d[:, cols], ratio, w, fold)
     for k, s in scores.items():
         crit[k] = weighted_auroc(s, y, w) if by_auroc else weighted_spearman(s, -ratio, w)
     best = pick(crit)
     fam, _, dname = best.partition(SEP)
-    cols = designs(d.shape[1], opt)[SEP + dname if dname else ""]
+    cols = designs(d.shape[1], opt)[dname]
     if fam == "logistic":
         model = (*_fit_logistic(d[:, cols], y, w), cols)
         sigma = 1.0
