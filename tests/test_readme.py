@@ -458,6 +458,18 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
         ],
     ),
     (
+        "split ({}, {}, {}) and falls as weakly shared dimensions are added, while validation by "
+        "FOSCTTM keeps ranks {}, {} and {};",
+        [
+            (js("mm_invariance_ranks.json", "rows", 2, "cd8a_r2_cross"), 2),
+            (js("mm_invariance_ranks.json", "rows", 8, "cd8a_r2_cross"), 2),
+            (js("mm_invariance_ranks.json", "rows", 14, "cd8a_r2_cross"), 2),
+            (js("mm_invariance_ranks.json", "rows", 0, "validated_rank"), 0),
+            (js("mm_invariance_ranks.json", "rows", 6, "validated_rank"), 0),
+            (js("mm_invariance_ranks.json", "rows", 12, "validated_rank"), 0),
+        ],
+    ),
+    (
         "where 8 linked proteins could reach at most {} on average;",
         [(js(INV, "per_split", 0, "best_possible"), 3)],
     ),
