@@ -470,6 +470,17 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
         ],
     ),
     (
+        "sci-CAR the validated choice is worse than PCA on held-out cells (FOSCTTM {} vs {}, mean "
+        "of 3 splits), and even the best combination picked by its held-out score reaches only {}; "
+        "on CITE-seq validation keeps PCA ({}).",
+        [
+            (js("mm_representations.json", "means", 1, "validated_heldout"), 3),
+            (js("mm_representations.json", "means", 1, "pca_heldout"), 3),
+            (js("mm_representations.json", "means", 1, "best_heldout"), 3),
+            (js("mm_representations.json", "means", 0, "validated_heldout"), 3),
+        ],
+    ),
+    (
         "where 8 linked proteins could reach at most {} on average;",
         [(js(INV, "per_split", 0, "best_possible"), 3)],
     ),
