@@ -1,7 +1,7 @@
 """Backbone choice of scimpute.mm.integrate by validation on the anchors (issue 11, part 1).
 
-Seeded truths: with a linear link between the modalities and few anchors the linear backbone
-is kept; with a strongly nonlinear link and many anchors a network is kept. The record of the
+Seeded truths: with a linear link between the modalities the linear backbone is kept; with a
+strongly nonlinear link and enough anchors a network is kept. The record of the
 candidates survives an h5mu round trip, the linear backbone supports translate and
 invariant_features, the default call is never worse than the validated linear fit, and the
 same seed gives the same numbers. Which networks ``auto`` trains in full (section 5): a linear
@@ -31,6 +31,11 @@ DEEP = {**NET, "max_epochs": 150, "patience": 15}
 SHORT = {**NET, "max_epochs": 8}
 #: the floor off: every candidate is trained in full, validation alone decides
 ALL_FITTED = {**NET, "network_floor": 0.0}
+#: every network fit of this module sees the same shapes (N cells, 30 + 30 features, the same
+#: numbers of anchors, validation pairs and screen cells, the linear rank 2 of both truths):
+#: compiling a network's epoch, not training it, is the cost, and it is paid once per
+#: network (full fit and screen fit), not once per test
+N, PAIRING, SCREEN = 400, 0.5, 100
 
 
 def _mudata(n: int, nonlinear: bool, seed: int) -> md.MuData:
@@ -70,12 +75,19 @@ def _candidates(m) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def linear_truth():
-    m = _mudata(300, nonlinear=False, seed=0)
-    si.mm.integrate(m, pairing=0.2, **ALL_FITTED)
+    m = _mudata(N, nonlinear=False, seed=0)
+    si.mm.integrate(m, pairing=PAIRING, **ALL_FITTED)
     return m
 
 
-def test_few_anchors_linear_truth_keeps_the_linear_backbone(linear_truth):
+@pytest.fixture(scope="module")
+def nonlinear_truth():
+    m = _mudata(N, nonlinear=True, seed=1)
+    si.mm.integrate(m, pairing=PAIRING, **DEEP)
+    return m
+
+
+def test_linear_truth_keeps_the_linear_backbone(linear_truth):
     m = linear_truth
     assert m.uns[KEY]["backbone"] == "linear"
     cand = _candidates(m)
@@ -86,14 +98,12 @@ def test_few_anchors_linear_truth_keeps_the_linear_backbone(linear_truth):
     assert _held_out_foscttm(m) < 0.05
     # every modality's embedding of every cell, joint = their mean
     za, zb = m["a"].obsm[KEY], m["b"].obsm[KEY]
-    assert za.shape == zb.shape == (300, m.uns[KEY]["params"]["n_latent"])
+    assert za.shape == zb.shape == (N, m.uns[KEY]["params"]["n_latent"])
     np.testing.assert_allclose(m.obsm[KEY], (za + zb) / 2, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.slow
-def test_nonlinear_truth_many_anchors_keeps_a_network():
-    m = _mudata(1000, nonlinear=True, seed=1)
-    si.mm.integrate(m, pairing=True, **DEEP)
+def test_nonlinear_truth_enough_anchors_keeps_a_network(nonlinear_truth):
+    m = nonlinear_truth
     cand = _candidates(m)
     assert m.uns[KEY]["backbone"] in ("autoencoder", "guided"), cand
     assert cand.loc[m.uns[KEY]["backbone"], "score"] < cand.loc["linear", "score"]
@@ -120,25 +130,25 @@ def test_linear_backbone_translates_and_scores_invariance(linear_truth, tmp_path
 
 
 def test_default_never_worse_than_the_validated_linear_fit():
-    # same shapes as the fixture's fits: the compiled epochs are reused
-    m = _mudata(300, nonlinear=True, seed=2)
+    # same shapes as the fixtures' fits: the compiled epochs are reused
+    m = _mudata(N, nonlinear=True, seed=2)
     lin = m.copy()
-    si.mm.integrate(m, pairing=0.2, **NET)
-    si.mm.integrate(lin, pairing=0.2, backbone="linear", **NET)
+    si.mm.integrate(m, pairing=PAIRING, **NET)
+    si.mm.integrate(lin, pairing=PAIRING, backbone="linear", **NET)
     np.testing.assert_array_equal(m.obs[f"{KEY}_split"], lin.obs[f"{KEY}_split"])
     assert _held_out_foscttm(m) <= _held_out_foscttm(lin) + 0.01
 
 
 def test_same_seed_same_numbers(linear_truth):
-    m = _mudata(300, nonlinear=False, seed=0)
-    si.mm.integrate(m, pairing=0.2, **ALL_FITTED)
+    m = _mudata(N, nonlinear=False, seed=0)
+    si.mm.integrate(m, pairing=PAIRING, **ALL_FITTED)
     np.testing.assert_array_equal(m.obsm[KEY], linear_truth.obsm[KEY])
     a = m.uns[KEY]["candidates"][["name", "settings", "score"]]
     b = linear_truth.uns[KEY]["candidates"][["name", "settings", "score"]]
     pd.testing.assert_frame_equal(a, b)
     # the stored options (backbone kept) rerun the kept fit exactly
-    again = _mudata(300, nonlinear=False, seed=0)
-    si.mm.integrate(again, pairing=0.2, backbone="linear", **NET)
+    again = _mudata(N, nonlinear=False, seed=0)
+    si.mm.integrate(again, pairing=PAIRING, backbone="linear", **NET)
     np.testing.assert_array_equal(again.obsm[KEY], m.obsm[KEY])
 
 
@@ -244,8 +254,8 @@ def _cand(score: float, name: str = "x") -> Candidate:
 
 
 def test_floor_skips_the_networks_and_records_why(tmp_path):
-    m = _mudata(400, nonlinear=False, seed=0)
-    si.mm.integrate(m, pairing=0.5, **NET)
+    m = _mudata(N, nonlinear=False, seed=0)
+    si.mm.integrate(m, pairing=PAIRING, **NET)
     rec = m.uns[KEY]
     cand = _candidates(m)
     lin = cand.loc["linear", "score"]
@@ -264,16 +274,15 @@ def test_floor_skips_the_networks_and_records_why(tmp_path):
     np.testing.assert_array_equal(si.mm.translate(back, "a", "b").X, si.mm.translate(m, "a", "b").X)
 
 
-@pytest.mark.slow
 def test_screen_skips_networks_worse_than_linear_on_the_same_cells():
-    m = _mudata(400, nonlinear=False, seed=0)
-    si.mm.integrate(m, pairing=0.5, network_floor=0.0, screen_cells=100, **SHORT)
+    m = _mudata(N, nonlinear=False, seed=0)
+    si.mm.integrate(m, pairing=PAIRING, network_floor=0.0, screen_cells=SCREEN, **SHORT)
     rec = m.uns[KEY]
     c = m.uns[KEY]["candidates"].set_index("name")
     screen = rec["network_screen"]
-    assert screen["rule"] == "screen" and screen["screen_cells"] == 100
+    assert screen["rule"] == "screen" and screen["screen_cells"] == SCREEN
     lin = c.loc["linear-screen", "score"]
-    assert "100 cells" in c.loc["linear-screen", "settings"]
+    assert f"{SCREEN} cells" in c.loc["linear-screen", "settings"]
     for b in ("guided", "autoencoder"):
         net = c.loc[f"{b}-screen", "score"]
         assert np.isfinite(net) and not c.loc[f"{b}-screen", "chosen"]
@@ -283,15 +292,12 @@ def test_screen_skips_networks_worse_than_linear_on_the_same_cells():
     assert rec["backbone"] == "linear"
 
 
-@pytest.mark.slow
-def test_networks_let_through_the_screen_are_the_full_fits():
+def test_networks_let_through_the_screen_are_the_full_fits(nonlinear_truth):
     # screen_margin so large that every network passes: the full fits (and the choice)
-    # are those of a call without a screen, the screen's own fits are extra rows
-    kw = {"pairing": 0.5, "network_floor": 0.0, **SHORT}
-    m = _mudata(240, nonlinear=True, seed=3)
-    plain = m.copy()
-    si.mm.integrate(m, screen_cells=60, screen_margin=1e6, **kw)
-    si.mm.integrate(plain, **kw)  # 240 cells <= screen_cells (2000): no screen
+    # are those of the same call without a screen, the screen's own fits are extra rows
+    m = _mudata(N, nonlinear=True, seed=1)
+    si.mm.integrate(m, pairing=PAIRING, screen_cells=SCREEN, screen_margin=1e6, **DEEP)
+    plain = nonlinear_truth  # N cells <= screen_cells (2000): no screen
     assert plain.uns[KEY]["network_screen"]["rule"] == "full"
     assert m.uns[KEY]["network_screen"]["rule"] == "screen"
     a, b = _candidates(m), _candidates(plain)
