@@ -194,8 +194,8 @@ def _fit_scimpute(si, adata, held, t: str, seed: int):
     pred = si.tl.transfer(train, "cell_type", "condition", target_context=t,
                           target_perturbation="stimulated")  # fmt: skip
     rec = train.uns["transfer"]
-    chosen = {k: str(rec["params"][k]) for k in ("rule", "transport_alpha", "output",
-              "width", "depth", "latent_dim", "n_pcs")}  # fmt: skip
+    chosen = {k: str(rec["params"].get(k, "autoencoder")) for k in ("representation", "rule",
+              "transport_alpha", "output", "width", "depth", "latent_dim", "n_pcs")}  # fmt: skip
     cost = {"train_seconds": secs, "cpu_seconds": cpu, "peak_rss_gb": mem.peak / 1e9,
             "epochs": int(rec["training"]["best_epoch"]) + 1,
             "load_average": os.getloadavg()[0], **chosen}  # fmt: skip
