@@ -529,6 +529,14 @@ def report() -> str:
         "chosen rule's strength, the ridge penalty or the kernel bandwidth). Per type: the",
         f"mean over the seeds run (seeds {', '.join(map(str, seeds))}; n_seeds column).",
         "",
+        *(
+            [
+                f"fit_transfer arguments of this run (scimpute rows): `{d['meta']['fit_params']}`.",
+                "",
+            ]
+            if d["meta"].get("fit_params")
+            else []
+        ),
         "## Mean over held-out types",
         "",
         pd.DataFrame(summ["mean"]).T.round(3).to_markdown(),

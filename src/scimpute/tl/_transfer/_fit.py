@@ -27,9 +27,13 @@ def fit_transfer(
     copy: bool = False,
     **params,
 ) -> AnnData | None:
-    """Train an autoencoder (or VAE) on the cells, choosing everything by validation.
+    """Fit the representation cells are moved in (autoencoder, VAE or PCA), by validation.
 
-    An inner leave-one-context-out on the cells of the call chooses the architecture
+    An inner leave-one-context-out on the cells of the call chooses the representation
+    (``representation="auto"``: the latent space of a trained autoencoder, or the principal
+    components of the cells, no network, with ``n_comps`` among
+    :data:`~scimpute.tl._transfer._params.PCA_COMPS`, each fold fitting its own PCA without
+    the cells it hides), the architecture
     (``width``, ``depth``, ``latent_dim`` not passed explicitly: a seeded random search of
     ``n_candidates`` points of :data:`~scimpute.tl._transfer._params.SEARCH_GRID`), the
     epochs (early stopping on a seeded ``validation_fraction`` of the cells), the transfer
@@ -70,8 +74,10 @@ def fit_transfer(
         architecture ``width``, ``depth``, ``latent_dim``, ``dropout`` (defaults per model,
         used when nothing is validated, ``inner_folds=0``: autoencoder 256 x 2, latent 64,
         dropout 0.2; VAE 256 x 2, latent 32, dropout 0.2), ``kl_weight``, ``standardize``,
-        ``rule``, ``n_pcs`` (train on that many principal components; ``None``: genes),
-        ``inner_folds``, ``n_candidates``, the training block
+        ``rule``, ``n_pcs`` (train the network on that many principal components; ``None``:
+        genes), ``representation`` (``"auto"``, ``"autoencoder"``: the network of ``model``,
+        ``"pca"``: no network), ``n_comps`` (components of the PCA representation; ``None``:
+        validated), ``inner_folds``, ``n_candidates``, the training block
         (:class:`~scimpute.nn.TrainConfig`: ``batch_size``, ``max_epochs``, ``patience``,
         ``learning_rate``, ``weight_decay``, ``validation_fraction`` < 0.5) and
         ``progress``.
@@ -81,15 +87,17 @@ def fit_transfer(
     ``None`` (or the copy when ``copy=True``), having written
 
     - ``obsm[f"X_{key_added}"]``: ``(n_cells, n_latent)`` float32 latent codes (posterior
-      means for the VAE);
+      means for the VAE; the principal component scores for the PCA representation);
     - ``uns[key_added]``: ``{"params": {...}, "weights": {name: array}, "history":
       {"train_loss", "val_loss"}, "training": {...}, "var_names": array}``. ``params``
       holds the architecture and every argument; ``weights`` every array of the network
       (input scaling included) as plain float32 arrays, so that a written and re-read
-      ``.h5ad`` can still :func:`transfer`; ``pca`` (``center``, ``loadings``) when trained on
-      principal components; ``validation``: ``{"candidates": table of every (architecture,
-      rule, alpha, output) with its mean fold scores, "folds", "chosen", "criterion"}``, and
-      the chosen ``rule``, ``transport_alpha`` (the rule's strength: the ridge penalty of
+      ``.h5ad`` can still :func:`transfer` (empty for the PCA representation); ``pca``
+      (``center``, ``loadings``) when trained on principal components, or the PCA
+      representation's basis itself; ``validation``: ``{"candidates": table of every
+      (representation, architecture, rule, alpha, output) with its mean fold scores (a PCA
+      row has ``width = depth = 0`` and its components as ``latent_dim``), "folds",
+      "chosen", "criterion"}``, and the chosen ``representation``, ``rule``, ``transport_alpha`` (the rule's strength: the ridge penalty of
       ``"transport"``, the kernel bandwidth of ``"kernel"``, ``inf`` for ``"shift"``) and
       ``output`` in ``params``.
 
