@@ -420,6 +420,13 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
         ],
     ),
     (
+        "`benchmarks/results/transfer_kang_auto.md`, {} to {} CPU-seconds per fit",
+        [
+            (lambda: min(_kang_cpu_seconds("transfer_kang_auto.json")), ".0f"),
+            (lambda: max(_kang_cpu_seconds("transfer_kang_auto.json")), ".0f"),
+        ],
+    ),
+    (
         "the autoencoder (seed 0, round 4: {} / {} / {} / {})",
         [
             (md(KANG, "scimpute", c), 3)
