@@ -44,6 +44,8 @@ import numpy as np
 import scipy.stats as st
 
 RESULTS = Path(__file__).parent / "results"
+#: stem of the results files (``--out``) and the fit_transfer arguments (``--fit-params``)
+RUN = {"stem": "transfer_kang", "fit_params": {}}
 
 #: models benchmarked (their parameters are fit_transfer's defaults unless set here)
 CONFIGS = {
@@ -180,7 +182,7 @@ def run_round2(
                    for r in score_held_out(truth, preds, random_state=seed)]  # fmt: skip
             rows += new
             print(json.dumps(new, default=str)[:2000], flush=True)
-            _save_partial(rows, "transfer_kang")
+            _save_partial(rows, RUN["stem"])
     return rows
 
 
@@ -189,13 +191,14 @@ def _fit_scimpute(si, adata, held, t: str, seed: int):
     train = adata[~held].copy()
     with PeakRSS() as mem:
         t0, c0 = time.perf_counter(), _cpu_seconds()
-        si.tl.fit_transfer(train, "cell_type", "condition", random_state=seed, progress=False)
+        si.tl.fit_transfer(train, "cell_type", "condition", random_state=seed, progress=False,
+                           **RUN["fit_params"])  # fmt: skip
         secs, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     pred = si.tl.transfer(train, "cell_type", "condition", target_context=t,
                           target_perturbation="stimulated")  # fmt: skip
     rec = train.uns["transfer"]
-    chosen = {k: str(rec["params"][k]) for k in ("rule", "transport_alpha", "output",
-              "width", "depth", "latent_dim", "n_pcs")}  # fmt: skip
+    chosen = {k: str(rec["params"].get(k, "autoencoder")) for k in ("representation", "rule",
+              "transport_alpha", "output", "width", "depth", "latent_dim", "n_pcs")}  # fmt: skip
     cost = {"train_seconds": secs, "cpu_seconds": cpu, "peak_rss_gb": mem.peak / 1e9,
             "epochs": int(rec["training"]["best_epoch"]) + 1,
             "load_average": os.getloadavg()[0], **chosen}  # fmt: skip
@@ -475,6 +478,14 @@ def summarize(rows: list[dict]) -> dict:
     if pairs:
         cm = type_means(common).groupby("method", sort=False)[list(SHOWN)].mean()
         out["mean_common"] = cm.loc[[m for m in order if m in cm.index]].to_dict("index")
+    out["mean_per_seed"] = {
+        int(sd): {
+            m: {**{c: float(v) for c, v in r.items()}, "n_types": int(g[g["method"] == m]
+                                                                    ["cell_type"].nunique())}
+            for m, r in g.groupby("method", sort=False)[list(SHOWN)].mean().iterrows()
+        }
+        for sd, g in df.groupby("seed")
+    }  # fmt: skip
     ours = df[df["method"] == "scimpute"]
     if "rule" in ours:
         out["chosen_rules"] = {str(k): int(v) for k, v in ours["rule"].value_counts().items()}
@@ -485,10 +496,18 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def per_seed_table(summ: dict):
+    """(seed, method) x metric: the means over the held-out types of each seed."""
+    import pandas as pd
+
+    per = summ.get("mean_per_seed", {})
+    return pd.DataFrame({(int(sd), m): r for sd, ms in per.items() for m, r in ms.items()}).T
+
+
 def report() -> str:
     import pandas as pd
 
-    d = json.loads((RESULTS / "transfer_kang.json").read_text())
+    d = json.loads((RESULTS / f"{RUN['stem']}.json").read_text())
     df = pd.DataFrame(d["rows"])
     summ = summarize(d["rows"])
     order = list(dict.fromkeys(df["method"]))
@@ -510,9 +529,21 @@ def report() -> str:
         "chosen rule's strength, the ridge penalty or the kernel bandwidth). Per type: the",
         f"mean over the seeds run (seeds {', '.join(map(str, seeds))}; n_seeds column).",
         "",
+        *(
+            [
+                f"fit_transfer arguments of this run (scimpute rows): `{d['meta']['fit_params']}`.",
+                "",
+            ]
+            if d["meta"].get("fit_params")
+            else []
+        ),
         "## Mean over held-out types",
         "",
         pd.DataFrame(summ["mean"]).T.round(3).to_markdown(),
+        "",
+        "## Mean over held-out types, per seed",
+        "",
+        per_seed_table(summ).round(3).to_markdown(),
         "",
     ]
     if pairs:
@@ -610,7 +641,7 @@ def report() -> str:
         "",
     ]
     text = "\n".join(lines)
-    (RESULTS / "transfer_kang.md").write_text(text)
+    (RESULTS / f"{RUN['stem']}.md").write_text(text)
     return text
 
 
@@ -628,6 +659,14 @@ def main():
         help="only rescore the cached predictions (nothing fitted)",
     )
     ap.add_argument("--note", default="", help="a note stored with the run")
+    ap.add_argument("--out", default="transfer_kang", help="stem of the results files")
+    ap.add_argument(
+        "--fit-params",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a fit_transfer argument for scimpute (repeatable; VALUE read as JSON, else str)",
+    )
     ap.add_argument(
         "--merge",
         action="store_true",
@@ -668,6 +707,13 @@ def main():
         help="internal: run CellFlow (called with CELLFLOW_PYTHON)",
     )
     args = ap.parse_args()
+    RUN["stem"] = args.out
+    for kv in args.fit_params:
+        k, v = kv.split("=", 1)
+        try:
+            RUN["fit_params"][k] = json.loads(v)
+        except json.JSONDecodeError:
+            RUN["fit_params"][k] = v
     if args.cellflow_worker:
         types, out_dir, iterations, batch = args.cellflow_worker
         data = Path(os.environ.get("SCIMPUTE_DATA_DIR", ".")) / "kang2018_pbmc_ifnb_small.h5ad"
@@ -696,7 +742,7 @@ def main():
             extra_si = [tuple(x.split("=", 1)) for x in args.extra_scimpute]
             rows = run_round2(adata, types, seeds, cf, args.pred_dir, args.cached_only, extra,
                               extra_si)  # fmt: skip
-            out = "transfer_kang.json"
+            out = f"{RUN['stem']}.json"
             if args.merge and (RESULTS / out).exists():
                 old = json.loads((RESULTS / out).read_text())
                 kept = [r for r in old["rows"] if r["cell_type"] not in set(types)]
@@ -707,6 +753,7 @@ def main():
         arches = sorted({r["arch"] for r in rows if r.get("arch")})
         meta = {
             "command": " ".join(["benchmarks/transfer_kang.py", *sys.argv[1:]]),
+            "fit_params": RUN["fit_params"],
             "seeds": sorted({int(r["seed"]) for r in rows if "seed" in r}) or [args.seed],
             "types": types,
             "note": args.note,
@@ -728,7 +775,7 @@ def main():
         (RESULTS / out).write_text(json.dumps(result, indent=1, default=str))
         if args.scgen:
             return
-    elif args.merge_partial or args.import_rows:
+    else:  # the stored rows, their summary recomputed (and partial or imported rows added)
         assemble(args.merge_partial, args.import_rows, args.note)
     print(report())
 
@@ -741,11 +788,11 @@ def assemble(merge_partial: bool, imports: list[str], note: str) -> None:
     rows of METHOD in another results json (for example the committed one of an earlier
     round, same truth and seeds) added as method NAME.
     """
-    path = RESULTS / "transfer_kang.json"
+    path = RESULTS / f"{RUN['stem']}.json"
     d = json.loads(path.read_text())
     rows = d["rows"]
     if merge_partial:
-        part = json.loads((RESULTS / "transfer_kang.partial.json").read_text())
+        part = json.loads((RESULTS / f"{RUN['stem']}.partial.json").read_text())
         done = {r["cell_type"] for r in part}
         rows = [r for r in rows if r["cell_type"] not in done] + part
     for spec in imports:

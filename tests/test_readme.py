@@ -95,10 +95,16 @@ def text(name: str, pattern: str) -> Source:
     return get
 
 
-def _kang_cpu_seconds() -> list[float]:
-    """scimpute's CPU seconds per held-out type in transfer_kang.json (where timed)."""
-    rows = _json("transfer_kang.json")["rows"]
+def _kang_cpu_seconds(name: str = "transfer_kang.json") -> list[float]:
+    """scimpute's CPU seconds per held-out type (and seed) in a Kang results json (where timed)."""
+    rows = _json(name)["rows"]
     return [r["cpu_seconds"] for r in rows if r["method"] == "scimpute" and r.get("cpu_seconds")]
+
+
+def _kang_rules(name: str) -> dict[str, int]:
+    """How many of scimpute's fits chose each rule in a Kang results json."""
+    rules = [r["rule"] for r in _json(name)["rows"] if r["method"] == "scimpute"]
+    return {k: rules.count(k) for k in set(rules)}
 
 
 def scaled(source: Source, factor: float) -> Source:
@@ -107,6 +113,7 @@ def scaled(source: Source, factor: float) -> Source:
 
 KANG = "transfer_kang.md"
 KANG1 = "transfer_kang_round1.md"  # the first round (r2 only)
+KANG_PCA = "transfer_kang_pca.json"  # round 5: the PCA representation, seeds 0-2
 #: held-out types where CellFlow with 3,000 Adam updates ran (issue 15, round 4)
 KANG_ADAM_TYPES = ("CD4T", "B", "CD8T", "Dendritic", "FCGR3A+Mono", "NK", "CD14+Mono")
 KANG_ROUND3 = "scimpute, round 3 (shift or linear transport)"
@@ -368,6 +375,67 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
     (
         "scimpute's whole validation used {} to {} CPU-seconds per type",
         [(lambda: min(_kang_cpu_seconds()), ".0f"), (lambda: max(_kang_cpu_seconds()), ".0f")],
+    ),
+    # issue 15, round 5: the PCA representation, seeds 0-2 (transfer_kang_pca.json)
+    *[
+        (
+            f"| {label} | {{}} | {{}} | {{}} | {{}} |",
+            [
+                (js(KANG_PCA, "summary", *path, c), 3)
+                for c in ("r2_all", "r2_top100", "pearson_change_top100", "edistance")
+            ],
+        )
+        for label, path in [
+            ("seed 0", ("mean_per_seed", "0", "scimpute")),
+            ("seed 1", ("mean_per_seed", "1", "scimpute")),
+            ("seed 2", ("mean_per_seed", "2", "scimpute")),
+            ("mean of the 3 seeds", ("mean", "scimpute")),
+            ("CellFlow, 3,000 Adam updates (seed 0)", ("mean", "CellFlow")),
+        ]
+    ],
+    (
+        "On seed 0 it is at or above this CellFlow on {} of {} types on r2 top-100, {} of {} on "
+        "the\nPearson of the change and {} of {} on E-distance",
+        [
+            (js(KANG_PCA, "summary", "head_to_head_per_seed", "0", m, k), ".0f")
+            for m in ("r2_top100", "pearson_change_top100", "edistance")
+            for k in ("wins", "of")
+        ],
+    ),
+    (
+        "it needs {} to {} CPU-seconds per fit (the autoencoder search: {} to\n{}):",
+        [
+            (lambda: min(_kang_cpu_seconds(KANG_PCA)), ".0f"),
+            (lambda: max(_kang_cpu_seconds(KANG_PCA)), ".0f"),
+            (lambda: min(_kang_cpu_seconds()), ".0f"),
+            (lambda: max(_kang_cpu_seconds()), ".0f"),
+        ],
+    ),
+    (
+        "the kernel rule on\n{} of {} fits, the linear transport on {}",
+        [
+            (lambda: _kang_rules(KANG_PCA).get("kernel", 0), ".0f"),
+            (lambda: sum(_kang_rules(KANG_PCA).values()), ".0f"),
+            (lambda: _kang_rules(KANG_PCA).get("transport", 0), ".0f"),
+        ],
+    ),
+    (
+        "`benchmarks/results/transfer_kang_auto.md`, {} to {} CPU-seconds per fit",
+        [
+            (lambda: min(_kang_cpu_seconds("transfer_kang_auto.json")), ".0f"),
+            (lambda: max(_kang_cpu_seconds("transfer_kang_auto.json")), ".0f"),
+        ],
+    ),
+    (
+        "the autoencoder (seed 0, round 4: {} / {} / {} / {})",
+        [
+            (md(KANG, "scimpute", c), 3)
+            for c in ("r2_all", "r2_top100", "pearson_change_top100", "edistance")
+        ],
+    ),
+    (
+        "split-half ceiling of the real cells ({} on\naverage)",
+        [(js(KANG_PCA, "summary", "mean", "split-half ceiling", "r2_all"), 3)],
     ),
     # Kang scored by cell-eval (rows: 0 CD4T decoded, 1 CD4T residual, 2 B decoded)
     (

@@ -577,9 +577,10 @@ def test_rule_strength_reads_the_chosen_then_the_validated_then_the_default():
 def test_architecture_search_records_candidates_and_keeps_the_winner(cells):
     tr = cells[~((cells.obs["cell_type"] == "ct0") & (cells.obs["perturbation"] == "p0"))
                .to_numpy()].copy()  # fmt: skip
-    small = {**SMALL, "max_epochs": 5}
-    del small["width"]
-    si.tl.fit_transfer(tr, progress=False, inner_folds=2, n_candidates=2, **small)
+    small = {**SMALL, "max_epochs": 3, "depth": 1}
+    del small["width"]  # searched: SEARCH_GRID's widths, the rest fixed (two compiled shapes)
+    si.tl.fit_transfer(tr, progress=False, inner_folds=1, n_candidates=2,
+                       representation="autoencoder", **small)  # fmt: skip
     rec = tr.uns["transfer"]
     widths = set(rec["validation"]["candidates"]["width"])
     assert widths == {128, 512}
@@ -626,3 +627,121 @@ def test_cross_validate_transfer_on_cells_scores_next_to_baselines(cells, fast):
     assert "transfer" not in a.uns  # fitted on copies
     with pytest.raises(ValueError, match="both context_key and perturbation_key"):
         si.tl.cross_validate_transfer(a, "cell_type")
+
+
+# --------------------------------------------------------------------------------------------
+# The PCA representation (no network), chosen against the autoencoder by the same validation
+# --------------------------------------------------------------------------------------------
+
+
+def _argmax_candidate(rec):
+    """The (representation, architecture, rule, alpha) of best score, its output by E-distance."""
+    df = __import__("pandas").DataFrame(rec["validation"]["candidates"])
+    keys = ["representation", "width", "depth", "latent_dim", "rule", "alpha"]
+    best = df.loc[df["score"].idxmax(), keys]
+    pick = df[np.logical_and.reduce([df[k] == best[k] for k in keys])]
+    return best, pick.loc[pick["edistance"].idxmin(), "output"]
+
+
+def test_chosen_representation_and_rule_are_the_validation_argmax(context_dependent):
+    _, _, tr = context_dependent
+    rec = tr.uns["transfer"]
+    table = rec["validation"]["candidates"]
+    assert set(table["representation"]) == {"autoencoder", "pca"}
+    assert set(table["latent_dim"][table["representation"] == "pca"]) == {"20", "30"}  # 30 genes
+    best, output = _argmax_candidate(rec)
+    p = rec["params"]
+    assert p["representation"] == best["representation"]
+    assert (p["width"], p["depth"], str(p["latent_dim"])) == (
+        best["width"], best["depth"], best["latent_dim"]
+    )  # fmt: skip
+    assert (p["rule"], p["transport_alpha"], p["output"]) == (best["rule"], best["alpha"], output)
+    assert tr.obsm["X_transfer"].shape[1] == int(best["latent_dim"])
+
+
+@pytest.fixture(scope="module")
+def pca_fit(context_dependent):
+    """The context-dependent cells fitted with the PCA representation only (no training)."""
+    cells, hide, _ = context_dependent
+    tr = cells[~hide].copy()
+    si.tl.fit_transfer(tr, progress=False, inner_folds=3, representation="pca", random_state=3)
+    return tr
+
+
+def test_pca_representation_needs_no_network_and_predicts_the_effect(context_dependent, pca_fit):
+    cells, hide, _ = context_dependent
+    rec = pca_fit.uns["transfer"]
+    assert rec["params"]["representation"] == "pca" and len(rec["weights"]) == 0
+    assert set(rec["validation"]["candidates"]["representation"]) == {"pca"}
+    assert rec["training"]["n_epochs"] == 0
+    net, _ = si.tl.load_network(pca_fit)
+    Z = si.nn.encode(net, pca_fit.X)
+    np.testing.assert_allclose(Z, pca_fit.obsm["X_transfer"], atol=1e-4)
+    L = rec["pca"]["loadings"].astype(np.float64)
+    np.testing.assert_allclose(L.T @ L, np.eye(L.shape[1]), atol=1e-4)  # orthonormal basis
+    truth = cells[hide].layers["mean"].mean(0)
+    pred = si.tl.transfer(pca_fit, target_context="ct0", target_perturbation="p0")
+    shift = si.tl.transfer(pca_fit, target_context="ct0", target_perturbation="p0", rule="shift")
+    assert _r2(pred.X.mean(0), truth) > _r2(shift.X.mean(0), truth) + 0.2
+    best, output = _argmax_candidate(rec)
+    assert (rec["params"]["rule"], rec["params"]["output"]) == (best["rule"], output)
+
+
+def test_pca_with_every_component_and_the_shift_is_gene_space_arithmetic(cells):
+    """A full-rank basis spans the genes: the PCA shift with the residual output moves each
+    control cell by the balanced mean change in genes (numpy reference)."""
+    hide = ((cells.obs["cell_type"] == "ct0") & (cells.obs["perturbation"] == "p0")).to_numpy()
+    tr = cells[~hide].copy()
+    si.tl.fit_transfer(tr, progress=False, representation="pca", n_comps=30, inner_folds=0)
+    assert tr.uns["transfer"]["params"]["rule"] == "shift"
+    pred = si.tl.transfer(tr, target_context="ct0", target_perturbation="p0", output="residual")
+    X = np.asarray(tr.X, dtype=np.float64)
+    ct, pt = tr.obs["cell_type"].to_numpy(), tr.obs["perturbation"].to_numpy()
+    s = np.mean([X[(ct == c) & (pt == "p0")].mean(0) - X[(ct == c) & (pt == "control")].mean(0)
+                 for c in ("ct1", "ct2", "ct3")], axis=0)  # fmt: skip
+    np.testing.assert_allclose(pred.X, X[(ct == "ct0") & (pt == "control")] + s, atol=1e-4)
+
+
+def test_each_fold_fits_its_pca_without_the_hidden_cells(cells, monkeypatch):
+    from scimpute.tl._transfer import _search
+
+    seen, real = [], _search.representation
+    monkeypatch.setattr(_search, "representation", lambda X, k, rng: seen.append(len(X))
+                        or real(X, k, rng))  # fmt: skip
+    tr = cells.copy()
+    si.tl.fit_transfer(tr, progress=False, representation="pca", inner_folds=2)
+    folds = [f.split("|") for f in tr.uns["transfer"]["validation"]["folds"]]
+    ct, pt = tr.obs["cell_type"].to_numpy(), tr.obs["perturbation"].to_numpy()
+    hidden = [int(((ct == c) & (pt == p)).sum()) for c, p in folds]
+    assert seen == [tr.n_obs - h for h in hidden] and min(hidden) > 0  # one PCA per fold
+
+
+def test_pca_fit_round_trips_through_h5ad_and_is_deterministic(context_dependent, pca_fit,
+                                                               tmp_path):  # fmt: skip
+    cells, hide, _ = context_dependent
+    pred = si.tl.transfer(pca_fit, target_context="ct0", target_perturbation="p0")
+    pca_fit.write_h5ad(tmp_path / "pca.h5ad")
+    back = ad.read_h5ad(tmp_path / "pca.h5ad")
+    assert back.uns["transfer"]["params"]["representation"] == "pca"
+    again = si.tl.transfer(back, target_context="ct0", target_perturbation="p0")
+    np.testing.assert_array_equal(again.X, pred.X)
+    assert (again.obs["source_cell"] == pred.obs["source_cell"]).all()
+    twin = cells[~hide].copy()
+    si.tl.fit_transfer(twin, progress=False, inner_folds=3, representation="pca", random_state=3)
+    for k, v in pca_fit.uns["transfer"]["validation"]["candidates"].items():
+        np.testing.assert_array_equal(twin.uns["transfer"]["validation"]["candidates"][k], v)
+    np.testing.assert_array_equal(twin.obsm["X_transfer"], pca_fit.obsm["X_transfer"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"representation": "umap"}, "representation must be one of"),
+        ({"n_comps": 0}, "n_comps must be"),
+    ],
+)
+def test_bad_representation_parameters_are_refused(cells, kwargs, match):
+    a = cells.copy()
+    with pytest.raises(ValueError, match=match):
+        si.tl.fit_transfer(a, progress=False, **kwargs)
+    assert "transfer" not in a.uns

@@ -107,6 +107,11 @@ def load_network(adata: AnnData, *, key: str = TRANSFER_KEY) -> tuple[Network, d
             "modified. Refit the model."
         )
     params = dict(rec["params"])
+    if str(params.get("representation", "autoencoder")) == "pca":
+        n_comps = _entry(params, "latent_dim", int, key)
+        _check_genes(rec, adata, key)
+        center, loadings = read_pca(rec.get("pca"), key, adata.n_vars, n_comps)
+        return PCABasis(center, loadings), params
     cfg = read_architecture(params, key)
     pca = rec.get("pca")
     if pca is not None:
@@ -116,6 +121,17 @@ def load_network(adata: AnnData, *, key: str = TRANSFER_KEY) -> tuple[Network, d
             f"The model under {key!r} was trained on {cfg.n_features} genes, adata has "
             f"{adata.n_vars}. Subset adata to the genes of training (uns[{key!r}]['var_names'])."
         )
+    _check_genes(rec, adata, key)
+    try:
+        net = network_from_arrays(cfg, rec["weights"])
+    except ValueError as err:
+        raise ValueError(f"The model under {key!r} cannot be loaded: {err}") from None
+    if pca is not None:
+        net = ProjectedNetwork(net, center, loadings)
+    return net, params
+
+
+def _check_genes(rec: Mapping, adata: AnnData, key: str) -> None:
     names = rec.get("var_names")
     if names is not None and not np.array_equal(
         np.asarray(names).astype(str), np.asarray(adata.var_names.astype(str))
@@ -124,13 +140,26 @@ def load_network(adata: AnnData, *, key: str = TRANSFER_KEY) -> tuple[Network, d
             f"adata.var_names differ from the genes the model under {key!r} was trained on "
             "(same number, other names or order). Reorder adata to uns[key]['var_names']."
         )
-    try:
-        net = network_from_arrays(cfg, rec["weights"])
-    except ValueError as err:
-        raise ValueError(f"The model under {key!r} cannot be loaded: {err}") from None
-    if pca is not None:
-        net = ProjectedNetwork(net, center, loadings)
-    return net, params
+
+
+class PCABasis(eqx.Module):
+    """The PCA representation (no network): codes are the principal component scores.
+
+    ``encode(x) = (x - center) @ loadings`` and ``decode(z) = center + z @ loadings.T``: it
+    works wherever a :class:`~scimpute.nn.Network` does (:func:`scimpute.nn.encode`,
+    :func:`scimpute.nn.decode`).
+    """
+
+    center: jax.Array
+    loadings: jax.Array
+
+    def encode(self, x: jax.Array) -> jax.Array:
+        """Principal component scores of one profile (genes)."""
+        return (x - self.center) @ self.loadings
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """Profile (genes) of principal component scores ``z``."""
+        return self.center + z @ self.loadings.T
 
 
 class ProjectedNetwork(eqx.Module):
@@ -157,7 +186,7 @@ class ProjectedNetwork(eqx.Module):
 def read_pca(pca: Any, key: str, n_vars: int, n_comps: int) -> tuple[np.ndarray, np.ndarray]:
     """The checked ``(center, loadings)`` of a record's ``pca`` entry."""
     where = f"adata.uns[{key!r}]['pca']"
-    if not isinstance(pca, Mapping) or not {"center", "loadings"} <= set(pca):
+    if not isinstance(pca, Mapping) or not {"center", "loadings"} <= set(pca):  # also None
         raise ValueError(f"{where} must hold 'center' and 'loadings'; refit the model.")
     out = []
     for name, shape in (("center", (n_vars,)), ("loadings", (n_vars, n_comps))):

@@ -57,6 +57,19 @@ class TransferParams(TrainConfig, NetBlock, KLBlock):
     n_candidates: int = param(
         4, ge=1, doc="Architectures tried (seeded random search over SEARCH_GRID)."
     )
+    representation: Literal["auto", "autoencoder", "pca"] = param(
+        "auto",
+        doc="Space the rule moves cells in: 'autoencoder' (the latent codes of the trained "
+        "network, `model`), 'pca' (the principal components of the cells, no network; each "
+        "inner fold fits its own PCA without the hidden cells) or 'auto' (both, chosen by the "
+        "inner leave-one-context-out; the autoencoder without validation).",
+    )
+    n_comps: int | None = param(
+        None,
+        ge=1,
+        doc="Components of the 'pca' representation; None: each of PCA_COMPS tried by the "
+        "inner validation (DEFAULT_COMPS without validation).",
+    )
 
     def validate(self, owner: str) -> None:
         """Cell-level checks: a validation share below one half, an integer VAE latent."""
@@ -79,7 +92,12 @@ SEARCH_GRID: dict[str, tuple[int, ...]] = {
 TRANSPORT_ALPHAS: tuple[float, ...] = (0.1, 1.0, 10.0)
 #: bandwidths of the kernel rule tried by validation (relative to the median squared distance
 #: between the target's control codes and the other contexts' control codes)
-KERNEL_BANDWIDTHS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.25, 1.0)
+KERNEL_BANDWIDTHS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+#: components of the PCA representation tried by validation (n_comps=None)
+PCA_COMPS: tuple[int, ...] = (20, 50, 100)
+#: components of the PCA representation without validation (inner_folds=0): scanpy's default
+DEFAULT_COMPS = 50
 
 #: per-model architecture defaults of fit_transfer (used when inner_folds=0)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {

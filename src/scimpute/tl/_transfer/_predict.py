@@ -43,7 +43,7 @@ def rule_strength(record, params, rule: str) -> float:
     table = (record.get("validation") or {}).get("candidates") if hasattr(record, "get") else None
     if table is not None and {"rule", "alpha", "score"} <= set(table):
         df = pd.DataFrame({k: np.asarray(v) for k, v in table.items()})
-        for k in ("width", "depth", "latent_dim"):
+        for k in ("representation", "width", "depth", "latent_dim"):
             if k in df and k in params:
                 df = df[df[k].astype(str) == str(params[k])]
         df = df[df["rule"].astype(str) == rule]

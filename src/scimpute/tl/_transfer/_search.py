@@ -26,7 +26,7 @@ from ._rules import kernel_displacement
 N_TOP = 100
 #: the validation criterion, recorded next to the scores
 CRITERION = (
-    "rule and architecture: mean over folds of (r2 of the mean on the top-100 genes + Pearson "
+    "representation, architecture (or number of components) and rule: mean over folds of (r2 of the mean on the top-100 genes + Pearson "
     "of the mean change on the top-100 genes) / 2, the better of the two outputs; output: "
     "the smaller mean E-distance to the hidden cells in the training representation"
 )
@@ -95,10 +95,16 @@ def rule_settings(rule: str) -> list[tuple[str, float]]:
 
 
 class Search:
-    """The folds' data and the scoring of trained networks on them."""
+    """The folds' data and the scoring of each representation on them.
+
+    Scores are made alike for every representation: the predicted mean in genes, and the
+    predicted cells in the training representation ``inputs`` for the E-distance (so that
+    rows of the candidates table compare across representations).
+    """
 
     def __init__(self, inputs, ctx, pert, control, folds, center, loadings, X):
         self.inputs = inputs
+        self.X = X
         self.contexts = sorted(set(ctx))
         self.codes = pd.Categorical(ctx, categories=self.contexts).codes.astype(np.int64)
         self.pert = pert
@@ -112,6 +118,7 @@ class Search:
             self.truth.append(
                 {
                     "code": self.contexts.index(c),
+                    "ctrl": ctrl,
                     "real_mean": X[held].mean(0).astype(np.float64),
                     "ctrl_mean": X[ctrl].mean(0).astype(np.float64),
                     "degs": top_changed_genes(X[held], X[ctrl], N_TOP),
@@ -124,69 +131,106 @@ class Search:
         """A change in the training representation, in genes."""
         return v if self.loadings is None else v @ self.loadings.T
 
+    def _inputs(self, G: np.ndarray) -> np.ndarray:
+        """Profiles in genes, in the training representation."""
+        return G if self.loadings is None else (G - self.center) @ self.loadings
+
     def score(self, networks, rule: str) -> list[dict]:
         """Mean scores over folds of every (rule, alpha, output) for one architecture."""
         per = []
-        for k, (t, held) in enumerate(zip(self.truth, self.held_masks, strict=True)):
+        for k in range(len(self.folds)):
             net = select(networks, k)
+
+            def dec(m, net=net):
+                d = decode(net, m.astype(np.float32)).astype(np.float64)
+                return d, self.center + self._genes(d.mean(0))
+
             Z = encode(net, self.inputs).astype(np.float64)
-            treated = (self.pert == self.pert[held][0]) & ~held
-            exclude = np.zeros(len(self.contexts), dtype=bool)
-            exclude[t["code"]] = True
-            z0 = Z[self.is_ctrl & (self.codes == t["code"])]
-            d0 = decode(net, z0.astype(np.float32)).astype(np.float64)
-            pairs = None
-            for name, alpha in rule_settings(rule):
-                if name == "shift":
-                    s, _ = latent_shift(
+            per += self._fold(k, Z, dec, rule)
+        return _aggregate(per)
+
+    def score_pca(self, n_comps: tuple[int, ...], rule: str, rng) -> dict[int, list[dict]]:
+        """Mean scores over folds of every (rule, alpha, output) for each PCA size.
+
+        Fold ``k`` fits one seeded PCA of ``max(n_comps)`` components on every cell but the
+        fold's hidden ones; each size uses its leading components. Sizes above what every
+        fold's cells and genes allow are clipped to that (and merged).
+        """
+        most = min(self.X.shape[0] - 1 - max((h.sum() for h in self.held_masks), default=0),
+                   self.X.shape[1])  # fmt: skip
+        n_comps = tuple(sorted({int(min(c, most)) for c in n_comps}))
+        per: dict[int, list[dict]] = {c: [] for c in n_comps}
+        for k, held in enumerate(self.held_masks):
+            center, L = representation(self.X[~held], max(n_comps), rng)
+            for c in n_comps:
+                Lc = L[:, :c].astype(np.float64)
+
+                def dec(m, center=center, Lc=Lc):
+                    G = center + m @ Lc.T
+                    return self._inputs(G), G.mean(0)
+
+                Z = (self.X - center).astype(np.float64) @ Lc
+                per[c] += self._fold(k, Z, dec, rule)
+        return {c: _aggregate(rows) for c, rows in per.items()}
+
+    def _fold(self, k: int, Z: np.ndarray, dec, rule: str) -> list[dict]:
+        """Scores of every (rule, alpha, output) on fold ``k``, codes ``Z`` of all cells.
+
+        ``dec(codes)`` returns the decoded cells in the training representation and their
+        mean profile in genes.
+        """
+        t, held = self.truth[k], self.held_masks[k]
+        treated = (self.pert == self.pert[held][0]) & ~held
+        exclude = np.zeros(len(self.contexts), dtype=bool)
+        exclude[t["code"]] = True
+        z0 = Z[t["ctrl"]]
+        d0, g0 = dec(z0)
+        pairs, per = None, []
+        for name, alpha in rule_settings(rule):
+            if name == "shift":
+                s, _ = latent_shift(
+                    Z, self.codes, treated, self.is_ctrl, len(self.contexts), exclude=exclude
+                )
+                moved = z0 + s
+            else:
+                if pairs is None:
+                    pairs = ot_pairs(
                         Z, self.codes, treated, self.is_ctrl, len(self.contexts), exclude=exclude
                     )
-                    moved = z0 + s
+                if name == "kernel":
+                    moved = z0 + kernel_displacement(*pairs[:3], z0, alpha)
                 else:
-                    if pairs is None:
-                        pairs = ot_pairs(
-                            Z, self.codes, treated, self.is_ctrl, len(self.contexts),
-                            exclude=exclude,
-                        )  # fmt: skip
-                    if name == "kernel":
-                        moved = z0 + kernel_displacement(*pairs[:3], z0, alpha)
-                    else:
-                        moved = apply_transport(fit_transport(*pairs[:3], alpha), z0)
-                d1 = decode(net, moved.astype(np.float32)).astype(np.float64)
-                outs = {
-                    "decoded": (self.center + self._genes(d1.mean(0)), d1),
-                    "residual": (
-                        t["ctrl_mean"] + self._genes(d1.mean(0) - d0.mean(0)),
-                        t["ctrl_in"] + d1 - d0,
-                    ),
-                }
-                for output, (mean, cells) in outs.items():
-                    per.append({"fold": k, "rule": name, "alpha": alpha, "output": output,
-                                **_scores(mean, cells, t)})  # fmt: skip
-        if not per:
-            return []
-        df = pd.DataFrame(per)
-        agg = df.groupby(["rule", "alpha", "output"], sort=False).mean(numeric_only=True)
-        agg = agg.drop(columns="fold").reset_index()
-        return agg.to_dict("records")
+                    moved = apply_transport(fit_transport(*pairs[:3], alpha), z0)
+            d1, g1 = dec(moved)
+            outs = {
+                "decoded": (g1, d1),
+                "residual": (t["ctrl_mean"] + g1 - g0, t["ctrl_in"] + d1 - d0),
+            }
+            for output, (mean, cells) in outs.items():
+                per.append({"fold": k, "rule": name, "alpha": alpha, "output": output,
+                            **_scores(mean, cells, t)})  # fmt: skip
+        return per
 
-    def choose(self, rows: list[dict], arch: dict, rule: str) -> dict:
-        """The chosen rule, ridge strength and output among the rows of architecture ``arch``."""
+    def choose(self, rows: list[dict], rule: str) -> dict:
+        """The chosen candidate, made by the rows' scores.
+
+        The best (representation, architecture, rule, alpha) by score (the better output of
+        each), then its output by the smaller E-distance.
+        """
         if not rows:
             name = "shift" if rule in ("auto", "shift") else "transport"
             return {"rule": name, "alpha": np.inf if name == "shift" else 1.0,
                     "output": "residual", "validated": False}  # fmt: skip
         df = pd.DataFrame(rows)
-        mine = df[
-            (df["width"] == arch["width"])
-            & (df["depth"] == arch["depth"])
-            & (df["latent_dim"].astype(str) == str(arch["latent_dim"]))
-        ]
-        by_rule = mine.groupby(["rule", "alpha"], sort=False)["score"].max()
-        name, alpha = by_rule.idxmax()
-        pick = mine[(mine["rule"] == name) & (mine["alpha"] == alpha)]
+        df["latent_dim"] = df["latent_dim"].astype(str)
+        keys = ["representation", "width", "depth", "latent_dim", "rule", "alpha"]
+        best = df.groupby(keys, sort=False)["score"].max().idxmax()
+        pick = df[np.logical_and.reduce([df[k] == v for k, v in zip(keys, best, strict=True)])]
         output = pick.loc[pick["edistance"].idxmin(), "output"]
-        return {"rule": str(name), "alpha": float(alpha), "output": str(output), "validated": True}
+        rep, width, depth, latent, name, alpha = best
+        return {"representation": str(rep), "width": int(width), "depth": int(depth),
+                "latent_dim": str(latent), "rule": str(name), "alpha": float(alpha),
+                "output": str(output), "validated": True}  # fmt: skip
 
     def record(self, rows: list[dict], chosen: dict) -> dict:
         """The h5ad-safe record of the search: candidates table, folds, choice, criterion."""
@@ -197,7 +241,7 @@ class Search:
         }
         if "latent_dim" in table:
             table["latent_dim"] = np.asarray([str(v) for v in df["latent_dim"]], dtype=object)
-        for c in ("rule", "output"):
+        for c in ("representation", "rule", "output"):
             if c in table:
                 table[c] = np.asarray(table[c], dtype=object)
         return {
@@ -206,6 +250,15 @@ class Search:
             "chosen": {k: (str(v) if isinstance(v, str) else v) for k, v in chosen.items()},
             "criterion": CRITERION,
         }
+
+
+def _aggregate(per: list[dict]) -> list[dict]:
+    """Mean over folds of the per-fold scores, one row per (rule, alpha, output)."""
+    if not per:
+        return []
+    df = pd.DataFrame(per)
+    agg = df.groupby(["rule", "alpha", "output"], sort=False).mean(numeric_only=True)
+    return agg.drop(columns="fold").reset_index().to_dict("records")
 
 
 def _scores(mean: np.ndarray, cells: np.ndarray, t: dict) -> dict:
