@@ -1,4 +1,4 @@
-"""Fill holes in images and in spatial expression lattices with the convolutional NTK."""
+"""Fill holes in images and spatial expression lattices by kernel regression (CNTK and others)."""
 
 from __future__ import annotations
 
@@ -166,8 +166,12 @@ def inpaint(
     Image: the filled image, ``float32``, of the input's shape, observed pixels unchanged.
     AnnData: ``None``; writes ``layers[key_added]`` (observed entries unchanged, missing
     ones filled) and ``uns[key_added]`` with ``params`` (every parameter of the typed spec
-    plus the call options) and ``info`` (geometry, chosen prior and ridge, held-out
-    errors, solver accuracy, seconds). The input is never modified.
+    plus the call options) and ``info``, one entry per mask pattern: with ``kernel="cntk"``
+    the geometry, chosen prior, filter size and ridge, held-out errors, solver accuracy and
+    seconds; otherwise ``chosen`` (the candidate of each column, e.g. ``"gaussian,
+    length_scale=8, reg=0.01"``), ``chosen_counts``, ``validation_score`` (every
+    candidate's mean over columns of held-out MSE / column variance), ``folds``,
+    ``holdout_side``, ``solver`` and seconds. The input is never modified.
 
     Examples
     --------
