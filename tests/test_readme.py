@@ -747,6 +747,7 @@ QUOTES += [
         )
         for label, image in [("Library (448 x 704)", "library"), ("Vase (320 x 320)", "vase")]
     ],
+    ("plus noise of sd {}, 90 genes", [(js(CNTK, "spatial", "noise_sd"), 1)]),
     (
         "is {} against the held-out noisy values ({} against the noise-free values), where "
         "nearest-neighbour averaging has {} ({}) and biharmonic per gene {} ({}): lower "
