@@ -5,8 +5,10 @@ PSNR over the whole RGB image in [0, 1], as in Radhakrishnan et al. Every method
 its own process (spawned), so its time and peak resident memory are its own.
 
 Spatial part: a simulated expression lattice (smooth random fields + noise), 20% of the
-spots removed in square blocks, per-gene RMSE on the removed spots: CNTK
-(``si.tl.inpaint`` on AnnData), nearest-neighbour averaging, biharmonic per gene.
+spots removed in square blocks, per-gene RMSE on the removed spots (against the noisy
+held-out values and the noise-free ones): ``si.tl.inpaint`` on AnnData with its default
+``kernel="auto"`` (chosen on held-out blocks) and with ``kernel="cntk"``,
+nearest-neighbour averaging, biharmonic per gene.
 
 Kernel backends: the benchmark's 128 x 128 anchor kernel (6 levels, stationary prior) by
 the NumPy and the jitted JAX recursions in one process (JAX timed on its first call,
@@ -168,7 +170,12 @@ def in_process(method, name, seed, **kwargs):
 
 
 # ----------------------------------------------------------------------------- spatial
-def simulate_lattice(n=48, genes=30, seed=0, frac=0.2, block=6):
+def simulate_lattice(n=48, genes=30, seed=0, frac=0.2, block=6, clean=False):
+    """Softplus of 4 smooth Gaussian fields mixed per gene, plus noise of sd 0.1.
+
+    Returns ``(X, observed, n)`` (``X`` noisy, spots x genes), and the noise-free values
+    as a fourth item when ``clean``.
+    """
     rng = np.random.default_rng(seed)
     fx = np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None] ** 2
     fields = []
@@ -179,45 +186,53 @@ def simulate_lattice(n=48, genes=30, seed=0, frac=0.2, block=6):
         fields.append(f / f.std())
     F = np.stack(fields, -1).reshape(n * n, -1)
     load_ = rng.normal(size=(F.shape[1], genes))
-    X = np.log1p(np.exp(F @ load_ + 1.0)) + 0.1 * rng.normal(size=(n * n, genes))
+    C = np.logaddexp(0.0, F @ load_ + 1.0)  # softplus
+    X = C + NOISE_SD * rng.normal(size=(n * n, genes))
     hide = np.zeros((n, n), bool)
     while hide.mean() < frac:
         r, c = rng.integers(0, n - block + 1, size=2)
         hide[r : r + block, c : c + block] = True
-    return X.astype(np.float32), ~hide.ravel(), n
+    out = (X.astype(np.float32), ~hide.ravel(), n)
+    return (*out, C.astype(np.float32)) if clean else out
+
+
+NOISE_SD = 0.1
+#: spatial methods: the validated default, the CNTK alone, the two baselines.
+METHODS_SPATIAL = ("auto", "cntk", "nn_average", "biharmonic")
+TRUTHS = ("noisy", "clean")
 
 
 def spatial_benchmark(seeds=(0, 1, 2)):
     """Per-gene RMSE on the removed spots over several simulated lattices (genes pooled)."""
     runs = [spatial_one(seed) for seed in seeds]
     per_run = [r.pop("_rmse") for r in runs]
-    rm = {k: np.concatenate([x[k] for x in per_run]) for k in METHODS_SPATIAL}
-    sig = np.concatenate([r.pop("_signal") for r in runs])
     out = {
         "lattice": runs[0]["lattice"],
-        "genes": int(rm["cntk"].size),
+        "genes": int(sum(r["genes"] for r in runs)),
         "seeds": list(seeds),
         "removed": [r["removed"] for r in runs],
+        "noise_sd": NOISE_SD,
         "runs": runs,
     }
-    for k in METHODS_SPATIAL:
-        out[k] = {
-            "rmse_mean": float(rm[k].mean()),
-            "seconds": float(sum(r[k]["seconds"] for r in runs)),
-        }
-    for k in ("nn_average", "biharmonic"):
-        out[f"cntk_beats_{k}"] = float(np.mean(rm["cntk"] < rm[k]))
-    lose = rm["cntk"] >= rm["biharmonic"]
-    out["losers"] = {
-        "n": int(lose.sum()),
-        "signal_sd_median_losers": float(np.median(sig[lose])) if lose.any() else None,
-        "signal_sd_median_winners": float(np.median(sig[~lose])) if (~lose).any() else None,
-        "rmse_ratio_max": float((rm["cntk"] / rm["biharmonic"]).max()),
-    }
+    for truth in TRUTHS:
+        rm = {k: np.concatenate([x[truth][k] for x in per_run]) for k in METHODS_SPATIAL}
+        out[truth] = _summary(rm, runs)
     return out
 
 
-METHODS_SPATIAL = ("cntk", "nn_average", "biharmonic")
+def _summary(rm, runs):
+    out = {
+        k: {
+            "rmse_mean": float(rm[k].mean()),
+            "seconds": float(sum(r["seconds"][k] for r in runs)),
+        }
+        for k in METHODS_SPATIAL
+    }
+    for m in ("auto", "cntk"):
+        for k in ("nn_average", "biharmonic"):
+            out[f"{m}_beats_{k}"] = float(np.mean(rm[m] < rm[k]))
+        out[f"{m}_over_biharmonic_max"] = float((rm[m] / rm["biharmonic"]).max())
+    return out
 
 
 def spatial_one(seed=0):
@@ -227,15 +242,17 @@ def spatial_one(seed=0):
 
     import scimpute as si
 
-    X, obs, n = simulate_lattice(seed=seed)
+    X, obs, n, C = simulate_lattice(seed=seed, clean=True)
     xx, yy = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     coords = np.stack([xx.ravel(), yy.ravel()], 1).astype(float)
     a = ad.AnnData(np.where(obs[:, None], X, 0.0).astype(np.float32))
     a.obsm["spatial"] = coords
-    res = {}
-    t = time.perf_counter()
-    si.tl.inpaint(a, obs, random_state=seed)
-    res["cntk"] = (a.layers["inpaint"][~obs], time.perf_counter() - t)
+    res, infos = {}, {}
+    for m, kw in (("auto", {}), ("cntk", {"kernel": "cntk"})):
+        t = time.perf_counter()
+        si.tl.inpaint(a, obs, random_state=seed, key_added=m, **kw)
+        res[m] = (a.layers[m][~obs], time.perf_counter() - t)
+        infos[m] = a.uns[m]["info"]["0"]
     t = time.perf_counter()
     nn = NearestNeighbors(n_neighbors=6).fit(coords[obs])
     _, idx = nn.kneighbors(coords[~obs])
@@ -249,22 +266,35 @@ def spatial_one(seed=0):
         -1,
     ).reshape(n * n, -1)
     res["biharmonic"] = (bh[~obs], time.perf_counter() - t)
-    truth = X[~obs]
     keep = ("depth", "base_size", "kernel_size", "reg", "prior", "solver", "holdout_side")
+    auto = infos["auto"]
     out = {
         "seed": seed,
         "lattice": f"{n} x {n}",
         "genes": X.shape[1],
         "removed": int((~obs).sum()),
-        "info": {k: v for k, v in a.uns["inpaint"]["info"]["0"].items() if k in keep},
+        "load": os.getloadavg()[0],
+        "cntk_info": {k: v for k, v in infos["cntk"].items() if k in keep},
+        "auto_chosen": auto["chosen_counts"],
+        "auto_folds": auto["folds"],
+        "auto_holdout_side": auto["holdout_side"],
+        "auto_best_cntk_score": min(
+            (v for k, v in auto["validation_score"].items() if k.startswith("cntk")),
+            default=None,
+        ),
+        "auto_best_score": min(auto["validation_score"].values()),
+        "seconds": {k: sec for k, (_, sec) in res.items()},
     }
-    rmse = {k: np.sqrt(np.mean((v - truth) ** 2, axis=0)) for k, (v, _) in res.items()}
-    for k, (_, sec) in res.items():
-        out[k] = {"rmse_mean": float(rmse[k].mean()), "seconds": sec}
-    for k in ("nn_average", "biharmonic"):
-        out[f"cntk_beats_{k}"] = float(np.mean(rmse["cntk"] < rmse[k]))
+    rmse = {
+        truth: {k: np.sqrt(np.mean((v - ref[~obs]) ** 2, axis=0)) for k, (v, _) in res.items()}
+        for truth, ref in (("noisy", X), ("clean", C))
+    }
+    for truth in TRUTHS:
+        out[truth] = {k: float(v.mean()) for k, v in rmse[truth].items()}
+        for m in ("auto", "cntk"):
+            for k in ("nn_average", "biharmonic"):
+                out[truth][f"{m}_beats_{k}"] = float(np.mean(rmse[truth][m] < rmse[truth][k]))
     out["_rmse"] = rmse
-    out["_signal"] = X[obs].std(axis=0)  # per-gene spread (signal + 0.1 noise)
     return out
 
 
@@ -305,33 +335,58 @@ def _spatial_lines(s: dict) -> list[str]:
     lines = [
         "",
         f"Spatial lattices ({s['lattice']}, seeds {s['seeds']}, {s['genes']} genes in all, "
-        f"{s['removed']} spots removed in blocks): RMSE on the removed spots, mean over genes.",
+        f"{s['removed']} spots removed in blocks, noise sd {s['noise_sd']}): RMSE on the "
+        "removed spots, mean over genes, against the held-out noisy values (what a user can "
+        "measure) and against the simulator's noise-free values.",
         "",
-        "| method | RMSE | seconds |",
-        "| --- | --- | --- |",
+        "| method | RMSE (noisy held-out) | RMSE (noise-free) | lower than NN averaging | "
+        f"lower than biharmonic | seconds (3 lattices, load {_loads(s)}) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    nz, cl = s["noisy"], s["clean"]
     for m in METHODS_SPATIAL:
-        lines.append(f"| {m} | {s[m]['rmse_mean']:.4f} | {s[m]['seconds']:.1f} |")
-    lo = s["losers"]
+        wins = "  |  "
+        if m in ("auto", "cntk"):
+            wins = (
+                f" {100 * nz[f'{m}_beats_nn_average']:.0f}% of genes "
+                f"({100 * cl[f'{m}_beats_nn_average']:.0f}% noise-free) | "
+                f"{100 * nz[f'{m}_beats_biharmonic']:.0f}% "
+                f"({100 * cl[f'{m}_beats_biharmonic']:.0f}% noise-free) "
+            )
+        lines.append(
+            f"| {SPATIAL_LABEL[m]} | {nz[m]['rmse_mean']:.4f} | {cl[m]['rmse_mean']:.4f} |"
+            f"{wins}| {nz[m]['seconds']:.1f} |"
+        )
     lines += [
         "",
-        f"CNTK has the lower RMSE than nearest-neighbour averaging on "
-        f"{100 * s['cntk_beats_nn_average']:.0f}% of genes and than biharmonic on "
-        f"{100 * s['cntk_beats_biharmonic']:.0f}% ({lo['n']} genes lose, by at most "
-        f"{100 * (lo['rmse_ratio_max'] - 1):.0f}% RMSE). Per lattice: "
-        + ", ".join(
-            f"seed {r['seed']}: {100 * r['cntk_beats_biharmonic']:.0f}% (kernel_size "
-            f"{r['info'].get('kernel_size')}, reg {r['info'].get('reg')})"
+        "Chosen by `kernel='auto'` (held-out blocks, per lattice): "
+        + "; ".join(
+            f"seed {r['seed']}: "
+            + ", ".join(f"{k} ({v} genes)" for k, v in r["auto_chosen"].items())
+            + f" (held-out score {r['auto_best_score']:.3f}, best CNTK candidate "
+            f"{r['auto_best_cntk_score']:.3f})"
             for r in s["runs"]
         )
-        + ".",
+        + ". Held-out score: mean over genes of held-out MSE / gene variance, "
+        f"{s['runs'][0]['auto_folds']} draws of blocks of side "
+        f"{s['runs'][0]['auto_holdout_side']}.",
         "",
-        SPATIAL_NOTE.format(
-            lose=lo["signal_sd_median_losers"] or float("nan"),
-            win=lo["signal_sd_median_winners"] or float("nan"),
-        ),
+        SPATIAL_NOTE,
     ]
     return lines
+
+
+def _loads(s: dict) -> str:
+    loads = [r.get("load", float("nan")) for r in s["runs"]]
+    return f"{min(loads):.0f}-{max(loads):.0f}"
+
+
+SPATIAL_LABEL = {
+    "auto": "`kernel='auto'` (validated)",
+    "cntk": "CNTK alone",
+    "nn_average": "nearest-neighbour average (6)",
+    "biharmonic": "biharmonic per gene",
+}
 
 
 def write(results, path: Path):
@@ -398,20 +453,20 @@ NETWORK_NOTE = (
 )
 
 SPATIAL_NOTE = (
-    "Why CNTK loses on some genes: the genes where biharmonic wins are the strongly "
-    "expressed, smooth ones (median spread {lose:.2f} against {win:.2f} for the genes "
-    "CNTK wins): their fields are smooth and their noise small, and the thin-plate "
-    "(biharmonic) interpolant is close to optimal there, while the ReLU CNTK is a rough "
-    "kernel (the arc-cosine dual has a kink at correlation 1, like a Laplace kernel). "
-    "What is chosen on held-out blocks of the observed spots (blocks shaped like the "
-    "mask's holes): the filter size (3, 5, 7: larger filters give a wider, smoother "
-    "kernel) and the ridge, jointly over genes; choosing them per gene, padding the lattice "
-    "(to allow 5 levels) and bilinear up-sampling did not raise the share in the analysis "
-    "runs (even the best of those candidates per gene, chosen on the truth, wins on 83% of "
-    "the genes of lattice 0 and 40% of lattice 2, where the CNTK's mean RMSE is above "
-    "biharmonic's for every candidate), so 100% is not reachable with this kernel family; "
-    "the held-out choice is also noisy (on lattice 2 it picks filter 3, where 5 or 7 would "
-    "lose less)."
+    "What dominates the error: the noise. Against the noisy held-out values no method can go "
+    "below the noise sd (0.1); against the noise-free values biharmonic's error is the noise "
+    "of the spots around each hole, which it interpolates exactly, plus its thin-plate "
+    "bias. A kernel smoother with a ridge averages that noise out, and a smooth kernel "
+    "(Gaussian / Matern) matches these smooth fields better than the ReLU CNTK, a rough "
+    "kernel (its arc-cosine dual has a kink at correlation 1, like a Laplace kernel), which "
+    "loses to biharmonic on many of the strongly expressed, smooth genes. `kernel='auto'` "
+    "scores every candidate (CNTK filter sizes 3/5/7; Gaussian, Matern 5/2, Matern 3/2 at "
+    "length scales 1-16 lattice steps; ridges 1e-3 to 1) on held-out blocks of observed "
+    "spots shaped like the holes and keeps the best for all genes; nothing is tuned on "
+    "the simulator's truth. A low-rank (PCA, 3 to 8 components) projection across genes of "
+    "a Gaussian-kernel fill was tried in the analysis runs and was not among the best "
+    "variants (the ridge already removes most of the noise), so it is not a candidate "
+    "(`n_comps` remains an option)."
 )
 
 NOTES = (

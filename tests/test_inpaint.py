@@ -137,7 +137,7 @@ def test_spatial_lattice_fills_missing_spots():
     assert err < 0.5 * err_mean
     np.testing.assert_array_equal(a.X[obs], X[obs])  # X untouched
     uns = a.uns[Key.uns.inpaint]
-    assert uns["params"]["reg"] == 1e-2 and uns["params"]["kernel"] == "cntk"
+    assert uns["params"]["reg"] == 1e-2 and uns["params"]["kernel"] == "auto"
     assert uns["info"]["0"]["n_missing"] == int((~obs).sum())
 
 
@@ -177,3 +177,119 @@ def test_spatial_never_writes_over_its_input_layer():
         si.tl.inpaint(a, obs, layer="counts", key_added="counts", **FAST)
     np.testing.assert_array_equal(a.layers["counts"], before)
     assert Key.uns.inpaint not in a.uns
+
+
+# ------------------------------------------------------------ kernel choice (kernel="auto")
+def _noisy_lattice(n=32, genes=6, seed=0, noise=0.1, block=5, frac=0.2):
+    """Softplus of smooth Gaussian random fields + noise; spots removed in square blocks."""
+    rng = np.random.default_rng(seed)
+    f2 = np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None] ** 2
+    fields = []
+    for ell in rng.uniform(3, 6, size=3):
+        f = np.fft.ifft2(
+            np.exp(-0.5 * f2 * (2 * np.pi * ell) ** 2) * np.fft.fft2(rng.normal(size=(n, n)))
+        ).real
+        fields.append((f / f.std()).ravel())
+    X = np.logaddexp(0, np.stack(fields, 1) @ rng.normal(size=(3, genes)) + 1.0)
+    X = X + noise * rng.normal(size=X.shape)
+    hide = np.zeros((n, n), bool)
+    while hide.mean() < frac:
+        r, c = rng.integers(0, n - block + 1, size=2)
+        hide[r : r + block, c : c + block] = True
+    xx, yy = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    a = ad.AnnData(X.astype(np.float32))
+    a.obsm["spatial"] = np.stack([xx.ravel(), yy.ravel()], 1).astype(float)
+    return a, ~hide.ravel()
+
+
+def _baselines(a, obs):
+    from skimage.restoration import inpaint_biharmonic
+    from sklearn.neighbors import NearestNeighbors
+
+    n = int(np.sqrt(a.n_obs))
+    X, co = np.asarray(a.X), a.obsm["spatial"]
+    _, idx = NearestNeighbors(n_neighbors=6).fit(co[obs]).kneighbors(co[~obs])
+    nn = X[obs][idx].mean(axis=1)
+    bh = np.stack(
+        [
+            inpaint_biharmonic(np.where(obs, X[:, g], 0).reshape(n, n), ~obs.reshape(n, n))
+            for g in range(a.n_vars)
+        ],
+        -1,
+    ).reshape(n * n, -1)[~obs]
+    return nn, bh
+
+
+def test_validated_kernel_beats_biharmonic_and_nn_averaging_per_gene():
+    pytest.importorskip("skimage")
+    a, obs = _noisy_lattice()
+    truth = np.asarray(a.X)[~obs]  # the held-out noisy values: what a user can measure
+    si.tl.inpaint(a, obs, random_state=0)  # kernel="auto": chosen on held-out blocks
+    rmse = lambda p: np.sqrt(np.mean((p - truth) ** 2, axis=0))  # noqa: E731
+    ours = rmse(a.layers[Key.uns.inpaint][~obs])
+    nn, bh = (rmse(p) for p in _baselines(a, obs))
+    assert ours.mean() < bh.mean() and ours.mean() < nn.mean(), (ours, bh, nn)
+    assert np.mean(ours < bh) >= 0.8 and np.all(ours < nn), (ours, bh, nn)
+    info = a.uns[Key.uns.inpaint]["info"]["0"]
+    scores = info["validation_score"]
+    assert set(info["chosen"]) == {min(scores, key=scores.get)}  # the held-out minimum
+    assert any(k.startswith("cntk") for k in scores)  # the CNTK is a candidate
+    assert a.uns[Key.uns.inpaint]["params"]["kernel"] == "auto"
+
+
+def test_block_groups_are_disjoint_hole_wide_blocks_of_observed_spots():
+    from scimpute.tl._inpaint_kernels import InpaintParams, block_groups
+
+    mask = np.ones((30, 30), bool)
+    mask[5:10, 5:10] = False
+    p = InpaintParams(folds=3, cv_holdout=0.2)
+    g = block_groups(mask, 4, p, random_state=1)
+    assert len(g) == 3
+    assert not np.any(g[0] & g[1]) and not np.any(g[1] & g[2])
+    assert all(not np.any(h & ~mask) for h in g)
+    assert all(0.1 < h.sum() / mask.sum() < 0.3 for h in g)
+    for a_, b_ in zip(g, block_groups(mask, 4, p, random_state=1), strict=True):
+        np.testing.assert_array_equal(a_, b_)  # same seed, same blocks
+
+
+def test_stationary_kernels_match_sklearn():
+    from sklearn.gaussian_process.kernels import RBF, Matern
+
+    from scimpute.tl._inpaint_kernels import stationary_kernel
+
+    x = np.linspace(0, 5, 11)[:, None]
+    r = np.abs(x - x.T)
+    for fam, ref in [
+        ("gaussian", RBF(2.0)),
+        ("matern52", Matern(2.0, nu=2.5)),
+        ("matern32", Matern(2.0, nu=1.5)),
+    ]:
+        np.testing.assert_allclose(stationary_kernel(fam, r, 2.0), ref(x), rtol=1e-10)
+
+
+def test_stationary_fft_cg_equals_the_dense_solve():
+    img = _smooth(24)
+    m = np.ones((24, 24), bool)
+    m[4:9, 10:16] = False
+    m[15:20, 3:7] = False
+    kw = {"length_scale": 3.0, "reg": 1e-2}
+    dense = si.tl.inpaint(img, m, kernel="matern52", solver="cholesky", **kw)
+    cg = si.tl.inpaint(img, m, kernel="matern52", solver="cg", **kw)
+    np.testing.assert_allclose(cg, dense, atol=2e-4)
+    np.testing.assert_array_equal(dense[m], img[m])
+    err = np.sqrt(np.mean((dense[~m] - img[~m]) ** 2))
+    assert err < 0.3 * np.sqrt(np.mean((img[m].mean() - img[~m]) ** 2))
+
+
+def test_auto_kernel_on_an_image_is_the_cntk_and_select_column_chooses_per_gene():
+    img, mask = _smooth(), _mask()
+    np.testing.assert_array_equal(
+        si.tl.inpaint(img, mask, **FAST), si.tl.inpaint(img, mask, kernel="cntk", **FAST)
+    )
+    a, obs = _noisy_lattice(n=16, genes=3, block=3)
+    si.tl.inpaint(a, obs, kernel="gaussian", select="column", reg=1e-2, key_added="g")
+    info = a.uns["g"]["info"]["0"]
+    assert len(info["chosen"]) == 3 and all(c.startswith("gaussian") for c in info["chosen"])
+    assert sum(info["chosen_counts"].values()) == 3
+    with pytest.raises(ParamError, match="select"):
+        si.tl.inpaint(a, obs, select="gene")

@@ -1,4 +1,4 @@
-"""Fill holes in images and in spatial expression lattices with the convolutional NTK."""
+"""Fill holes in images and spatial expression lattices by kernel regression (CNTK and others)."""
 
 from __future__ import annotations
 
@@ -84,17 +84,23 @@ def _dense(X) -> np.ndarray:
     return np.asarray(X, dtype=np.float64)
 
 
-def _fill(values: np.ndarray, mask: np.ndarray, spec, random_state: int):
-    from ..ntk._image import fill_image
+def _fill(values: np.ndarray, mask: np.ndarray, spec, random_state: int, kernel: str = "cntk"):
+    """CNTK alone: the published recipe (:func:`fill_image`); else the held-out choice."""
+    if kernel == "cntk":
+        from ..ntk._image import fill_image
 
-    return fill_image(values, mask, spec, random_state=random_state)
+        return fill_image(values, mask, spec, random_state=random_state)
+    from ._inpaint_kernels import fill_validated
+
+    filled, info = fill_validated(values, mask, spec, kernel, random_state=random_state)
+    return filled.astype(np.float32), info
 
 
 def inpaint(
     data: Any,
     mask: Any,
     *,
-    kernel: Literal["cntk"] = "cntk",
+    kernel: Literal["auto", "cntk", "gaussian", "matern52", "matern32"] = "auto",
     key_added: str | None = None,
     layer: str | None = None,
     genes: Sequence[str] | None = None,
@@ -102,7 +108,7 @@ def inpaint(
     random_state: int = 0,
     **kwargs: Any,
 ) -> np.ndarray | None:
-    """Fill missing pixels of an image, or missing spots of a spatial lattice, with a CNTK.
+    """Fill missing pixels of an image, or missing spots of a spatial lattice, by kernel regression.
 
     The kernel is the neural tangent kernel of a deep-image-prior style convolutional
     encoder-decoder on a fixed input (:mod:`scimpute.ntk`), computed at ``base_size``
@@ -128,7 +134,16 @@ def inpaint(
         published mask files, 0 = missing). AnnData: boolean ``(n_obs,)`` (spot observed),
         boolean ``(n_obs, n_vars)`` (per gene), or the name of a boolean ``.obs`` column.
     kernel
-        ``"cntk"`` (the only kernel so far).
+        ``"cntk"``: the convolutional NTK above. ``"gaussian"``, ``"matern52"``,
+        ``"matern32"``: a stationary kernel of that smoothness (length scale
+        ``length_scale`` in lattice steps, ``"auto"``: chosen on held-out blocks), solved
+        exactly or by FFT conjugate gradient (:mod:`scimpute.tl._inpaint_kernels`).
+        ``"auto"`` (default): on an AnnData lattice, the candidate with the lowest error on
+        held-out blocks of the observed spots among the CNTK (each filter size) and the
+        three stationary kernels (each length scale), each with every ridge, averaged over
+        ``folds`` draws of blocks, one choice for all genes (``select="joint"``) or per gene
+        (``select="column"``); on an image, the CNTK (the published recipe: a stationary
+        candidate costs a full-image solve per length scale and ridge).
     key_added
         AnnData only: ``layers[key_added]`` and ``uns[key_added]`` (default ``"inpaint"``).
     layer
@@ -141,16 +156,22 @@ def inpaint(
     random_state
         Seed of the held-out blocks used by the ``"auto"`` choices.
     **kwargs
-        Parameters of :class:`scimpute.ntk.CntkParams` (``depth``, ``kernel_size``,
-        ``prior``, ``reg``, ``base_size``, ``solver``, ``backend``, ...).
+        Parameters of :class:`scimpute.tl._inpaint_kernels.InpaintParams`: those of
+        :class:`scimpute.ntk.CntkParams` (``depth``, ``kernel_size``, ``prior``, ``reg``,
+        ``base_size``, ``solver``, ``backend``, ``holdout``, ...) and ``length_scale``,
+        ``folds``, ``select``.
 
     Returns
     -------
     Image: the filled image, ``float32``, of the input's shape, observed pixels unchanged.
     AnnData: ``None``; writes ``layers[key_added]`` (observed entries unchanged, missing
     ones filled) and ``uns[key_added]`` with ``params`` (every parameter of the typed spec
-    plus the call options) and ``info`` (geometry, chosen prior and ridge, held-out
-    errors, solver accuracy, seconds). The input is never modified.
+    plus the call options) and ``info``, one entry per mask pattern: with ``kernel="cntk"``
+    the geometry, chosen prior, filter size and ridge, held-out errors, solver accuracy and
+    seconds; otherwise ``chosen`` (the candidate of each column, e.g. ``"gaussian,
+    length_scale=8, reg=0.01"``), ``chosen_counts``, ``validation_score`` (every
+    candidate's mean over columns of held-out MSE / column variance), ``folds``,
+    ``holdout_side``, ``solver`` and seconds. The input is never modified.
 
     Examples
     --------
@@ -164,11 +185,11 @@ def inpaint(
     (True, (16, 16))
 
     """
-    from ..ntk._image import CntkParams
+    from ._inpaint_kernels import KERNELS, InpaintParams
 
-    check_choice(_OWNER, "kernel", kernel, ("cntk",))
+    check_choice(_OWNER, "kernel", kernel, KERNELS)
     check_random_state_value(_OWNER, random_state)
-    spec = CntkParams.from_kwargs(_OWNER, kwargs)
+    spec = InpaintParams.from_kwargs(_OWNER, kwargs)
     if isinstance(data, np.ndarray) or isinstance(data, list | tuple):
         for name, val in (
             ("key_added", key_added),
@@ -180,12 +201,13 @@ def inpaint(
                 raise TypeError(f"{_OWNER}: {name} applies to AnnData input only.")
         arr, m = _check_image(data, mask)
         chans = arr[None].astype(np.float32) if arr.ndim == 2 else np.moveaxis(arr, 2, 0)
-        filled, _ = _fill(chans.astype(np.float32), m, spec, random_state)
+        kern = "cntk" if kernel == "auto" else kernel
+        filled, _ = _fill(chans.astype(np.float32), m, spec, random_state, kern)
         out = filled[0] if arr.ndim == 2 else np.moveaxis(filled, 0, 2)
         out = np.clip(out, 0.0, 1.0).astype(np.float32)
         out[m] = arr[m]  # observed pixels exactly as given
         return out
-    return _inpaint_adata(data, mask, spec, key_added, layer, genes, n_comps, random_state)
+    return _inpaint_adata(data, mask, spec, kernel, key_added, layer, genes, n_comps, random_state)
 
 
 def _adata_mask(adata, mask) -> np.ndarray:
@@ -209,7 +231,7 @@ def _adata_mask(adata, mask) -> np.ndarray:
     return m
 
 
-def _inpaint_adata(adata, mask, spec, key_added, layer, genes, n_comps, random_state):
+def _inpaint_adata(adata, mask, spec, kernel, key_added, layer, genes, n_comps, random_state):
     from anndata import AnnData
 
     from .._utils import h5ad_safe
@@ -253,7 +275,7 @@ def _inpaint_adata(adata, mask, spec, key_added, layer, genes, n_comps, random_s
         V = vt[: min(n_comps, vt.shape[0])]
         scores = (X[:, cols] - mu) @ V.T
         filled, info = _fill_columns(
-            scores, spot[:, None].repeat(len(V), 1), pos, shape, spec, random_state
+            scores, spot[:, None].repeat(len(V), 1), pos, shape, spec, random_state, kernel
         )
         rec = filled @ V + mu
         block = out[:, cols]
@@ -261,7 +283,7 @@ def _inpaint_adata(adata, mask, spec, key_added, layer, genes, n_comps, random_s
         out[:, cols] = block
         infos.extend(info)
     else:
-        filled, info = _fill_columns(X[:, cols], m[:, cols], pos, shape, spec, random_state)
+        filled, info = _fill_columns(X[:, cols], m[:, cols], pos, shape, spec, random_state, kernel)
         block = out[:, cols]
         sub = m[:, cols]
         block[~sub] = filled[~sub]
@@ -269,7 +291,7 @@ def _inpaint_adata(adata, mask, spec, key_added, layer, genes, n_comps, random_s
         infos.extend(info)
     adata.layers[key] = out.astype(np.float32)
     call = {
-        "kernel": "cntk",
+        "kernel": kernel,
         "layer": layer,
         "genes": None if genes is None else list(genes),
         "n_comps": n_comps,
@@ -278,7 +300,7 @@ def _inpaint_adata(adata, mask, spec, key_added, layer, genes, n_comps, random_s
     adata.uns[key] = h5ad_safe({"params": {**spec.to_dict(), **call}, "info": infos})
 
 
-def _fill_columns(Y, M, pos, shape, spec, random_state):
+def _fill_columns(Y, M, pos, shape, spec, random_state, kernel):
     """Fill each column of ``Y`` (spots x columns) where ``M`` is False; group equal masks."""
     out = Y.copy()
     infos = []
@@ -297,7 +319,7 @@ def _fill_columns(Y, M, pos, shape, spec, random_state):
         vals = Y[mj][:, idx]
         mu = vals.mean(0)
         grid[:, pos[mj, 0], pos[mj, 1]] = (vals - mu).T
-        filled, info = _fill(grid, obs, spec, random_state)
+        filled, info = _fill(grid, obs, spec, random_state, kernel)
         out[np.ix_(~mj, idx)] = filled[:, pos[~mj, 0], pos[~mj, 1]].T + mu
         info["columns"] = len(idx)
         infos.append(info)
