@@ -105,8 +105,13 @@ def fit_direction(
     params: SIParams,
     folds: np.ndarray,
     progress: bool,
+    out=None,
 ) -> MethodResult:
-    """One donor direction of synthetic interventions (``params`` resolved and checked)."""
+    """One donor direction of synthetic interventions (``params`` resolved and checked).
+
+    ``out``: where the predictions are written (``out[rows] = values``, group by group);
+    ``None``: a new array.
+    """
     n_t = t.shape[0]
     view = _orient(data, t, donors)
     last = params.min_train_units if params.select == "max_donors" else None
@@ -117,7 +122,7 @@ def fit_direction(
     scores = _score_levels(data, donors, view, paths, fits, params)
     sel = _select_levels(paths, fits, scores, n_t)
     use_si = _accept(sel, fits, scores, params, n_t)
-    pred, source = _predict(data, t, view, paths, sel, use_si, progress)
+    pred, source = _predict(data, t, view, paths, sel, use_si, progress, out)
     info = _records(data, t, donors, view, paths, sel, params)
     info[keys.SI_FALLBACK_REASONS] = _fallback_reasons(paths, sel.has, had_level, use_si)
     info[keys.SI_SOLVERS] = fits.solvers(paths.cand_key)
@@ -245,10 +250,15 @@ def _accept(sel, fits, scores, params, n_t) -> np.ndarray:
     return use_si
 
 
-def _predict(data, t, view, paths, sel, use_si, progress):
-    """The ``context_mean`` chain where the fit is not used, ``W @ Y[u, D] + b`` elsewhere."""
+def _predict(data, t, view, paths, sel, use_si, progress, out=None):
+    """The ``context_mean`` chain where the fit is not used, ``W @ Y[u, D] + b`` elsewhere.
+
+    Written into ``out`` (chunk by chunk, group by group) or a new array.
+    """
     n_t = t.shape[0]
-    pred = np.empty((n_t, data.n_features), dtype=np.result_type(data.Y.dtype, np.float32))
+    pred = out
+    if pred is None:
+        pred = np.empty((n_t, data.n_features), dtype=np.result_type(data.Y.dtype, np.float32))
     source = np.full(n_t, NAME, dtype=object)
     fb = np.flatnonzero(~use_si)
     if fb.size:
