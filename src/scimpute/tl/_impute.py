@@ -161,7 +161,10 @@ def _rows_in_grid_order(data, inv: np.ndarray) -> np.ndarray:
 
 
 def _effect_rows(data, completed: np.ndarray, order, inv) -> np.ndarray:
-    """:func:`effects` of the completed layer in grid row order, block by block (float32).
+    """The effect layer: completed profiles minus the context's measured control profile.
+
+    NaN rows where the context's control is not measured; the profiles themselves when the
+    grid has no control. In grid row order, block by block, float32.
 
     ``order[f]`` is the grid row of flat pair ``f``, ``inv[r]`` the flat pair of row ``r``.
     """
