@@ -129,7 +129,7 @@ UP = "mm_unpaired.json"
 INV = "mm_invariance.json"
 SI10K = "si_scale_70x10000_r3.json"  # issue 12
 SI10K4 = "si_scale_70x10000_r4.json"  # issue 12, round 4 (leaner records)
-SI10K5 = "si_scale_70x10000_r5.json"  # issue 12, round 5 (predictions into a sink)
+SI10K5 = "si_scale_70x10000_r5b.json"  # issue 12, round 5 (sink, leaner records)
 SI20K = "si_scale_70x20000_r5.json"  # issue 12, round 5: the full CMap shape
 SI2K = "si_scale_70x2000_warm.json"  # issue 12
 SI4 = "si_dense_4x10000.json"  # issue 12: 4 x 10,000 x 1,000
@@ -544,7 +544,7 @@ QUOTES: list[tuple[str, list[tuple[Source, int | str]]]] = [
     ),
     # issue 12: SI published preset at 70 x 10,000 (rounds 5, 4, 3) and first vs warm call
     (
-        "| {} s at load ~11 (round 4, returning an array: {} s at load ~8; round 3: {} s at load "
+        "| {} s at load ~3 (round 4, returning an array: {} s at load ~8; round 3: {} s at load "
         "~25) | {}x per pair vs the per-pair numpy implementation (whose time moves with the "
         "load; SI itself: {} ms per pair, round 4 {}, round 3 {}); peak RSS {} GB during the "
         "call, {}x the dense float32 grid of {} GB (round 4: {} GB, {}x; round 3: {} GB) |",
