@@ -120,6 +120,7 @@ def run_config(
     ref_params=None,
     subset_contexts=None,
     primal=False,
+    sink=None,
 ):
     """One configuration, timed, with the per-pair reference on ``n_ref`` sampled targets.
 
@@ -128,6 +129,9 @@ def run_config(
     ``subset_contexts``: impute only the targets in these contexts (a documented subset;
     the full call's time is extrapolated by groups, reported separately). ``primal``: also
     time the call with every host group solved in the primal (``_engine.DUAL = False``).
+    ``sink``: a folder; the predictions are written group by group into a float32 staging
+    file there (:class:`scimpute.tl._sink.DiskSink`, what ``impute(..., out_store=PATH)``
+    uses) instead of an array returned by the method.
     """
     spec = SIParams.from_kwargs("synthetic_interventions", params)
     full_targets, extra = targets, {}
@@ -144,11 +148,19 @@ def run_config(
         }
     same = ref_params is None or ref_params == params
     ref_spec = spec if same else SIParams.from_kwargs("synthetic_interventions", ref_params)
+    if sink is not None and (warm or primal):
+        raise ValueError("--sink disk times one call: no --warm or --compare-primal with it")
+    out = None
+    if sink is not None:
+        from scimpute.tl._sink import DiskSink
+
+        out = DiskSink(Path(sink) / f"predictions-{os.getpid()}.f32", len(targets), data.n_features)
+        extra["sink"] = "disk"
     gc.collect()
     tracemalloc.start()
     with RSSSampler() as rss:
         t0 = time.perf_counter()
-        res = synthetic_interventions(data, targets, spec, random_state=seed)
+        res = synthetic_interventions(data, targets, spec, random_state=seed, out=out)
         wall = time.perf_counter() - t0
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -196,6 +208,9 @@ def run_config(
         extra["extrapolated_full_wall_s"] = wall * extra["n_groups_full"] / res.info["n_groups"]
     r2 = si.metrics.r2(truth_sample, res.prediction[sample])
     src = pd.Series(res.source.astype(str)).value_counts()
+    if out is not None:
+        out.close()
+    grid_bytes = data.Y.size * 4  # the dense float32 grid
     return {
         "n_targets": len(targets),
         "wall_s": wall,
@@ -210,6 +225,8 @@ def run_config(
         "rss_at_start_gb": rss.start / 1024**3,
         "peak_rss_during_call_gb": rss.peak / 1024**3,
         "rss_increase_gb": (rss.peak - rss.start) / 1024**3,
+        "grid_float32_gb": grid_bytes / 1024**3,
+        "peak_over_grid": rss.peak / grid_bytes,
         "max_abs_diff_vs_reference": float(diff.max()),
         "relative_diff_vs_reference": float(diff.max() / scale),
         "sources_agree": bool(np.array_equal(res.source[sample[:n_ref]], ref["source"]))
@@ -270,6 +287,14 @@ def lean_grid(n_c, n_a, p, fraction, seed, rank=10, noise=0.5):
 def _notes(args) -> list[str]:
     """What ``--reference-config`` and ``--subset`` change in the table (markdown lines)."""
     out = []
+    if args.sink:
+        out += [
+            "Sink: the method wrote its predictions group by group into a float32 staging "
+            "file (`scimpute.tl._sink.DiskSink`, what `impute(..., out_store=PATH)` uses) "
+            "instead of returning a (targets x features) array; `peak_over_grid` is "
+            "`peak_rss_during_call_gb` over `grid_float32_gb` (the dense float32 grid).",
+            "",
+        ]
     if args.reference_config:
         out += [
             f"Reference: every config is timed against the per-pair implementation of "
@@ -315,6 +340,11 @@ def main() -> None:
     )
     ap.add_argument("--warm", action="store_true", help="also time a second (compiled) call")
     ap.add_argument(
+        "--sink",
+        default=None,
+        help="folder: the method writes its predictions into a staging file there (DiskSink)",
+    )
+    ap.add_argument(
         "--lean", action="store_true", help="memory-lean generator (lean_grid) for full sizes"
     )
     args = ap.parse_args()
@@ -356,7 +386,7 @@ def main() -> None:
         rows[name] = run_config(
             data, targets, truth_sample, sample, CONFIGS[name], args.reference_pairs, args.seed,
             args.warm, ref_params, args.subset_contexts if name in args.subset else None,
-            args.compare_primal,
+            args.compare_primal, args.sink,
         )  # fmt: skip
         print(name, json.dumps(rows[name], default=float), flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -403,13 +433,15 @@ def main() -> None:
         "rss_at_start_gb",
         "peak_rss_during_call_gb",
         "rss_increase_gb",
+        "grid_float32_gb",
+        "peak_over_grid",
         "peak_rss_gb_process",
         "relative_diff_vs_reference",
         "sources_agree",
         "median_r2_vs_truth",
         "fraction_synthetic_interventions",
     ]
-    optional = ["reference_preset", "n_groups", "groups_dual", "groups_primal_host"]
+    optional = ["reference_preset", "n_groups", "groups_dual", "groups_primal_host", "sink"]
     optional += ["n_groups_full", "extrapolated_full_wall_s"]
     optional += ["primal_wall_s", "dual_speedup_vs_primal", "relative_diff_vs_primal"]
     cols += [c for c in optional if c in table.columns]

@@ -268,3 +268,20 @@ def test_dual_deferred_single_unit_validation_matches_eager(monkeypatch):
     np.testing.assert_allclose(lazy.prediction, eager.prediction, rtol=1e-12)
     monkeypatch.setattr(E, "DUAL", False)
     _assert_same(synthetic_interventions(data, t, spec, random_state=1), lazy)
+
+
+@pytest.mark.parametrize("dtype", [None, np.int32])
+def test_gather_segments_equals_one_gather(dtype):
+    """The block-by-block gather of the records equals ``src[ranges(starts, counts)]``."""
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=500) if dtype is None else rng.integers(0, 99, size=500)
+    counts = rng.integers(0, 7, size=300)
+    starts = rng.integers(0, 500 - 7, size=300)
+    old = Dn._CHUNK_SEGMENTS
+    try:
+        Dn._CHUNK_SEGMENTS = 17
+        got = Dn._gather_segments(src, starts, counts, dtype)
+    finally:
+        Dn._CHUNK_SEGMENTS = old
+    np.testing.assert_array_equal(got, src[E.ranges(starts, counts)])
+    assert got.dtype == (src.dtype if dtype is None else dtype)

@@ -17,7 +17,11 @@ from .._records import read_grid_info
 from .._utils import RandomState, h5ad_safe
 from ._data import default_targets, to_grid_data
 from ._run import check_applicable, prepare_method, run_method
-from ._store import check_store, write_annotations, write_layers
+from ._sink import DiskSink, GridSink, staging_path
+from ._store import ControlFill, check_store, write_annotations, write_layers
+
+#: rows per block of the copies and differences of the completed layers
+_BLOCK_ROWS = 16384
 
 #: ``.uns`` keys that belong to the grid and to other tools: never a ``key_added`` of impute.
 RESERVED_UNS = (Key.uns.grid, Key.uns.cross_validation)
@@ -126,28 +130,56 @@ def _fill_controls(data, completed: np.ndarray, source: np.ndarray) -> int:
     return int(missing.sum())
 
 
-def effects(data, completed: np.ndarray) -> np.ndarray:
-    """Completed profiles minus the context's measured control profile (NaN without one).
+def _run_one(m, data, targets, params, random_state, client, out=None):
+    """Run one method here (into the sink ``out``), or on the workers of a dask ``client``."""
+    if client is None:
+        return run_method(m, data, targets, random_state=random_state, params=params, out=out)
+    from ._distributed import run_distributed
 
-    When the grid has no control, the profiles are the effects.
+    res = run_distributed(client, m, data, targets, random_state=random_state, params=params)
+    if out is not None:
+        _copy_into(out, res)
+    return res
+
+
+def _copy_into(sink, res) -> None:
+    """Copy ``res.prediction`` (an array) into ``sink`` block by block; it becomes the sink."""
+    for lo in range(0, len(sink), _BLOCK_ROWS):
+        sink[lo : lo + _BLOCK_ROWS] = res.prediction[lo : lo + _BLOCK_ROWS]
+    res.prediction = sink
+
+
+def _rows_in_grid_order(data, inv: np.ndarray) -> np.ndarray:
+    """A float32 copy of the profiles in the grid's row order: the completed layer."""
+    flat = data.Y.reshape(-1, data.n_features)
+    if np.array_equal(inv, np.arange(inv.size)):
+        return np.array(flat, dtype=np.float32, copy=True)
+    out = np.empty(flat.shape, dtype=np.float32)
+    for lo in range(0, inv.size, _BLOCK_ROWS):
+        out[lo : lo + _BLOCK_ROWS] = flat[inv[lo : lo + _BLOCK_ROWS]]
+    return out
+
+
+def _effect_rows(data, completed: np.ndarray, order, inv) -> np.ndarray:
+    """The effect layer: completed profiles minus the context's measured control profile.
+
+    NaN rows where the context's control is not measured; the profiles themselves when the
+    grid has no control. In grid row order, block by block, float32.
+
+    ``order[f]`` is the grid row of flat pair ``f``, ``inv[r]`` the flat pair of row ``r``.
     """
     if data.control is None:
         return completed.copy()
-    ctrl = np.where(
-        data.measured[:, data.control][:, None],
-        completed[:, data.control],
-        np.nan,
-    )
-    return completed - ctrl[:, None, :]
-
-
-def _run_one(m, data, targets, params, random_state, client):
-    """Run one method here, or on the workers of a dask ``client``."""
-    if client is None:
-        return run_method(m, data, targets, random_state=random_state, params=params)
-    from ._distributed import run_distributed
-
-    return run_distributed(client, m, data, targets, random_state=random_state, params=params)
+    n_a = data.n_perturbations
+    has = data.measured[:, data.control]
+    ctrl_rows = order[np.arange(data.n_contexts) * n_a + data.control]
+    ctrl = np.full((data.n_contexts, data.n_features), np.nan, dtype=np.float32)
+    ctrl[has] = completed[ctrl_rows[has]]
+    eff = np.empty_like(completed)
+    for lo in range(0, inv.size, _BLOCK_ROWS):
+        ctx = inv[lo : lo + _BLOCK_ROWS] // n_a
+        np.subtract(completed[lo : lo + _BLOCK_ROWS], ctrl[ctx], out=eff[lo : lo + _BLOCK_ROWS])
+    return eff
 
 
 def impute(
@@ -195,7 +227,9 @@ def impute(
         (:mod:`scimpute.tl._distributed`; ``uns[key]["distributed"]`` records the groups).
     out_store
         Path of a zarr store: the two completed layers are written there block by block
-        (never built in memory) with ``obs``, ``var`` and ``uns``, and not added to the grid
+        (never built in memory; the method's predictions are staged in a float32 file next
+        to the store, ``.<name>.predictions-<pid>.f32``, removed afterwards) with ``obs``,
+        ``var`` and ``uns``, and not added to the grid
         (``uns[key]["out_store"]`` names the path); read it back with
         ``anndata.experimental.read_lazy`` (see :mod:`scimpute.tl._store`).
     overwrite_store
@@ -275,39 +309,49 @@ def impute(
             UserWarning,
             stacklevel=2,
         )
-    assessed = None
-    if len(targets) and (m.name == AUTO_METHOD or level is not None):
-        res = (
-            None
-            if m.name == AUTO_METHOD
-            else _run_one(m, data, targets, params, random_state, client)
-        )
-        assessed = _assess(m, data, targets, params, res, level, random_state)
-        if res is None:
-            res = assessed.result
-        else:
-            res.per_target.update(assessed.result.per_target)
-            extra = {k: v for k, v in assessed.result.info.items() if k != AUTO_RECORD}
-            res.info.update(extra)  # a fixed method has no auto record
-    else:
-        res = _run_one(m, data, targets, params, random_state, client)
-
     n_c, n_a, p = data.Y.shape
-    if out_store is not None:  # the completed layers go to disk, block by block
-        args = (out_store, data, order, targets, res, key, overwrite_store, _fill_controls)
-        source, n_ctrl = write_layers(*args)
-    else:
-        completed = np.array(data.Y, dtype=np.float32, copy=True)
-        source = np.full((n_c, n_a), SOURCE_MEASURED, dtype=object)
-        if len(targets):
-            completed[targets[:, 0], targets[:, 1]] = res.prediction
-            source[targets[:, 0], targets[:, 1]] = res.source
-        n_ctrl = _fill_controls(data, completed, source)
-        eff = effects(data, completed).astype(np.float32)
-
     inv = np.empty_like(order)
     inv[order] = np.arange(order.size)  # grid row -> flat index
     flat_t = targets[:, 0] * n_a + targets[:, 1]
+    assessed = None
+    staged = staging_path(out_store) if out_store is not None else None
+    try:
+        if out_store is not None:  # predictions staged on disk, then written block by block
+            sink = DiskSink(staged, len(targets), p)
+        else:  # predictions written into the completed layer itself (grid row order)
+            completed = _rows_in_grid_order(data, inv)
+            sink = GridSink(completed, order[flat_t])
+        if len(targets) and (m.name == AUTO_METHOD or level is not None):
+            res = (
+                None
+                if m.name == AUTO_METHOD
+                else _run_one(m, data, targets, params, random_state, client)
+            )
+            assessed = _assess(m, data, targets, params, res, level, random_state)
+            if res is None:
+                res = assessed.result
+            else:
+                res.per_target.update(assessed.result.per_target)
+                extra = {k: v for k, v in assessed.result.info.items() if k != AUTO_RECORD}
+                res.info.update(extra)  # a fixed method has no auto record
+            _copy_into(sink, res)
+        else:  # the method writes into the sink itself where it can (no full-size copy)
+            res = _run_one(m, data, targets, params, random_state, client, out=sink)
+        if out_store is not None:  # the completed layers go to disk, block by block
+            args = (out_store, data, order, targets, res, key, overwrite_store, _fill_controls)
+            source, n_ctrl = write_layers(*args)
+        else:
+            source = np.full((n_c, n_a), SOURCE_MEASURED, dtype=object)
+            if len(targets):
+                source[targets[:, 0], targets[:, 1]] = res.source
+            fill = ControlFill()
+            n_ctrl = _fill_controls(data, fill, source)
+            fill.apply(completed, order, n_a)
+            eff = _effect_rows(data, completed, order, inv)
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+
     diag_cols = {}
     for name, values in res.per_target.items():
         col = np.full(n_c * n_a, np.nan)
@@ -328,8 +372,8 @@ def impute(
 
     out = grid.copy() if copy else grid
     if out_store is None:
-        out.layers[key] = completed.reshape(n_c * n_a, p)[inv]
-        out.layers[Key.layers.effect(key)] = eff.reshape(n_c * n_a, p)[inv]
+        out.layers[key] = completed
+        out.layers[Key.layers.effect(key)] = eff
     else:  # not in memory: drop layers an earlier in-memory run left under this key
         record["out_store"] = str(out_store)
         for name in (key, Key.layers.effect(key)):

@@ -8,6 +8,7 @@ the typed parameters down.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from .._params import Params
 from .._utils import RandomState
 from ..methods import GridData, Method, MethodResult, as_targets, get_method
+from ._sink import RowSink
 
 
 def prepare_method(
@@ -71,15 +73,26 @@ def resolve_method(name: str, params: Mapping[str, Any], data: GridData | None =
 
 
 def check_result(method: Method, targets: np.ndarray, res: MethodResult, n_features: int):
-    """Check a method's result for ``targets``: shape, finiteness, diagnostic lengths."""
-    pred = np.asarray(res.prediction)
+    """Check a method's result for ``targets``: shape, finiteness, diagnostic lengths.
+
+    ``res.prediction`` may be a :class:`~scimpute.tl._sink.RowSink` the method wrote into:
+    then every row must have been written, with finite values only.
+    """
+    pred = res.prediction
+    if not isinstance(pred, RowSink):
+        pred = np.asarray(pred)
     if pred.shape != (targets.shape[0], n_features):
         raise RuntimeError(
             f"Method {method.name!r} returned predictions of shape {pred.shape}, expected "
             f"{(targets.shape[0], n_features)}."
         )
-    if not np.isfinite(pred).all():
+    if isinstance(pred, RowSink):
+        n = pred.n_nonfinite
+        if pred.missing():
+            raise RuntimeError(f"Method {method.name!r} left {pred.missing()} targets unwritten.")
+    else:
         n = int((~np.isfinite(pred).all(axis=1)).sum())
+    if n:
         raise RuntimeError(f"Method {method.name!r} returned non-finite predictions for {n} pairs.")
     res.prediction = pred
     res.source = np.asarray(res.source, dtype=object)
@@ -91,6 +104,15 @@ def check_result(method: Method, targets: np.ndarray, res: MethodResult, n_featu
     return res
 
 
+def accepts_out(method: Method) -> bool:
+    """Whether ``method.fn`` writes its predictions into an ``out`` sink itself."""
+    return "out" in inspect.signature(method.fn).parameters
+
+
+#: rows per block when a method's returned array is copied into a sink
+_COPY_ROWS = 16384
+
+
 def run_method(
     method: Method,
     data: GridData,
@@ -98,20 +120,35 @@ def run_method(
     *,
     random_state: RandomState,
     params: Mapping[str, Any] | Params,
+    out: RowSink | None = None,
 ) -> MethodResult:
     """Call ``method`` on ``targets`` and check its result (:func:`check_result`).
 
     ``params`` is the typed instance of :func:`prepare_method` (a mapping is parsed first, for
-    callers outside the entry points).
+    callers outside the entry points). ``out``: a sink of ``(n_targets, n_features)`` that
+    receives the predictions (:mod:`scimpute.tl._sink`); a method that accepts ``out``
+    writes into it group by group, any other method's array is copied into it block by
+    block. ``res.prediction`` is then the sink.
     """
     t = as_targets(targets)
+    if out is not None and out.shape != (t.shape[0], data.n_features):
+        raise ValueError(f"out has shape {out.shape}, expected {(t.shape[0], data.n_features)}.")
     if t.shape[0] == 0:
         return MethodResult(
-            prediction=np.zeros((0, data.n_features)),
+            prediction=np.zeros((0, data.n_features)) if out is None else out,
             source=np.zeros(0, dtype=object),
         )
     if data.measured[t[:, 0], t[:, 1]].any():
         raise ValueError("Targets must be unmeasured pairs; hide them in `measured` first.")
     typed = params if isinstance(params, Params) else method.parse(params)
-    res = method.fn(data, t, typed, random_state=random_state)
-    return check_result(method, t, res, data.n_features)
+    if out is not None and accepts_out(method):
+        res = method.fn(data, t, typed, random_state=random_state, out=out)
+        return check_result(method, t, res, data.n_features)
+    res = check_result(
+        method, t, method.fn(data, t, typed, random_state=random_state), data.n_features
+    )
+    if out is not None:
+        for lo in range(0, t.shape[0], _COPY_ROWS):
+            out[lo : lo + _COPY_ROWS] = res.prediction[lo : lo + _COPY_ROWS]
+        res.prediction = out
+    return res

@@ -54,7 +54,7 @@ def check_store(path: str | os.PathLike, overwrite: bool) -> Path:
     return p
 
 
-class _ControlFill:
+class ControlFill:
     """Receives ``_fill_controls``' assignment ``completed[missing, a] = mean`` (no grid)."""
 
     value = None
@@ -62,6 +62,13 @@ class _ControlFill:
 
     def __setitem__(self, index, value):
         self.index, self.value = index, np.asarray(value, dtype=np.float32)
+
+    def apply(self, rows: np.ndarray, order: np.ndarray, n_a: int) -> None:
+        """Write the fill into ``rows`` (pairs in grid row order: flat pair f is row order[f])."""
+        if self.index is None:
+            return
+        missing, a = self.index
+        rows[order[np.flatnonzero(missing) * n_a + a]] = self.value
 
 
 def _rows_per_chunk(p: int) -> int:
@@ -88,7 +95,7 @@ def write_layers(path, data, order, targets, res, key: str, overwrite: bool, fil
     if len(targets):
         source[targets[:, 0], targets[:, 1]] = res.source
         pos[targets[:, 0] * n_a + targets[:, 1]] = np.arange(len(targets))
-    fill = _ControlFill()
+    fill = ControlFill()
     n_ctrl = fill_controls(data, fill, source)
     filled = np.zeros((n_c, n_a), dtype=bool)
     if fill.index is not None:

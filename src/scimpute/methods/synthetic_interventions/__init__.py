@@ -223,7 +223,7 @@ def _check_data(data: GridData, t: np.ndarray, params: SIParams) -> None:
     reference=_REF,
 )
 def synthetic_interventions(
-    data: GridData, targets, params: SIParams | None = None, *, random_state=0
+    data: GridData, targets, params: SIParams | None = None, *, random_state=0, out=None
 ) -> MethodResult:
     """Impute target pairs by synthetic interventions (see the package docstring).
 
@@ -255,6 +255,12 @@ def synthetic_interventions(
         :class:`SIParams` (``SIParams.describe()`` lists them).
     random_state
         Seed or generator for the feature folds of single-training-unit validation.
+    out
+        Where the predictions go: anything of shape ``(n_targets, n_features)`` that takes
+        ``out[rows] = values`` (an array, or a sink of :mod:`scimpute.tl._sink`, which
+        :func:`scimpute.tl.impute` passes so that the predictions land group by group in
+        the completed layer or in the ``out_store`` staging file). ``None``: a new array
+        (float32 for float32 profiles). The result's ``prediction`` is ``out``.
 
     Returns
     -------
@@ -287,13 +293,18 @@ def synthetic_interventions(
     rng = check_random_state(random_state)
     folds = rng.permutation(np.arange(data.n_features) % params.n_feature_folds)
     progress = t.shape[0] > _SHOW_PROGRESS
+    if out is not None and tuple(out.shape) != (t.shape[0], data.n_features):
+        raise ValueError(f"out has shape {out.shape}, expected {(t.shape[0], data.n_features)}.")
     if params.donors != "both":
-        res = fit_direction(data, t, params.donors, params, folds, progress)
+        res = fit_direction(data, t, params.donors, params, folds, progress, out=out)
     else:
         res = _combine(
             fit_direction(data, t, "perturbations", params, folds, progress),
             fit_direction(data, t, "contexts", params, folds, progress),
         )
+        if out is not None:  # both directions' predictions are needed before combining
+            out[np.arange(t.shape[0])] = res.prediction
+            res.prediction = out
     res.info[SI_SETTINGS] = params.settings()
     return res
 
