@@ -168,8 +168,8 @@ def inpaint(
     ones filled) and ``uns[key_added]`` with ``params`` (every parameter of the typed spec
     plus the call options) and ``info``, one entry per mask pattern: with ``kernel="cntk"``
     the geometry, chosen prior, filter size and ridge, held-out errors, solver accuracy and
-    seconds; otherwise ``chosen`` (the candidate of each column, e.g. ``"gaussian,
-    length_scale=8, reg=0.01"``), ``chosen_counts``, ``validation_score`` (every
+    seconds; otherwise ``chosen`` (the candidate of each column, e.g.
+    ``"gaussian, length_scale=8, reg=0.01"``), ``chosen_counts``, ``validation_score`` (every
     candidate's mean over columns of held-out MSE / column variance), ``folds``,
     ``holdout_side``, ``solver`` and seconds. The input is never modified.
 
