@@ -20,12 +20,13 @@ does for an array. Rows are target positions (``0 .. n_targets - 1``).
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
 
-class RowSink:
+class RowSink(ABC):
     """``n`` rows of ``p`` float32 values, written and read by rows (base class).
 
     Subclasses implement ``_put(rows, values)`` and ``_get(rows)`` for sorted, unique
@@ -78,11 +79,13 @@ class RowSink:
         """Rows never written."""
         return int((~self.written).sum())
 
-    def _put(self, rows: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _put(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Write ``values`` to the sorted, unique ``rows``."""
 
-    def _get(self, rows: np.ndarray) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _get(self, rows: np.ndarray) -> np.ndarray:
+        """Read the sorted, unique ``rows``."""
 
 
 class ArraySink(RowSink):
